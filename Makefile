@@ -1,0 +1,50 @@
+# hierbayes: make demo | make test | make lint | make sbc | make bench
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# python3.12 on the PATH, else the pyenv install of 3.12.
+PYTHON312 := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/local/bin/python3.12 /usr/bin/python3.12; do \
+	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1; then echo $$p; break; fi; done)
+# Link PyTensor's C backend to OpenBLAS when the system has it (make blas installs it).
+ifneq ($(wildcard /usr/lib/x86_64-linux-gnu/libopenblas.so /usr/lib/aarch64-linux-gnu/libopenblas.so),)
+export PYTENSOR_FLAGS ?= blas__ldflags=-lopenblas
+endif
+
+.PHONY: demo test test-fast lint sbc bench docs clean venv dev blas
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found: install it (python3.12 on the PATH)"; exit 1; }
+	$(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+dev: $(VENV)/.dev
+
+# Optional: a system BLAS speeds up PyMC's own sampler (nutpie, the default, does not need it).
+blas:
+	@if [ ! -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq libopenblas-dev >/dev/null || true; fi
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/hierbayes demo
+
+test: $(VENV)/.dev
+	$(PY) -m pytest
+
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -m "not slow and not sbc"
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check hierbayes tests
+
+sbc: $(VENV)/.dev
+	$(PY) -m pytest -m sbc -p no:cacheprovider -o addopts=""
+
+clean:
+	rm -rf $(VENV) .pytest_cache site results

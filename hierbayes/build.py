@@ -1,0 +1,223 @@
+r"""Build the PyMC model of a design: the only module that creates PyMC graphs.
+
+The model, in the notation of :mod:`hierbayes.spec` and :mod:`hierbayes.priors`:
+
+.. math::
+
+    \eta_i = x_i^\top \beta + \sum_k z_{ik}^\top u_{k, j_k[i]} + o_i, \qquad
+    \beta \sim N(b, B), \qquad u_{kj} \sim N(0, \Omega_k),
+
+with the family's likelihood on :math:`g^{-1}(\eta_i)`.
+
+Parametrisation
+---------------
+* **Fixed effects are sampled on a standardised scale.** With an intercept, each other column
+  is centred and scaled, :math:`\tilde x_k = (x_k - c_k)/s_k`; the sampler explores
+  :math:`\tilde\beta` (``beta_std``) and the model reports :math:`\beta = A\tilde\beta`
+  (``beta``, dim ``coef``) exactly on the data's scale, where :math:`A_{kk} = 1/s_k` and
+  :math:`A_{0k} = -c_k/s_k`. The prior :math:`N(b, B)` is mapped exactly:
+  :math:`\tilde\beta \sim N(A^{-1}b, A^{-1}BA^{-\top})`.
+* **Random effects are non-centred by default**: :math:`u_{kj} = L_k z_{kj}`,
+  :math:`z_{kj} \sim N(0, I)`, with :math:`L_k` the Cholesky factor of :math:`\Omega_k`
+  (``diag(sd)`` for diagonal terms). A term with ``centered=True`` samples
+  :math:`u_{kj} \sim N(0, \Omega_k)` directly.
+
+Variable names (declared here once): ``beta_std``, ``beta`` (dim ``coef``), ``sigma``,
+``sd_<g>`` (dim ``<g>__coef``), ``corr_chol_<g>`` (Cholesky factor of the correlation, LKJ prior) and
+``corr_<g>`` (full covariance), ``z_<g>`` and
+``u_<g>`` (dims ``(<g>, <g>__coef)``), ``alpha`` (negative binomial), and the observed ``y``.
+No per-observation deterministic is stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from hierbayes.design import Design, GroupDesign
+from hierbayes.priors import (
+    Exponential,
+    HalfCauchy,
+    HalfNormal,
+    HalfStudentT,
+    ResolvedPriors,
+    ScalePrior,
+    resolve_priors,
+)
+
+__all__ = ["FixedScaling", "build_model", "fixed_scaling", "var_names"]
+
+
+@dataclass(frozen=True)
+class FixedScaling:
+    """The exact linear map between sampled and reported fixed effects, ``beta = A @ beta_std``."""
+
+    center: np.ndarray
+    scale: np.ndarray
+    A: np.ndarray
+
+    def standardise(self, X: np.ndarray) -> np.ndarray:
+        """Return the standardised model matrix."""
+        return (X - self.center) / self.scale
+
+
+def fixed_scaling(design: Design) -> FixedScaling:
+    """Centre (when there is an intercept) and scale the fixed-effect columns.
+
+    The intercept column and constant columns are left as they are.
+    """
+    X = design.X
+    p = X.shape[1]
+    icol = design.intercept_index
+    center = np.zeros(p)
+    scale = np.ones(p)
+    for k in range(p):
+        if k == icol:
+            continue
+        sd = float(np.std(X[:, k]))
+        if sd > 0:
+            scale[k] = sd
+            if icol is not None:
+                center[k] = float(np.mean(X[:, k]))
+    A = np.diag(1.0 / scale)
+    if icol is not None:
+        A[icol, :] -= center / scale
+        A[icol, icol] = 1.0
+    return FixedScaling(center=center, scale=scale, A=A)
+
+
+def var_names(design: Design) -> dict[str, list[str]]:
+    """Names of the model's variables by role: ``fixed``, ``sd``, ``corr``, ``u``, ``other``."""
+    out: dict[str, list[str]] = {"fixed": ["beta"], "sd": [], "corr": [], "u": [], "other": []}
+    for g in design.groups:
+        out["sd"].append(f"sd_{g.name}")
+        if _is_full(g):
+            out["corr"].append(f"corr_{g.name}")
+        out["u"].append(f"u_{g.name}")
+    if design.spec.family == "gaussian" and design.known_sigma is None:
+        out["other"].append("sigma")
+    if design.spec.family == "negative_binomial":
+        out["other"].append("alpha")
+    return out
+
+
+def _is_full(g: GroupDesign) -> bool:
+    return g.term.covariance == "full" and len(g.coef_names) > 1
+
+
+def _scale_rv(name: str, priors: tuple[ScalePrior, ...], dims: str | None) -> pt.TensorVariable:
+    scales = np.array([p.scale for p in priors]) if dims else priors[0].scale
+    first = priors[0]
+    if isinstance(first, HalfStudentT):
+        return pm.HalfStudentT(name, nu=first.nu, sigma=scales, dims=dims)
+    if isinstance(first, HalfNormal):
+        return pm.HalfNormal(name, sigma=scales, dims=dims)
+    if isinstance(first, HalfCauchy):
+        return pm.HalfCauchy(name, beta=scales, dims=dims)
+    if isinstance(first, Exponential):
+        return pm.Exponential(name, scale=scales, dims=dims)
+    raise TypeError(f"Unknown scale prior {first!r}")  # pragma: no cover
+
+
+def _random_effects(g: GroupDesign, priors: ResolvedPriors) -> pt.TensorVariable:
+    """Declare the sds, correlations and effects of one group; return ``u`` (levels x q)."""
+    name, cdim = g.name, g.coef_dim
+    sd = _scale_rv(f"sd_{name}", priors.group_sd[name], cdim)
+    if _is_full(g):
+        q = len(g.coef_names)
+        corr_chol = pm.LKJCorr(f"corr_chol_{name}", n=q, eta=priors.lkj_eta)
+        pm.Deterministic(f"corr_{name}", pt.dot(corr_chol, corr_chol.T), dims=(cdim, f"{cdim}_"))
+        chol = sd[:, None] * corr_chol
+        if g.term.centered:
+            return pm.MvNormal(f"u_{name}", mu=np.zeros(q), chol=chol, dims=(name, cdim))
+        z = pm.Normal(f"z_{name}", 0.0, 1.0, dims=(name, cdim))
+        return pm.Deterministic(f"u_{name}", pt.dot(z, chol.T), dims=(name, cdim))
+    if g.term.centered:
+        return pm.Normal(f"u_{name}", 0.0, sd, dims=(name, cdim))
+    z = pm.Normal(f"z_{name}", 0.0, 1.0, dims=(name, cdim))
+    return pm.Deterministic(f"u_{name}", z * sd, dims=(name, cdim))
+
+
+def _group_contribution(g: GroupDesign, u: pt.TensorVariable) -> pt.TensorVariable:
+    rows = u[g.index]
+    if len(g.coef_names) == 1 and np.all(g.Z[:, 0] == 1.0):
+        return rows[:, 0]
+    return (rows * g.Z).sum(axis=1)
+
+
+def build_model(design: Design, priors: ResolvedPriors | None = None) -> pm.Model:
+    """Build the PyMC model of ``design`` (see the module docstring for the math).
+
+    Parameters
+    ----------
+    design
+        From :func:`hierbayes.make_design`.
+    priors
+        Resolved priors; by default :func:`hierbayes.priors.resolve_priors` of the design.
+
+    Returns
+    -------
+    pymc.Model
+        With named dims ``coef``, one per grouping factor (its levels) and ``<g>__coef``.
+    """
+    priors = priors if priors is not None else resolve_priors(design)
+    spec = design.spec
+    scaling = fixed_scaling(design)
+    coords: dict[str, tuple[str, ...]] = {"coef": design.fixed_names, "obs": tuple(map(str, range(design.n_obs)))}
+    for g in design.groups:
+        coords[g.name] = g.levels
+        coords[g.coef_dim] = g.coef_names
+        if _is_full(g):
+            coords[f"{g.coef_dim}_"] = g.coef_names
+    with pm.Model(coords=coords) as model:
+        eta: pt.TensorVariable = pt.zeros(design.n_obs)
+        if design.X.shape[1] > 0:
+            A_inv = np.linalg.inv(scaling.A)
+            mean_std = A_inv @ priors.b
+            cov_std = A_inv @ priors.B @ A_inv.T
+            if np.allclose(cov_std, np.diag(np.diag(cov_std))):
+                beta_std = pm.Normal("beta_std", mu=mean_std, sigma=np.sqrt(np.diag(cov_std)), dims="coef")
+            else:
+                chol = np.linalg.cholesky((cov_std + cov_std.T) / 2)
+                beta_std = pm.MvNormal("beta_std", mu=mean_std, chol=chol, dims="coef")
+            pm.Deterministic("beta", pt.dot(scaling.A, beta_std), dims="coef")
+            eta = pt.dot(scaling.standardise(design.X), beta_std)
+        for g in design.groups:
+            eta = eta + _group_contribution(g, _random_effects(g, priors))
+        if design.offset is not None:
+            eta = eta + design.offset
+        _likelihood(design, priors, eta)
+    return model
+
+
+def _likelihood(design: Design, priors: ResolvedPriors, eta: pt.TensorVariable) -> None:
+    spec = design.spec
+    y = design.y
+    if spec.family == "gaussian":
+        if design.known_sigma is not None:
+            sigma = design.known_sigma
+        else:
+            assert priors.sigma is not None
+            sigma = _scale_rv("sigma", (priors.sigma,), None)
+        pm.Normal("y", mu=eta, sigma=sigma, observed=y, dims="obs")
+    elif spec.family in ("bernoulli", "binomial"):
+        if spec.link == "logit":
+            kwargs = {"logit_p": eta}
+        else:
+            kwargs = {"p": pm.math.invprobit(eta)}
+        if spec.family == "bernoulli":
+            pm.Bernoulli("y", observed=y.astype(np.int64), dims="obs", **kwargs)
+        else:
+            assert design.trials is not None
+            pm.Binomial("y", n=design.trials.astype(np.int64), observed=y.astype(np.int64), dims="obs", **kwargs)
+    elif spec.family == "poisson":
+        pm.Poisson("y", mu=pt.exp(eta), observed=y.astype(np.int64), dims="obs")
+    elif spec.family == "negative_binomial":
+        inv_alpha = pm.Exponential("inv_alpha", 1.0)
+        alpha = pm.Deterministic("alpha", 1.0 / inv_alpha)
+        pm.NegativeBinomial("y", mu=pt.exp(eta), alpha=alpha, observed=y.astype(np.int64), dims="obs")
+    else:  # pragma: no cover - ModelSpec validates
+        raise ValueError(spec.family)

@@ -1,0 +1,408 @@
+r"""From a spec and a data frame to numpy arrays: every data check lives here.
+
+For rows :math:`i = 1..n` the design holds the response :math:`y`, the fixed-effect model
+matrix :math:`X` (built by formulaic), and for each random term :math:`k` an integer index
+:math:`j_k[i]` into its levels and the per-row varying columns :math:`Z_k` (``n x q_k``; the
+block-diagonal :math:`n \times (J_k q_k)` matrix is never formed).
+
+Grouping factors are always categorical, also when the column holds numbers (ids). Levels
+are sorted; a level of ``a:b`` is labelled ``"<a>:<b>"``.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from formulaic import model_matrix
+from formulaic.model_spec import ModelSpec as FormulaicSpec
+
+from hierbayes.exceptions import DataError
+from hierbayes.families import check_response
+from hierbayes.formula import ALLOWED_TRANSFORMS
+from hierbayes.spec import GroupTerm, ModelSpec
+
+__all__ = ["Design", "GroupDesign", "NestingWarning", "make_design"]
+
+
+class NestingWarning(UserWarning):
+    """Ids of one grouping factor repeat across the levels of another (crossed or reused ids)."""
+
+
+@dataclass(frozen=True, eq=False)
+class GroupDesign:
+    """The arrays of one random term.
+
+    Attributes
+    ----------
+    term
+        The spec's :class:`~hierbayes.spec.GroupTerm`.
+    index
+        ``(n,)`` integer level of each row.
+    levels
+        Level labels, in index order.
+    Z
+        ``(n, q)`` varying columns per row (a column of ones for the intercept).
+    coef_names
+        Names of the ``q`` varying coefficients.
+    parent, parent_index
+        The random term this one is nested in (each level belongs to one parent level), and the
+        parent level of each of this term's levels; ``None`` when not nested.
+    """
+
+    term: GroupTerm
+    index: np.ndarray
+    levels: tuple[str, ...]
+    Z: np.ndarray
+    coef_names: tuple[str, ...]
+    parent: str | None = None
+    parent_index: np.ndarray | None = None
+
+    @property
+    def name(self) -> str:
+        """The term's name, also the dim of its levels."""
+        return self.term.name
+
+    @property
+    def n_levels(self) -> int:
+        """Number of levels."""
+        return len(self.levels)
+
+    @property
+    def coef_dim(self) -> str:
+        """Dim name of the varying coefficients."""
+        return f"{self.name}__coef"
+
+
+@dataclass(frozen=True, eq=False)
+class Design:
+    """Everything the model builder needs, as numpy arrays, plus the rows used.
+
+    Attributes
+    ----------
+    spec
+        The model specification.
+    data
+        The rows of the data used in the fit (after any ``dropna``), original index kept.
+    y, X, fixed_names
+        Response, fixed-effect model matrix and its column names.
+    groups
+        One :class:`GroupDesign` per random term.
+    trials, offset, known_sigma
+        Per-row arrays, or ``None``.
+    dropped
+        ``{column: number of rows with a missing value}`` for the rows removed by ``dropna``.
+    """
+
+    spec: ModelSpec
+    data: pd.DataFrame
+    y: np.ndarray
+    X: np.ndarray
+    fixed_names: tuple[str, ...]
+    groups: tuple[GroupDesign, ...]
+    trials: np.ndarray | None = None
+    offset: np.ndarray | None = None
+    known_sigma: np.ndarray | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+    fixed_model_spec: FormulaicSpec | None = None
+
+    @property
+    def n_obs(self) -> int:
+        """Number of rows."""
+        return int(self.y.shape[0])
+
+    @property
+    def intercept_index(self) -> int | None:
+        """Column of the fixed intercept in ``X``, or ``None``."""
+        return self.fixed_names.index("Intercept") if "Intercept" in self.fixed_names else None
+
+    def group(self, name: str) -> GroupDesign:
+        """The random term called ``name`` (e.g. ``"school"`` or ``"school:child"``)."""
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(
+            f"No grouping factor {name!r} in this model; it has: {', '.join(g.name for g in self.groups)}."
+        )
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _names_in_term(term: str) -> set[str]:
+    """Column names used by a formula term such as ``log(x):C(g)``."""
+    names: set[str] = set()
+    for factor in term.split(":"):
+        try:
+            tree = ast.parse(factor.strip(), mode="eval")
+        except SyntaxError:
+            names.add(factor.strip())
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and node.id not in ALLOWED_TRANSFORMS and node.id not in ("np", "numpy"):
+                names.add(node.id)
+    return names
+
+
+def _required_columns(spec: ModelSpec) -> list[str]:
+    cols = list(spec.columns)
+    for term in spec.fixed:
+        cols.extend(sorted(_names_in_term(term)))
+    for g in spec.groups:
+        for term in g.terms:
+            cols.extend(sorted(_names_in_term(term)))
+    return list(dict.fromkeys(cols))
+
+
+def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
+    needed = _required_columns(spec)
+    available = [str(c) for c in data.columns]
+    for col in needed:
+        if col not in available:
+            close = difflib.get_close_matches(col, available, n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise DataError(
+                f"Column {col!r} named in the model ({spec.formula()}) is not in the data.{hint} "
+                f"Available columns: {', '.join(available)}."
+            )
+    return needed
+
+
+def _handle_missing(data: pd.DataFrame, columns: list[str], dropna: bool) -> tuple[pd.DataFrame, dict[str, int]]:
+    sub = data[columns]
+    missing = sub.isna()
+    counts = {c: int(n) for c, n in missing.sum().items() if n > 0}
+    if not counts:
+        return data, {}
+    rows = missing.any(axis=1)
+    detail = ", ".join(f"{c}: {n}" for c, n in counts.items())
+    if not dropna:
+        raise DataError(
+            f"Missing values (NaN/None) in {int(rows.sum())} row(s) of the columns the model uses ({detail}). "
+            "Nothing is dropped silently: impute them, remove the rows, or pass dropna=True to drop those "
+            "rows (hierbayes then reports how many)."
+        )
+    kept = data.loc[~rows]
+    warnings.warn(
+        f"dropna=True: dropped {int(rows.sum())} of {len(data)} rows with missing values ({detail}).",
+        UserWarning,
+        stacklevel=3,
+    )
+    return kept, counts
+
+
+def _check_finite(data: pd.DataFrame, columns: list[str]) -> None:
+    for col in columns:
+        series = data[col]
+        if pd.api.types.is_numeric_dtype(series) and series.dtype != bool:
+            values = series.to_numpy(dtype=float)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise DataError(
+                    f"Column {col!r} has {int(bad.sum())} infinite value(s) (e.g. row {data.index[bad][0]!r}). "
+                    "Infinite values cannot be modelled; check for log(0) or division by zero upstream."
+                )
+
+
+def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...], FormulaicSpec]:
+    try:
+        mm = model_matrix(rhs, data, na_action="raise", context={"np": np})
+    except Exception as err:
+        raise DataError(f"Could not build the {what} model matrix from {rhs!r}: {err}") from None
+    names = tuple(str(c) for c in mm.columns)
+    return np.array(mm, dtype=float), names, mm.model_spec
+
+
+def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
+    if X.shape[1] == 0:
+        return
+    if X.shape[0] < X.shape[1]:
+        raise DataError(
+            f"The fixed effects have {X.shape[1]} columns but there are only {X.shape[0]} rows; "
+            "remove predictors or add data."
+        )
+    scale = np.where(np.abs(X).max(axis=0) > 0, np.abs(X).max(axis=0), 1.0)
+    Xs = X / scale
+    bad: list[str] = []
+    kept: list[int] = []
+    for k in range(Xs.shape[1]):
+        trial = Xs[:, kept + [k]]
+        if np.linalg.matrix_rank(trial, tol=1e-9 * max(trial.shape)) < len(kept) + 1:
+            bad.append(names[k])
+        else:
+            kept.append(k)
+    if bad:
+        const = [n for n in bad if np.ptp(X[:, names.index(n)]) == 0]
+        why = (
+            f"{', '.join(map(repr, const))} is constant" + (" (collinear with the intercept)" if "Intercept" in names else "")
+            if const
+            else f"{', '.join(map(repr, bad))} is a linear combination of the other columns"
+        )
+        raise DataError(
+            f"The fixed-effect matrix is rank deficient: {why}. Its coefficient cannot be estimated; "
+            f"remove {bad[0]!r} from the formula (or check how it was coded)."
+        )
+
+
+def _group_index(data: pd.DataFrame, term: GroupTerm) -> tuple[np.ndarray, tuple[str, ...]]:
+    keys = data[list(term.factor)].astype(str)
+    if len(term.factor) == 1:
+        codes, uniques = pd.factorize(keys.iloc[:, 0], sort=True)
+        return np.array(codes, dtype=np.int64), tuple(str(u) for u in uniques)
+    combined = keys.agg(":".join, axis=1)
+    codes, uniques = pd.factorize(combined, sort=True)
+    return np.array(codes, dtype=np.int64), tuple(str(u) for u in uniques)
+
+
+def _parent_map(child: np.ndarray, parent: np.ndarray, n_child: int) -> np.ndarray | None:
+    """Parent level of each child level if every child level has exactly one parent."""
+    pairs = np.unique(np.stack([child, parent], axis=1), axis=0)
+    if pairs.shape[0] != n_child:
+        return None
+    out = np.empty(n_child, dtype=np.int64)
+    out[pairs[:, 0]] = pairs[:, 1]
+    return out
+
+
+def _check_groups(spec: ModelSpec, groups: list[GroupDesign], n: int) -> list[GroupDesign]:
+    gaussian_free_sigma = spec.family == "gaussian" and spec.known_sigma is None
+    for g in groups:
+        if g.n_levels < 2:
+            raise DataError(
+                f"Grouping factor {g.name!r} has a single level ({g.levels[0]!r}); a random effect needs at "
+                f"least 2 levels (lme4: 'grouping factors must have > 1 sampled level'). Remove "
+                f"{g.term.formula()} from the formula."
+            )
+        if gaussian_free_sigma and g.n_levels >= n:
+            raise DataError(
+                f"Grouping factor {g.name!r} has {g.n_levels} levels for {n} observations: its random effect "
+                "cannot be told apart from the residual error (lme4: 'number of levels of each grouping "
+                f"factor must be < number of observations (problems: {g.name})'). Remove "
+                f"{g.term.formula()}, or give a known residual sd with 'y | se(sigma) ~ ...'."
+            )
+    # Nesting: find for each term the finest term it is nested in.
+    out: list[GroupDesign] = []
+    by_name = {g.name: g for g in groups}
+    for g in groups:
+        best: tuple[str, np.ndarray] | None = None
+        for other in groups:
+            if other is g or other.n_levels >= g.n_levels:
+                continue
+            pmap = _parent_map(g.index, other.index, g.n_levels)
+            if pmap is not None and (best is None or by_name[best[0]].n_levels < other.n_levels):
+                best = (other.name, pmap)
+        if best is None:
+            out.append(g)
+        else:
+            out.append(GroupDesign(g.term, g.index, g.levels, g.Z, g.coef_names, best[0], best[1]))
+    # A nesting path whose inner term adds nothing: each inner level is one outer level.
+    for g in out:
+        f = g.term.factor
+        if len(f) > 1:
+            outer = ":".join(f[:-1])
+            inner_alone = f[-1]
+            if outer in by_name and inner_alone not in by_name:
+                codes, uniques = pd.factorize(pd.Series(g.levels).str.split(":").str[-1])
+                if g.n_levels == by_name[outer].n_levels:
+                    raise DataError(
+                        f"In the nesting path {outer}/{inner_alone}, {g.name!r} has exactly as many levels as "
+                        f"{outer!r}: each {outer} holds a single {inner_alone}, so the path looks reversed. "
+                        f"Did you mean ({inner_alone}/{outer.replace(':', '/')})?"
+                    )
+    # Separately listed factors whose ids repeat across the other's levels.
+    singles = [g for g in out if len(g.term.factor) == 1]
+    for i, a in enumerate(singles):
+        for b in singles[i + 1:]:  # formula order: the earlier factor is taken as the outer one
+            if (
+                _parent_map(b.index, a.index, b.n_levels) is not None
+                or _parent_map(a.index, b.index, a.n_levels) is not None
+            ):
+                continue
+            combos = np.unique(np.stack([a.index, b.index], axis=1), axis=0).shape[0]
+            warnings.warn(
+                f"Ids of {b.name!r} repeat across levels of {a.name!r}: {b.n_levels} {b.name} ids form "
+                f"{combos} distinct {a.name}:{b.name} pairs, so (1 | {a.name}) + (1 | {b.name}) treats "
+                f"them as crossed (the same {b.name} id in two {a.name} levels is one level). If {b.name} "
+                f"ids are only unique within {a.name}, write (1 | {a.name}/{b.name}). If the factors are "
+                "really crossed, ignore this warning "
+                "(warnings.filterwarnings('ignore', category=hb.NestingWarning)).",
+                NestingWarning,
+                stacklevel=4,
+            )
+    return out
+
+
+def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False) -> Design:
+    """Check ``data`` against ``spec`` and build the model's arrays.
+
+    Parameters
+    ----------
+    spec
+        The model specification.
+    data
+        A pandas DataFrame (or anything ``pd.DataFrame`` accepts) with the model's columns.
+    dropna
+        Drop rows with a missing value in a column the model uses (reported in a warning and in
+        ``Design.dropped``). By default missing values are an error.
+
+    Returns
+    -------
+    Design
+
+    Raises
+    ------
+    DataError
+        For a missing column (with close matches), missing or infinite values, a non-numeric or
+        out-of-range response, a grouping factor with one level or one level per row, a
+        rank-deficient fixed-effect matrix, or an empty data frame.
+    """
+    if not isinstance(data, pd.DataFrame):
+        try:
+            data = pd.DataFrame(data)
+        except Exception as err:
+            raise DataError(f"data must be a pandas DataFrame; received {type(data).__name__}: {err}") from None
+    if len(data) == 0:
+        raise DataError("The data frame is empty (0 rows); nothing to fit.")
+    columns = _check_columns(spec, data)
+    data, dropped = _handle_missing(data, columns, dropna)
+    if len(data) < 2:
+        raise DataError(f"The data have {len(data)} usable row(s); a multilevel model needs more than one.")
+    _check_finite(data, columns)
+
+    y, trials = check_response(spec.family, data, spec.response, trials=spec.trials, failures=spec.failures)
+    rhs = " + ".join((["1"] if spec.intercept else ["0"]) + list(spec.fixed))
+    X, names, fspec = _model_matrix(rhs, data, "fixed-effect")
+    _check_rank(X, names)
+
+    groups: list[GroupDesign] = []
+    for term in spec.groups:
+        index, levels = _group_index(data, term)
+        z_rhs = " + ".join((["1"] if term.intercept else ["0"]) + list(term.terms))
+        Z, znames, _ = _model_matrix(z_rhs, data, f"varying-term ({term.formula()})")
+        groups.append(GroupDesign(term, index, levels, Z, znames))
+    groups = _check_groups(spec, groups, len(data))
+
+    offset = np.array(data[spec.offset], dtype=float) if spec.offset else None
+    known_sigma = None
+    if spec.known_sigma:
+        known_sigma = np.array(data[spec.known_sigma], dtype=float)
+        if np.any(known_sigma <= 0):
+            raise DataError(f"Known residual sd column {spec.known_sigma!r} must be positive in every row.")
+    return Design(
+        spec=spec,
+        data=data,
+        y=y,
+        X=X,
+        fixed_names=names,
+        groups=tuple(groups),
+        trials=trials,
+        offset=offset,
+        known_sigma=known_sigma,
+        dropped=dropped,
+        fixed_model_spec=fspec,
+    )

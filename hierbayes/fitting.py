@@ -1,0 +1,211 @@
+"""``hb.fit``: the thin pipeline spec -> design -> model -> draws -> diagnostics.
+
+Every stage can be called alone (:func:`hierbayes.parse_formula`, :func:`hierbayes.make_design`,
+:func:`hierbayes.build_model`, :func:`hierbayes.sample`, :func:`hierbayes.diagnose`);
+:func:`fit` only chains them and keeps what a later summary, report or reload needs.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pymc as pm
+import xarray as xr
+
+from hierbayes.build import build_model, var_names
+from hierbayes.design import Design, make_design
+from hierbayes.diagnostics import Diagnostics, diagnose, warn_if_problems
+from hierbayes.formula import parse_formula
+from hierbayes.priors import Priors
+from hierbayes.sample import Sampler, resolve_sampler, sample
+from hierbayes.spec import ModelSpec
+
+__all__ = ["Fit", "fit", "prior_predictive", "to_spec", "versions"]
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries a fit depends on."""
+    out = {"python": platform.python_version()}
+    for pkg in ("hierbayes", "pymc", "pytensor", "arviz", "numpy", "pandas", "xarray", "formulaic", "nutpie"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+@dataclass(eq=False)
+class Fit:
+    """A fitted model: the posterior draws together with the spec, the data and the settings.
+
+    Attributes
+    ----------
+    spec
+        The model specification.
+    design
+        The design the model was built from (``design.data`` are the rows used).
+    idata
+        PyMC's result, an ``xarray.DataTree`` (groups ``posterior``, ``sample_stats``, ...).
+    settings
+        Sampler settings, seed, method and library versions.
+    diagnostics
+        Convergence diagnostics (see :func:`hierbayes.diagnose`).
+    """
+
+    spec: ModelSpec
+    design: Design
+    idata: xr.DataTree
+    settings: dict[str, Any] = field(default_factory=dict)
+    diagnostics: Diagnostics | None = None
+
+    @property
+    def posterior(self) -> xr.Dataset:
+        """The posterior draws as an ``xarray.Dataset`` (dims ``chain``, ``draw``, ...)."""
+        return self.idata["posterior"].to_dataset()
+
+    @property
+    def data(self) -> pd.DataFrame:
+        """The rows of the data used in the fit."""
+        return self.design.data
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save the fit (draws, spec, data, settings) to one NetCDF file; see :func:`hierbayes.io.save`."""
+        from hierbayes.io import save
+
+        save(self, path)
+
+    def __repr__(self) -> str:
+        post = self.posterior
+        return (
+            f"<hierbayes.Fit {self.spec.formula()!r} family={self.spec.family} "
+            f"n={self.design.n_obs} chains={post.sizes['chain']} draws={post.sizes['draw']}>"
+        )
+
+
+def to_spec(
+    model: str | ModelSpec,
+    *,
+    family: str | None = None,
+    link: str | None = None,
+    priors: Priors | None = None,
+) -> ModelSpec:
+    """Turn a formula string or a spec (plus optional family/link/priors) into a spec."""
+    if isinstance(model, ModelSpec):
+        spec = model
+        if priors is not None:
+            spec = spec.with_priors(priors)
+        if family is not None and family != spec.family or link is not None and link != spec.link:
+            raise ValueError(
+                "family= and link= apply to formula strings; this ModelSpec already has family "
+                f"{spec.family!r} and link {spec.link!r}. Build the spec with the family you want."
+            )
+        return spec
+    return parse_formula(model, family=family or "gaussian", link=link, priors=priors)
+
+
+def fit(
+    model: str | ModelSpec,
+    data: pd.DataFrame,
+    *,
+    family: str | None = None,
+    link: str | None = None,
+    priors: Priors | None = None,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    random_seed: int | None = None,
+    target_accept: float = 0.8,
+    sampler: Sampler = "auto",
+    progressbar: bool = True,
+    cores: int | None = None,
+    dropna: bool = False,
+) -> Fit:
+    """Fit a Bayesian multilevel model with NUTS.
+
+    Parameters
+    ----------
+    model
+        An lme4-style formula (``"y ~ x + (1 | school/child)"``) or a :class:`ModelSpec`
+        from a builder.
+    data
+        The data frame.
+    family, link
+        For formula strings: ``"gaussian"`` (default), ``"bernoulli"``, ``"binomial"``,
+        ``"poisson"``, ``"negative_binomial"`` and their links.
+    priors
+        :class:`hierbayes.Priors`; ``None`` keeps the spec's (by default scaled to the data).
+    draws, tune, chains, random_seed, target_accept, sampler, progressbar, cores
+        Passed to :func:`hierbayes.sample`.
+    dropna
+        Drop (and report) rows with missing values instead of raising an error.
+
+    Returns
+    -------
+    Fit
+
+    Examples
+    --------
+    >>> import hierbayes as hb
+    >>> df = hb.datasets.load("sleepstudy")
+    >>> fit = hb.fit("Reaction ~ Days + (Days | Subject)", df, random_seed=1)  # doctest: +SKIP
+    >>> print(hb.summary(fit))  # doctest: +SKIP
+    """
+    spec = to_spec(model, family=family, link=link, priors=priors)
+    design = make_design(spec, data, dropna=dropna)
+    pm_model = build_model(design)
+    backend = resolve_sampler(sampler)
+    idata = sample(
+        pm_model,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        random_seed=random_seed,
+        target_accept=target_accept,
+        sampler=backend,  # type: ignore[arg-type]
+        progressbar=progressbar,
+        cores=cores,
+    )
+    names = var_names(design)
+    check = names["fixed"] + names["sd"] + names["corr"] + names["other"]
+    centered = [g.name for g in design.groups if g.term.centered]
+    diagnostics = diagnose(idata, check, centered_terms=centered)
+    warn_if_problems(diagnostics)
+    settings = {
+        "draws": draws,
+        "tune": tune,
+        "chains": chains,
+        "random_seed": random_seed,
+        "target_accept": target_accept,
+        "sampler": backend,
+        "method": "full",
+        "versions": versions(),
+    }
+    return Fit(spec=spec, design=design, idata=idata, settings=settings, diagnostics=diagnostics)
+
+
+def prior_predictive(
+    model: str | ModelSpec,
+    data: pd.DataFrame,
+    *,
+    family: str | None = None,
+    link: str | None = None,
+    priors: Priors | None = None,
+    draws: int = 500,
+    random_seed: int | None = None,
+) -> xr.DataTree:
+    """Draw parameters and data from the prior (for prior predictive checks).
+
+    Returns
+    -------
+    xarray.DataTree
+        Groups ``prior`` (parameters) and ``prior_predictive`` (replicated ``y``).
+    """
+    spec = to_spec(model, family=family, link=link, priors=priors)
+    design = make_design(spec, data)
+    with build_model(design):
+        return pm.sample_prior_predictive(draws=draws, random_seed=random_seed)

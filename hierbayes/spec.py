@@ -1,0 +1,211 @@
+r"""The model specification: one frozen value that every entry point produces.
+
+A :class:`ModelSpec` describes a generalised linear mixed model without holding any data:
+
+.. math::
+
+    g(E[y_i \mid u]) = x_i^\top \beta + \sum_{k} z_{ik}^\top u_{k, j_k[i]} + o_i, \qquad
+    u_{kj} \sim N(0, \Omega_k),
+
+where :math:`j_k[i]` is the level of grouping factor :math:`k` for row :math:`i`, :math:`z_{ik}`
+the varying terms of that factor, :math:`o_i` an optional offset and :math:`g` the link. For
+the Gaussian family :math:`y_i \sim N(\mu_i, \sigma^2)`, or :math:`N(\mu_i, \sigma_i^2)` with a
+known per-row :math:`\sigma_i` (the eight-schools model).
+
+Both the lme4-style formula parser (:func:`hierbayes.parse_formula`) and the named builders
+(:mod:`hierbayes.builders`) return a ``ModelSpec``; everything downstream has one path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from hierbayes.exceptions import SpecError
+from hierbayes.priors import Priors
+
+__all__ = ["FAMILIES", "GroupTerm", "ModelSpec"]
+
+#: Allowed families and their links; the first link is the default.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "gaussian": ("identity",),
+    "bernoulli": ("logit", "probit"),
+    "binomial": ("logit", "probit"),
+    "poisson": ("log",),
+    "negative_binomial": ("log",),
+}
+
+Covariance = Literal["full", "diagonal"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupTerm:
+    """One random-effect term ``(terms | factor)``.
+
+    Parameters
+    ----------
+    factor
+        The grouping factor's columns; more than one means their interaction, e.g.
+        ``("school", "child")`` for ``school:child`` (a child within a school).
+    intercept
+        Whether the intercept varies by the factor.
+    terms
+        The other varying terms (slopes), as formula terms (``"Days"``, ``"x:z"``).
+    covariance
+        ``"full"`` (correlated effects, LKJ prior) or ``"diagonal"`` (independent, lme4's ``||``).
+    centered
+        Centred parametrisation ``u ~ N(0, Omega)`` instead of the default non-centred
+        ``u = L z, z ~ N(0, I)``.
+    """
+
+    factor: tuple[str, ...]
+    intercept: bool = True
+    terms: tuple[str, ...] = ()
+    covariance: Covariance = "full"
+    centered: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.factor, str):
+            object.__setattr__(self, "factor", tuple(self.factor.split(":")))
+        object.__setattr__(self, "factor", tuple(f.strip() for f in self.factor))
+        object.__setattr__(self, "terms", tuple(self.terms))
+        if not self.factor or any(not f for f in self.factor):
+            raise SpecError(f"GroupTerm: the grouping factor is empty in {self.factor!r}.")
+        if not self.intercept and not self.terms:
+            raise SpecError(
+                f"GroupTerm for {self.name!r}: nothing varies (no intercept and no terms); "
+                "use (1 | g) for a random intercept."
+            )
+        if self.covariance not in ("full", "diagonal"):
+            raise SpecError(
+                f"GroupTerm for {self.name!r}: covariance must be 'full' or 'diagonal'; "
+                f"received {self.covariance!r}."
+            )
+
+    @property
+    def name(self) -> str:
+        """The term's name and the dim of its levels: factor columns joined by ``:``."""
+        return ":".join(self.factor)
+
+    @property
+    def coef_names(self) -> tuple[str, ...]:
+        """Names of the varying coefficients (``Intercept`` first)."""
+        return (("Intercept",) if self.intercept else ()) + self.terms
+
+    def formula(self) -> str:
+        """The term in lme4 syntax."""
+        lhs = " + ".join((["1"] if self.intercept else ["0"]) + list(self.terms))
+        bar = "||" if self.covariance == "diagonal" and len(self.coef_names) > 1 else "|"
+        return f"({lhs} {bar} {self.name})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A complete, data-free model specification.
+
+    Parameters
+    ----------
+    response
+        Name of the response column (for ``binomial``, the successes column).
+    fixed
+        Fixed-effect terms other than the intercept, as formula terms (``"year"``, ``"x:z"``,
+        ``"C(g)"``); they are expanded into columns by formulaic.
+    intercept
+        Whether the fixed part has an intercept.
+    groups
+        The random-effect terms.
+    family, link
+        Response distribution and link (see :data:`FAMILIES`); ``link=None`` takes the default.
+    trials
+        Column with the number of trials (``binomial``).
+    failures
+        Column with the number of failures (``binomial`` from lme4's ``cbind(successes, failures)``);
+        give ``trials`` or ``failures``.
+    offset
+        Column added to the linear predictor as is (e.g. log exposure for ``poisson``).
+    known_sigma
+        Column holding a known residual sd per row (Gaussian; eight schools).
+    priors
+        The priors; defaults are scaled to the data (see :mod:`hierbayes.priors`).
+    """
+
+    response: str
+    fixed: tuple[str, ...] = ()
+    intercept: bool = True
+    groups: tuple[GroupTerm, ...] = ()
+    family: str = "gaussian"
+    link: str | None = None
+    trials: str | None = None
+    failures: str | None = None
+    offset: str | None = None
+    known_sigma: str | None = None
+    priors: Priors = field(default_factory=Priors)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fixed", tuple(self.fixed))
+        object.__setattr__(self, "groups", tuple(self.groups))
+        if not self.response:
+            raise SpecError("ModelSpec: the response column name is empty.")
+        family = self.family.lower().replace("-", "_")
+        aliases = {"normal": "gaussian", "logistic": "bernoulli", "negbinomial": "negative_binomial"}
+        family = aliases.get(family, family)
+        if family not in FAMILIES:
+            raise SpecError(
+                f"Unknown family {self.family!r}; allowed: {', '.join(FAMILIES)}."
+            )
+        object.__setattr__(self, "family", family)
+        link = self.link or FAMILIES[family][0]
+        if link not in FAMILIES[family]:
+            raise SpecError(
+                f"Unknown link {link!r} for family {family!r}; allowed: {', '.join(FAMILIES[family])}."
+            )
+        object.__setattr__(self, "link", link)
+        if self.known_sigma is not None and family != "gaussian":
+            raise SpecError("known_sigma (a known residual sd per row) only applies to the gaussian family.")
+        if self.trials is not None and family != "binomial":
+            raise SpecError(
+                f"trials={self.trials!r} only applies to the binomial family; received family {family!r}."
+            )
+        if self.trials is not None and self.failures is not None:
+            raise SpecError("Give the binomial trials either as trials= or as failures=, not both.")
+        if family == "binomial" and self.trials is None and self.failures is None:
+            raise SpecError(
+                "The binomial family needs the number of trials: trials='n' in a builder, or "
+                "cbind(successes, failures) on the left of the formula."
+            )
+        names = [g.name for g in self.groups]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise SpecError(
+                f"Grouping factor {dup[0]!r} appears in more than one random term; put its varying "
+                f"terms in one term, e.g. (1 + x | {dup[0]}), or use || for independent effects."
+            )
+
+    def with_priors(self, priors: Priors) -> ModelSpec:
+        """Return a copy of the spec with other priors."""
+        return replace(self, priors=priors)
+
+    def formula(self) -> str:
+        """The model in lme4/brms syntax (round-trips through :func:`hierbayes.parse_formula`)."""
+        lhs = self.response
+        if self.known_sigma is not None:
+            lhs = f"{lhs} | se({self.known_sigma})"
+        if self.trials is not None:
+            lhs = f"{lhs} | trials({self.trials})"
+        if self.failures is not None:
+            lhs = f"cbind({self.response}, {self.failures})"
+        rhs = " + ".join(
+            (["1"] if self.intercept else ["0"]) + list(self.fixed) + [g.formula() for g in self.groups]
+        )
+        if self.offset is not None:
+            rhs = f"{rhs} + offset({self.offset})"
+        return f"{lhs} ~ {rhs}"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Data columns named directly by the spec (response, factors, trials, offset, sigma)."""
+        cols: list[str] = [self.response]
+        for g in self.groups:
+            cols.extend(g.factor)
+        cols.extend(c for c in (self.trials, self.failures, self.offset, self.known_sigma) if c is not None)
+        return tuple(dict.fromkeys(cols))

@@ -1,0 +1,1 @@
+"""Summaries of a fit: pure functions returning DataFrames or xarray objects."""

@@ -1,0 +1,206 @@
+r"""The lmer-like summary: random-effect variances and fixed effects from the posterior.
+
+For each random term :math:`k` with standard deviations :math:`s_{k\ell}` and correlations
+:math:`\rho_{k\ell m}` the table gives the posterior of the variance :math:`s_{k\ell}^2`, of the
+standard deviation and of each correlation; for Gaussian models also of the residual variance
+:math:`\sigma^2`. Intervals are equal-tailed with probability ``prob`` (default 0.94, a hierbayes
+option: ArviZ 1.x's own default is an 89% interval).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from hierbayes.diagnostics import draw_stats
+from hierbayes.fitting import Fit
+
+__all__ = ["DEFAULT_PROB", "Summary", "format_summary", "summary"]
+
+#: Default probability of the posterior intervals in every hierbayes summary.
+DEFAULT_PROB = 0.94
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The summary of a fit; ``print()`` it for the lmer-like text.
+
+    Attributes
+    ----------
+    random
+        One row per variance, sd and correlation: columns ``group``, ``name``, ``quantity``
+        (``"variance"``, ``"sd"`` or ``"corr"``), ``mean``, ``sd``, ``lower``, ``upper``,
+        ``r_hat``, ``ess_bulk``.
+    fixed
+        One row per fixed effect (index: coefficient name): ``mean``, ``sd``, ``lower``,
+        ``upper``, ``r_hat``, ``ess_bulk``, ``ess_tail``, ``mcse_mean``.
+    nobs, ngroups
+        Number of observations and of levels per grouping factor.
+    formula, family, link, prob
+        What was fitted, and the interval probability.
+    problems
+        Plain-words convergence problems (empty if none).
+    """
+
+    random: pd.DataFrame
+    fixed: pd.DataFrame
+    nobs: int
+    ngroups: dict[str, int]
+    formula: str
+    family: str
+    link: str
+    prob: float
+    problems: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return format_summary(self)
+
+
+_COLUMNS = ["mean", "sd", "lower", "upper", "r_hat", "ess_bulk"]
+
+
+def _row(draws: xr.DataArray, prob: float, **labels: str) -> dict[str, object]:
+    stats = draw_stats(draws, prob)
+    return {**labels, **{k: stats[k] for k in _COLUMNS}}
+
+
+def summary(fit: Fit, *, prob: float = DEFAULT_PROB) -> Summary:
+    """Summarise a fit like lme4's ``summary(lmer(...))``, with posterior intervals.
+
+    Parameters
+    ----------
+    fit
+        From :func:`hierbayes.fit`.
+    prob
+        Probability of the equal-tailed intervals.
+
+    Returns
+    -------
+    Summary
+    """
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must be between 0 and 1; received {prob}.")
+    post = fit.posterior
+    design = fit.design
+    rows: list[dict[str, object]] = []
+    for g in design.groups:
+        sd = post[f"sd_{g.name}"]
+        for name in g.coef_names:
+            s = sd.sel({g.coef_dim: name})
+            rows.append(_row(s**2, prob, group=g.name, name=name, quantity="variance"))
+            rows.append(_row(s, prob, group=g.name, name=name, quantity="sd"))
+        corr_name = f"corr_{g.name}"
+        if corr_name in post:
+            names = g.coef_names
+            for i in range(len(names)):
+                for j in range(i + 1, len(names)):
+                    r = post[corr_name].isel({g.coef_dim: i, f"{g.coef_dim}_": j})
+                    rows.append(_row(r, prob, group=g.name, name=f"{names[i]}:{names[j]}", quantity="corr"))
+    if "sigma" in post:
+        rows.append(_row(post["sigma"] ** 2, prob, group="Residual", name="", quantity="variance"))
+        rows.append(_row(post["sigma"], prob, group="Residual", name="", quantity="sd"))
+    if "alpha" in post:
+        rows.append(_row(post["alpha"], prob, group="Shape", name="alpha", quantity="shape"))
+    random = pd.DataFrame(rows, columns=["group", "name", "quantity", *_COLUMNS])
+
+    fixed_rows = {}
+    if "beta" in post:
+        for coef in post["beta"].coords["coef"].values:
+            stats = draw_stats(post["beta"].sel(coef=coef), prob)
+            fixed_rows[str(coef)] = stats
+    fixed = pd.DataFrame.from_dict(fixed_rows, orient="index")
+    if not fixed.empty:
+        fixed = fixed[["mean", "sd", "lower", "upper", "r_hat", "ess_bulk", "ess_tail", "mcse_mean"]]
+    problems = tuple(fit.diagnostics.problems) if fit.diagnostics else ()
+    return Summary(
+        random=random,
+        fixed=fixed,
+        nobs=design.n_obs,
+        ngroups={g.name: g.n_levels for g in design.groups},
+        formula=fit.spec.formula(),
+        family=fit.spec.family,
+        link=str(fit.spec.link),
+        prob=prob,
+        problems=problems,
+    )
+
+
+def _num(x: float) -> str:
+    if not np.isfinite(x):
+        return "nan"
+    ax = abs(x)
+    if ax != 0 and (ax < 1e-3 or ax >= 1e5):
+        return f"{x:.3e}"
+    return f"{x:.4g}" if ax < 1 else f"{x:.{max(1, 5 - len(str(int(ax))))}f}"
+
+
+def format_summary(s: Summary) -> str:
+    """Render a :class:`Summary` as lmer-like text."""
+    pct = f"{round(s.prob * 100)}%"
+    lines = [
+        f"Bayesian multilevel model ({s.family}, {s.link} link), fitted with NUTS",
+        f"Formula: {s.formula}",
+        "",
+        f"Random effects (posterior mean [{pct} interval]):",
+    ]
+    table = []
+    for (group, name), part in s.random.groupby(["group", "name"], sort=False):
+        cells = {q: part[part.quantity == q].iloc[0] for q in part.quantity}
+        if "corr" in cells:
+            continue
+        var = cells.get("variance")
+        sd = cells.get("sd")
+        shape = cells.get("shape")
+        table.append(
+            [
+                str(group),
+                "(Intercept)" if name == "Intercept" else str(name),
+                f"{_num(var['mean'])} [{_num(var['lower'])}, {_num(var['upper'])}]" if var is not None else "",
+                f"{_num(sd['mean'])} [{_num(sd['lower'])}, {_num(sd['upper'])}]" if sd is not None else
+                (f"{_num(shape['mean'])} [{_num(shape['lower'])}, {_num(shape['upper'])}]" if shape is not None else ""),
+            ]
+        )
+    corr = s.random[s.random.quantity == "corr"]
+    header = ["Groups", "Name", "Variance", "Std.Dev."]
+    lines.extend(_grid(header, table))
+    if not corr.empty:
+        lines.append("")
+        lines.append(f"Correlations of random effects (posterior mean [{pct} interval]):")
+        ctable = [
+            [r["group"], r["name"].replace(":", " ~ "), f"{_num(r['mean'])} [{_num(r['lower'])}, {_num(r['upper'])}]"]
+            for _, r in corr.iterrows()
+        ]
+        lines.extend(_grid(["Groups", "Pair", "Corr"], ctable))
+    groups = "; ".join(f"{k}, {v}" for k, v in s.ngroups.items())
+    lines.append(f"Number of obs: {s.nobs}" + (f", groups: {groups}" if groups else ""))
+    lines.append("")
+    lines.append("Fixed effects:")
+    ftable = [
+        [
+            str(name),
+            _num(r["mean"]),
+            _num(r["sd"]),
+            _num(r["lower"]),
+            _num(r["upper"]),
+            f"{r['r_hat']:.3f}",
+            f"{r['ess_bulk']:.0f}",
+        ]
+        for name, r in s.fixed.iterrows()
+    ]
+    lines.extend(_grid(["", "Mean", "SD", f"{pct} lower", f"{pct} upper", "R-hat", "ESS bulk"], ftable))
+    if s.problems:
+        lines.append("")
+        lines.append("Convergence warnings:")
+        lines.extend(f"- {p}" for p in s.problems)
+    return "\n".join(lines)
+
+
+def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    fmt = lambda r: " " + "  ".join(  # noqa: E731
+        str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+    )
+    return [fmt(header)] + [fmt(r) for r in rows]
