@@ -21,6 +21,13 @@ $(VENV)/.installed: pyproject.toml
 
 $(VENV)/.dev: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[dev]"
+	@# Headless Chromium for the report's browser test (skipped without it); optional, never fatal.
+	-@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium >/dev/null || true; fi
+	touch $@
+
+$(VENV)/.docs: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[docs]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -32,7 +39,7 @@ blas:
 		apt-get update -qq && apt-get install -y -qq libopenblas-dev >/dev/null || true; fi
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/hierbayes demo
+	$(VENV)/bin/hierbayes demo --overwrite
 
 test: $(VENV)/.dev
 	$(PY) -m pytest
@@ -43,8 +50,24 @@ test-fast: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check hierbayes tests
 
+# The documentation site (mkdocs-material + mkdocstrings), warnings as errors; output in site/.
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 sbc: $(VENV)/.dev
 	$(PY) -m pytest -m sbc -p no:cacheprovider -o addopts=""
+
+# hierbayes against bambi (benchmarks/README.md), in its own environment .bench-venv; BENCH_ARGS=--help
+BENCH_VENV := .bench-venv
+$(BENCH_VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found: install it (python3.12 on the PATH)"; exit 1; }
+	$(PYTHON312) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q -e ".[jax]" "bambi==0.21.0"
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache site results

@@ -9,6 +9,7 @@
 from hierbayes import datasets
 from hierbayes.build import build_model
 from hierbayes.builders import glmm, group_means, nested, random_intercept, random_slopes
+from hierbayes.calibration import Calibration, check_calibration
 from hierbayes.design import Design, GroupDesign, NestingWarning, make_design
 from hierbayes.diagnostics import Diagnostics, diagnose
 from hierbayes.exceptions import (
@@ -21,19 +22,38 @@ from hierbayes.exceptions import (
 )
 from hierbayes.fitting import Fit, fit, prior_predictive
 from hierbayes.formula import parse_formula
+from hierbayes.io import load, save
+from hierbayes.plots import plot_caterpillar, plot_shrinkage
+from hierbayes.predict import (
+    linear_predictor,
+    log_likelihood,
+    posterior_predictive,
+    predict,
+    with_log_likelihood,
+)
 from hierbayes.priors import LKJ, Exponential, HalfCauchy, HalfNormal, HalfStudentT, Normal, Priors, resolve_priors
+from hierbayes.reml import EmpiricalBayes, empirical_bayes
 from hierbayes.sample import sample
 from hierbayes.spec import GroupTerm, ModelSpec
+from hierbayes.summaries.compare import compare
+from hierbayes.summaries.contrasts import Contrast, contrast, odds_ratios, rate_ratios
+from hierbayes.summaries.covariance import implied_covariance, implied_covariance_draws
 from hierbayes.summaries.effects import Summary, summary
+from hierbayes.summaries.population import PopulationAveraged, population_averaged
+from hierbayes.summaries.shrinkage import group_effects, shrinkage
+from hierbayes.summaries.variance import VariancePartition, variance_partition
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LKJ",
+    "Calibration",
+    "Contrast",
     "ConvergenceWarning",
     "DataError",
     "Design",
     "Diagnostics",
+    "EmpiricalBayes",
     "Exponential",
     "Fit",
     "FormulaError",
@@ -45,24 +65,47 @@ __all__ = [
     "ModelSpec",
     "NestingWarning",
     "Normal",
+    "PopulationAveraged",
     "PriorError",
     "Priors",
     "SamplerNotInstalledError",
     "SpecError",
     "Summary",
+    "VariancePartition",
     "build_model",
+    "check_calibration",
+    "compare",
+    "contrast",
     "datasets",
     "diagnose",
+    "empirical_bayes",
     "fit",
     "glmm",
+    "group_effects",
     "group_means",
+    "implied_covariance",
+    "implied_covariance_draws",
+    "linear_predictor",
+    "load",
+    "log_likelihood",
     "make_design",
     "nested",
+    "odds_ratios",
     "parse_formula",
+    "plot_caterpillar",
+    "plot_shrinkage",
+    "population_averaged",
+    "posterior_predictive",
+    "predict",
     "prior_predictive",
     "random_intercept",
     "random_slopes",
+    "rate_ratios",
     "resolve_priors",
     "sample",
+    "save",
+    "shrinkage",
     "summary",
+    "variance_partition",
+    "with_log_likelihood",
 ]

@@ -104,6 +104,7 @@ __all__ = [
     "NestedFactors",
     "draw_random_effects",
     "marginal_loglik",
+    "marginal_loglik_from_sums",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -476,22 +477,68 @@ def marginal_loglik(
     """
     _check_factors(factors)
     r = pt.as_tensor_variable(r)
-    sigma = pt.as_tensor_variable(sigma)
     if r.type.ndim != 1:
         raise DataError(f"`r` must be a vector of residuals; got {r.type.ndim} dims.")
-    if sigma.type.ndim != 0:
-        raise SpecError(f"`sigma` must be a scalar; got {sigma.type.ndim} dims.")
     n = factors.n_rows
     if r.type.shape[0] is not None and r.type.shape[0] != n:
         raise DataError(f"`r` has {r.type.shape[0]} entries but the factors describe {n} rows.")
-    sigma2 = sigma**2
     rtr = pt.sum(r**2)
+    if isinstance(factors, CollapsedFactor):
+        sums: TensorLike | tuple[TensorLike, TensorLike] = _segment_sum_pt(
+            factors.index, factors.n_levels, _weighted_rows_pt(factors, r)
+        )
+    else:
+        outer, inner = factors.outer, factors.inner
+        sums = (
+            _segment_sum_pt(outer.index, outer.n_levels, _weighted_rows_pt(outer, r)),
+            _segment_sum_pt(inner.index, inner.n_levels, _weighted_rows_pt(inner, r)),
+        )
+    return marginal_loglik_from_sums(rtr, sums, sigma, factors, chol)
+
+
+def marginal_loglik_from_sums(
+    rtr: TensorLike,
+    sums: TensorLike | tuple[TensorLike, TensorLike],
+    sigma: TensorLike,
+    factors: Factors,
+    chol: TensorLike | tuple[TensorLike, TensorLike],
+) -> TensorVariable:
+    r""":func:`marginal_loglik` from the residual's sufficient statistics.
+
+    The log density depends on :math:`r` only through :math:`r'r` and the per-level sums
+    :math:`Z_j'r_j`. When :math:`r = y - X\beta` these are linear and quadratic in
+    :math:`\beta` and can be formed from sums precomputed once from the data, so that each
+    evaluation costs :math:`O(G q p)` instead of :math:`O(n)`.
+
+    Parameters
+    ----------
+    rtr : TensorLike, scalar
+        :math:`r'r`.
+    sums : TensorLike or tuple of two
+        :math:`b_j = Z_j'r_j`, shape ``(G, q)``, for one factor; ``(t, b)`` with
+        :math:`t_k = Z_{1k}'r_k` (``(K, q1)``) and :math:`b_j = Z_{2j}'r_j` (``(J, q2)``)
+        for :class:`NestedFactors`.
+    sigma, factors, chol
+        As in :func:`marginal_loglik`.
+
+    Returns
+    -------
+    TensorVariable
+        Scalar log density, identical to ``marginal_loglik(r, sigma, factors, chol)``.
+    """
+    _check_factors(factors)
+    sigma = pt.as_tensor_variable(sigma)
+    rtr = pt.as_tensor_variable(rtr)
+    if sigma.type.ndim != 0:
+        raise SpecError(f"`sigma` must be a scalar; got {sigma.type.ndim} dims.")
+    n = factors.n_rows
+    sigma2 = sigma**2
 
     if isinstance(factors, CollapsedFactor):
         f = factors
         q, G = f.n_terms, f.n_levels
         L, diag = _as_chol_pt(chol, q, f"factor of {f.name!r}")
-        b = _segment_sum_pt(f.index, G, _weighted_rows_pt(f, r))  # (G, q): Z_j' r_j
+        b = pt.as_tensor_variable(sums)  # (G, q): Z_j' r_j
         M = _add_sigma2_eye(_congruence_pt(pt.constant(f.gram), L, diag), sigma2, q)
         logdet_M, W = _batched_chol_solve_pt(M, _vec_lt_pt(b, L, diag)[:, :, None], q)
         quad = (rtr - pt.sum(W**2)) / sigma2
@@ -502,11 +549,13 @@ def marginal_loglik(
         q2, J = inner.n_terms, inner.n_levels
         if not isinstance(chol, tuple | list) or len(chol) != 2:
             raise SpecError(f"For NestedFactors pass `chol=(chol_outer, chol_inner)`; got {type(chol).__name__}.")
+        if not isinstance(sums, tuple | list) or len(sums) != 2:
+            raise SpecError(f"For NestedFactors pass `sums=(t_outer, b_inner)`; got {type(sums).__name__}.")
         L1, diag1 = _as_chol_pt(chol[0], q1, f"factor of {outer.name!r}")
         L2, diag2 = _as_chol_pt(chol[1], q2, f"factor of {inner.name!r}")
+        t1 = pt.as_tensor_variable(sums[0])  # (K, q1)
+        b2 = pt.as_tensor_variable(sums[1])  # (J, q2)
         # inner level: Woodbury per inner group
-        b2 = _segment_sum_pt(inner.index, J, _weighted_rows_pt(inner, r))  # (J, q2)
-        t1 = _segment_sum_pt(outer.index, K, _weighted_rows_pt(outer, r))  # (K, q1)
         M2 = _add_sigma2_eye(_congruence_pt(pt.constant(inner.gram), L2, diag2), sigma2, q2)
         rhs = pt.concatenate(
             [

@@ -48,7 +48,16 @@ from hierbayes.priors import (
     resolve_priors,
 )
 
-__all__ = ["FixedScaling", "build_model", "fixed_scaling", "var_names"]
+__all__ = [
+    "FixedScaling",
+    "build_model",
+    "covariance_factor",
+    "fixed_effects",
+    "fixed_scaling",
+    "model_coords",
+    "residual_sd",
+    "var_names",
+]
 
 
 @dataclass(frozen=True)
@@ -122,23 +131,73 @@ def _scale_rv(name: str, priors: tuple[ScalePrior, ...], dims: str | None) -> pt
     raise TypeError(f"Unknown scale prior {first!r}")  # pragma: no cover
 
 
-def _random_effects(g: GroupDesign, priors: ResolvedPriors) -> pt.TensorVariable:
-    """Declare the sds, correlations and effects of one group; return ``u`` (levels x q)."""
+def covariance_factor(g: GroupDesign, priors: ResolvedPriors) -> tuple[pt.TensorVariable, bool]:
+    r"""Declare the sds (and LKJ correlations) of one group; return ``(factor, full)``.
+
+    ``factor`` is the Cholesky factor :math:`L` of :math:`\Omega` (``full=True``, ``(q, q)``)
+    or the vector of sds (``full=False``, ``(q,)``, diagonal :math:`\Omega`). Shared by the
+    full and the collapsed model (:mod:`hierbayes.build_collapsed`).
+    """
     name, cdim = g.name, g.coef_dim
     sd = _scale_rv(f"sd_{name}", priors.group_sd[name], cdim)
     if _is_full(g):
         q = len(g.coef_names)
         corr_chol = pm.LKJCorr(f"corr_chol_{name}", n=q, eta=priors.lkj_eta)
         pm.Deterministic(f"corr_{name}", pt.dot(corr_chol, corr_chol.T), dims=(cdim, f"{cdim}_"))
-        chol = sd[:, None] * corr_chol
+        return sd[:, None] * corr_chol, True
+    return sd, False
+
+
+def model_coords(design: Design, *, obs: bool = True) -> dict[str, tuple[str, ...]]:
+    """Named dims of the model: ``coef``, ``obs`` (unless ``obs=False``), per group its levels and ``<g>__coef``."""
+    coords: dict[str, tuple[str, ...]] = {"coef": design.fixed_names}
+    if obs:
+        coords["obs"] = tuple(map(str, range(design.n_obs)))
+    for g in design.groups:
+        coords[g.name] = g.levels
+        coords[g.coef_dim] = g.coef_names
+        if _is_full(g):
+            coords[f"{g.coef_dim}_"] = g.coef_names
+    return coords
+
+
+def fixed_effects(design: Design, priors: ResolvedPriors, scaling: FixedScaling) -> pt.TensorVariable | None:
+    """Declare ``beta_std`` (standardised scale) and the reported ``beta``; ``None`` without columns."""
+    if design.X.shape[1] == 0:
+        return None
+    A_inv = np.linalg.inv(scaling.A)
+    mean_std = A_inv @ priors.b
+    cov_std = A_inv @ priors.B @ A_inv.T
+    if np.allclose(cov_std, np.diag(np.diag(cov_std))):
+        beta_std = pm.Normal("beta_std", mu=mean_std, sigma=np.sqrt(np.diag(cov_std)), dims="coef")
+    else:
+        chol = np.linalg.cholesky((cov_std + cov_std.T) / 2)
+        beta_std = pm.MvNormal("beta_std", mu=mean_std, chol=chol, dims="coef")
+    pm.Deterministic("beta", pt.dot(scaling.A, beta_std), dims="coef")
+    return beta_std
+
+
+def residual_sd(priors: ResolvedPriors) -> pt.TensorVariable:
+    """Declare the residual sd ``sigma`` of the Gaussian family."""
+    assert priors.sigma is not None
+    return _scale_rv("sigma", (priors.sigma,), None)
+
+
+def _random_effects(g: GroupDesign, priors: ResolvedPriors) -> pt.TensorVariable:
+    """Declare the sds, correlations and effects of one group; return ``u`` (levels x q)."""
+    name, cdim = g.name, g.coef_dim
+    factor, full = covariance_factor(g, priors)
+    if full:
+        q = len(g.coef_names)
+        chol = factor
         if g.term.centered:
             return pm.MvNormal(f"u_{name}", mu=np.zeros(q), chol=chol, dims=(name, cdim))
         z = pm.Normal(f"z_{name}", 0.0, 1.0, dims=(name, cdim))
         return pm.Deterministic(f"u_{name}", pt.dot(z, chol.T), dims=(name, cdim))
     if g.term.centered:
-        return pm.Normal(f"u_{name}", 0.0, sd, dims=(name, cdim))
+        return pm.Normal(f"u_{name}", 0.0, factor, dims=(name, cdim))
     z = pm.Normal(f"z_{name}", 0.0, 1.0, dims=(name, cdim))
-    return pm.Deterministic(f"u_{name}", z * sd, dims=(name, cdim))
+    return pm.Deterministic(f"u_{name}", z * factor, dims=(name, cdim))
 
 
 def _group_contribution(g: GroupDesign, u: pt.TensorVariable) -> pt.TensorVariable:
@@ -164,26 +223,11 @@ def build_model(design: Design, priors: ResolvedPriors | None = None) -> pm.Mode
         With named dims ``coef``, one per grouping factor (its levels) and ``<g>__coef``.
     """
     priors = priors if priors is not None else resolve_priors(design)
-    spec = design.spec
     scaling = fixed_scaling(design)
-    coords: dict[str, tuple[str, ...]] = {"coef": design.fixed_names, "obs": tuple(map(str, range(design.n_obs)))}
-    for g in design.groups:
-        coords[g.name] = g.levels
-        coords[g.coef_dim] = g.coef_names
-        if _is_full(g):
-            coords[f"{g.coef_dim}_"] = g.coef_names
-    with pm.Model(coords=coords) as model:
+    with pm.Model(coords=model_coords(design)) as model:
         eta: pt.TensorVariable = pt.zeros(design.n_obs)
-        if design.X.shape[1] > 0:
-            A_inv = np.linalg.inv(scaling.A)
-            mean_std = A_inv @ priors.b
-            cov_std = A_inv @ priors.B @ A_inv.T
-            if np.allclose(cov_std, np.diag(np.diag(cov_std))):
-                beta_std = pm.Normal("beta_std", mu=mean_std, sigma=np.sqrt(np.diag(cov_std)), dims="coef")
-            else:
-                chol = np.linalg.cholesky((cov_std + cov_std.T) / 2)
-                beta_std = pm.MvNormal("beta_std", mu=mean_std, chol=chol, dims="coef")
-            pm.Deterministic("beta", pt.dot(scaling.A, beta_std), dims="coef")
+        beta_std = fixed_effects(design, priors, scaling)
+        if beta_std is not None:
             eta = pt.dot(scaling.standardise(design.X), beta_std)
         for g in design.groups:
             eta = eta + _group_contribution(g, _random_effects(g, priors))
@@ -200,8 +244,7 @@ def _likelihood(design: Design, priors: ResolvedPriors, eta: pt.TensorVariable) 
         if design.known_sigma is not None:
             sigma = design.known_sigma
         else:
-            assert priors.sigma is not None
-            sigma = _scale_rv("sigma", (priors.sigma,), None)
+            sigma = residual_sd(priors)
         pm.Normal("y", mu=eta, sigma=sigma, observed=y, dims="obs")
     elif spec.family in ("bernoulli", "binomial"):
         if spec.link == "logit":

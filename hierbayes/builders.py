@@ -204,12 +204,26 @@ def glmm(
 
     Parameters
     ----------
+    data
+        Optional data frame to check the spec against at once.
+    y
+        Response column.
+    family
+        ``"bernoulli"``, ``"binomial"``, ``"poisson"``, ``"negative_binomial"`` (or ``"gaussian"``).
     groups
         Grouping factors; with ``nest=True`` they are a nesting path, outermost first
         (``["cluster", "mom"]`` equals ``(1 | cluster/mom)``), otherwise separate (crossed or
         already uniquely coded) intercepts ``(1 | g1) + (1 | g2)``.
-    family, link, trials, offset
+    x
+        Fixed-effect terms.
+    nest
+        Treat ``groups`` as a nesting path.
+    link, trials, offset
         See :class:`ModelSpec`.
+    priors
+        Priors; ``None`` takes the data-scaled defaults.
+    centered
+        Centred parametrisation for every random term.
     """
     names = [groups] if isinstance(groups, str) else list(groups)
     if nest:

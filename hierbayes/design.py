@@ -24,7 +24,8 @@ from formulaic.model_spec import ModelSpec as FormulaicSpec
 
 from hierbayes.exceptions import DataError
 from hierbayes.families import check_response
-from hierbayes.formula import ALLOWED_TRANSFORMS
+from hierbayes.formula import ALLOWED_TRANSFORMS, split_terms
+from hierbayes.priors import resolve_priors
 from hierbayes.spec import GroupTerm, ModelSpec
 
 __all__ = ["Design", "GroupDesign", "NestingWarning", "make_design"]
@@ -134,6 +135,19 @@ class Design:
 # ----------------------------------------------------------------------------- helpers
 
 
+_NOT_COLUMNS = frozenset({"np", "numpy", "contr"})
+#: What formulaic may look up besides the data columns and its own transforms: numpy, and the
+#: numpy transforms of ALLOWED_TRANSFORMS that formulaic does not define itself.
+_CONTEXT = {"np": np, "numpy": np, "sqrt": np.sqrt, "abs": np.abs, "log1p": np.log1p}
+
+
+def _check_terms_safe(spec: ModelSpec) -> None:
+    """Run the formula whitelist over every term formulaic will evaluate, before anything else."""
+    split_terms(" + ".join((["1"] if spec.intercept else ["0"]) + list(spec.fixed)))
+    for term in spec.groups:
+        split_terms(" + ".join((["1"] if term.intercept else ["0"]) + list(term.terms)))
+
+
 def _names_in_term(term: str) -> set[str]:
     """Column names used by a formula term such as ``log(x):C(g)``."""
     names: set[str] = set()
@@ -144,7 +158,7 @@ def _names_in_term(term: str) -> set[str]:
             names.add(factor.strip())
             continue
         for node in ast.walk(tree):
-            if isinstance(node, ast.Name) and node.id not in ALLOWED_TRANSFORMS and node.id not in ("np", "numpy"):
+            if isinstance(node, ast.Name) and node.id not in ALLOWED_TRANSFORMS | _NOT_COLUMNS:
                 names.add(node.id)
     return names
 
@@ -204,18 +218,36 @@ def _check_finite(data: pd.DataFrame, columns: list[str]) -> None:
             bad = ~np.isfinite(values)
             if bad.any():
                 raise DataError(
-                    f"Column {col!r} has {int(bad.sum())} infinite value(s) (e.g. row {data.index[bad][0]!r}). "
-                    "Infinite values cannot be modelled; check for log(0) or division by zero upstream."
+                    f"Column {col!r} has {int(bad.sum())} infinite value(s) (e.g. row {data.index[bad][0]!r}); "
+                    "only finite numbers can be modelled. Check for log(0) or division by zero upstream, "
+                    "and drop or replace those rows."
                 )
 
 
 def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...], FormulaicSpec]:
+    # Safety: every factor formulaic would evaluate passes the formula whitelist first (also for
+    # specs built by hand, not parsed), so nothing but the allowed transforms can run.
+    split_terms(rhs)
     try:
-        mm = model_matrix(rhs, data, na_action="raise", context={"np": np})
+        with np.errstate(all="ignore"):  # non-finite results are reported below, by column
+            # Missing data were handled above; NaN now can only come from a transform (log of a
+            # negative number) and is reported below with the column's name.
+            mm = model_matrix(rhs, data, na_action="ignore", context=_CONTEXT)
     except Exception as err:
         raise DataError(f"Could not build the {what} model matrix from {rhs!r}: {err}") from None
     names = tuple(str(c) for c in mm.columns)
-    return np.array(mm, dtype=float), names, mm.model_spec
+    values = np.array(mm, dtype=float)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        k = int(np.flatnonzero(bad.any(axis=0))[0])
+        rows = np.flatnonzero(bad[:, k])
+        raise DataError(
+            f"Column {names[k]!r} of the {what} model matrix has {rows.size} non-finite value(s) "
+            f"(inf or NaN; e.g. row {data.index[rows[0]]!r}): a transform is undefined there "
+            "(log or sqrt of 0 or a negative number, a power that overflows). Transform the column "
+            "in the data first, or drop those rows."
+        )
+    return values, names, mm.model_spec
 
 
 def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
@@ -231,7 +263,7 @@ def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
     bad: list[str] = []
     kept: list[int] = []
     for k in range(Xs.shape[1]):
-        trial = Xs[:, kept + [k]]
+        trial = Xs[:, [*kept, k]]
         if np.linalg.matrix_rank(trial, tol=1e-9 * max(trial.shape)) < len(kept) + 1:
             bad.append(names[k])
         else:
@@ -239,7 +271,8 @@ def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
     if bad:
         const = [n for n in bad if np.ptp(X[:, names.index(n)]) == 0]
         why = (
-            f"{', '.join(map(repr, const))} is constant" + (" (collinear with the intercept)" if "Intercept" in names else "")
+            f"{', '.join(map(repr, const))} is constant"
+            + (" (collinear with the intercept)" if "Intercept" in names else "")
             if const
             else f"{', '.join(map(repr, bad))} is a linear combination of the other columns"
         )
@@ -254,7 +287,7 @@ def _group_index(data: pd.DataFrame, term: GroupTerm) -> tuple[np.ndarray, tuple
     if len(term.factor) == 1:
         codes, uniques = pd.factorize(keys.iloc[:, 0], sort=True)
         return np.array(codes, dtype=np.int64), tuple(str(u) for u in uniques)
-    combined = keys.agg(":".join, axis=1)
+    combined = keys.iloc[:, 0].str.cat([keys.iloc[:, k] for k in range(1, keys.shape[1])], sep=":")
     codes, uniques = pd.factorize(combined, sort=True)
     return np.array(codes, dtype=np.int64), tuple(str(u) for u in uniques)
 
@@ -307,7 +340,6 @@ def _check_groups(spec: ModelSpec, groups: list[GroupDesign], n: int) -> list[Gr
             outer = ":".join(f[:-1])
             inner_alone = f[-1]
             if outer in by_name and inner_alone not in by_name:
-                codes, uniques = pd.factorize(pd.Series(g.levels).str.split(":").str[-1])
                 if g.n_levels == by_name[outer].n_levels:
                     raise DataError(
                         f"In the nesting path {outer}/{inner_alone}, {g.name!r} has exactly as many levels as "
@@ -360,12 +392,24 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False) -> Design:
         For a missing column (with close matches), missing or infinite values, a non-numeric or
         out-of-range response, a grouping factor with one level or one level per row, a
         rank-deficient fixed-effect matrix, or an empty data frame.
+    PriorError
+        For priors whose shape does not fit the design (``b`` or ``B`` of the wrong size,
+        coefficients or groups that are not in the model).
+    FormulaError
+        For a term that is not a column, number, arithmetic or allowed transform (checked again
+        here for specs built by hand or loaded from a file, before formulaic evaluates anything).
+
+    Notes
+    -----
+    Grouping factors are always categorical: a numeric id column ``(1 | school)`` gives one
+    level per distinct id (labelled by its string form), never a slope on the id.
     """
     if not isinstance(data, pd.DataFrame):
         try:
             data = pd.DataFrame(data)
         except Exception as err:
             raise DataError(f"data must be a pandas DataFrame; received {type(data).__name__}: {err}") from None
+    _check_terms_safe(spec)  # a spec built by hand or loaded from a file is checked like a parsed one
     if len(data) == 0:
         raise DataError("The data frame is empty (0 rows); nothing to fit.")
     columns = _check_columns(spec, data)
@@ -393,7 +437,7 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False) -> Design:
         known_sigma = np.array(data[spec.known_sigma], dtype=float)
         if np.any(known_sigma <= 0):
             raise DataError(f"Known residual sd column {spec.known_sigma!r} must be positive in every row.")
-    return Design(
+    design = Design(
         spec=spec,
         data=data,
         y=y,
@@ -406,3 +450,5 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False) -> Design:
         dropped=dropped,
         fixed_model_spec=fspec,
     )
+    resolve_priors(design)  # prior shapes (b, B, named coefficients and groups) against this design
+    return design

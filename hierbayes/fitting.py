@@ -8,16 +8,19 @@ Every stage can be called alone (:func:`hierbayes.parse_formula`, :func:`hierbay
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import platform
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pymc as pm
 import xarray as xr
 
 from hierbayes.build import build_model, var_names
+from hierbayes.build_collapsed import Method, add_random_effects, build_collapsed_model, choose_method
 from hierbayes.design import Design, make_design
 from hierbayes.diagnostics import Diagnostics, diagnose, warn_if_problems
 from hierbayes.formula import parse_formula
@@ -26,6 +29,11 @@ from hierbayes.sample import Sampler, resolve_sampler, sample
 from hierbayes.spec import ModelSpec
 
 __all__ = ["Fit", "fit", "prior_predictive", "to_spec", "versions"]
+
+_log = logging.getLogger("hierbayes")
+if not _log.handlers:  # like PyMC's logger: one-line notes (the method taken) on stderr
+    _log.addHandler(logging.StreamHandler())
+    _log.setLevel(logging.INFO)
 
 
 def versions() -> dict[str, str]:
@@ -99,7 +107,7 @@ def to_spec(
         spec = model
         if priors is not None:
             spec = spec.with_priors(priors)
-        if family is not None and family != spec.family or link is not None and link != spec.link:
+        if (family is not None and family != spec.family) or (link is not None and link != spec.link):
             raise ValueError(
                 "family= and link= apply to formula strings; this ModelSpec already has family "
                 f"{spec.family!r} and link {spec.link!r}. Build the spec with the family you want."
@@ -124,6 +132,8 @@ def fit(
     progressbar: bool = True,
     cores: int | None = None,
     dropna: bool = False,
+    method: Method = "auto",
+    store_random_effects: bool = True,
 ) -> Fit:
     """Fit a Bayesian multilevel model with NUTS.
 
@@ -143,6 +153,17 @@ def fit(
         Passed to :func:`hierbayes.sample`.
     dropna
         Drop (and report) rows with missing values instead of raising an error.
+    method
+        ``"auto"`` (default): the collapsed sampler (:mod:`hierbayes.build_collapsed`:
+        random effects integrated out, then drawn exactly) for every Gaussian model with one
+        grouping factor or two nested ones, the full non-centred model otherwise; the choice
+        is logged in one line and kept in ``settings["method"]``. ``"collapsed"`` or
+        ``"full"`` force one. For lme4-style REML/ML point estimates with BLUPs (no sampling)
+        use :func:`hierbayes.empirical_bayes`.
+    store_random_effects
+        Collapsed method only: store the exact draws of the random effects ``u_<g>``
+        (``chains * draws * levels * terms * 8`` bytes). ``False`` keeps only the other
+        parameters; draw them later with :func:`hierbayes.build_collapsed.random_effect_draws`.
 
     Returns
     -------
@@ -157,7 +178,16 @@ def fit(
     """
     spec = to_spec(model, family=family, link=link, priors=priors)
     design = make_design(spec, data, dropna=dropna)
-    pm_model = build_model(design)
+    if method in ("reml", "ml"):
+        raise ValueError(
+            f"method={method!r} gives point estimates, not a posterior: use "
+            f"hb.empirical_bayes(model, data, method={method!r})."
+        )
+    if random_seed is None:  # draw one and record it, so the fit can be reproduced
+        random_seed = int(np.random.SeedSequence().generate_state(1)[0])
+    chosen, note = choose_method(design, method)
+    _log.info(note)
+    pm_model = build_collapsed_model(design) if chosen == "collapsed" else build_model(design)
     backend = resolve_sampler(sampler)
     idata = sample(
         pm_model,
@@ -170,6 +200,10 @@ def fit(
         progressbar=progressbar,
         cores=cores,
     )
+    if chosen == "collapsed":
+        idata = add_random_effects(
+            idata, design, random_seed=random_seed, store_random_effects=store_random_effects
+        )
     names = var_names(design)
     check = names["fixed"] + names["sd"] + names["corr"] + names["other"]
     centered = [g.name for g in design.groups if g.term.centered]
@@ -182,7 +216,8 @@ def fit(
         "random_seed": random_seed,
         "target_accept": target_accept,
         "sampler": backend,
-        "method": "full",
+        "method": chosen,
+        "store_random_effects": store_random_effects or chosen == "full",
         "versions": versions(),
     }
     return Fit(spec=spec, design=design, idata=idata, settings=settings, diagnostics=diagnostics)

@@ -22,15 +22,23 @@ terms:
 
 Grouping factors are always treated as categorical, also when the column is numeric.
 
-Safety: a formula is data. Terms may only name columns, numbers, arithmetic and the
-transforms in :data:`ALLOWED_TRANSFORMS`; anything else (attribute access, imports, ``open``,
-``{...}`` Python blocks) is refused before formulaic sees it.
+Safety: a formula is data. formulaic evaluates terms with Python's ``eval``, so terms may only
+name columns, numbers, arithmetic (``+ - * / // % **`` and comparisons) and the transforms in
+:data:`ALLOWED_TRANSFORMS` (``np.``-prefixed too; ``contr.<name>`` inside ``C()``). Anything else
+is refused with a :class:`~hierbayes.FormulaError` before formulaic sees the formula: other
+function calls (``open``, ``eval``, ``__import__``), attribute access (``x.__class__``), names
+starting with ``_``, ``{...}`` Python blocks, backtick-quoted names, lambdas, comprehensions,
+keyword arguments of numpy functions (``out=``), string arithmetic and powers of constants
+(``9**9**9**9`` would run for ever). The response, ``se()``, ``trials()``, ``cbind()``,
+``offset()`` and grouping factors must be plain column names. :func:`hierbayes.make_design`
+applies the same check to specs built by hand or loaded from a file.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+
 from formulaic import Formula
 
 from hierbayes.exceptions import FormulaError
@@ -48,6 +56,20 @@ ALLOWED_TRANSFORMS: frozenset[str] = frozenset(
 )
 _NUMPY_ALIASES = {"np", "numpy"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _is_column_name(name: str) -> bool:
+    """A plain column name: identifier characters and dots, no dunders (``x.__class__``)."""
+    return bool(_IDENT.match(name)) and not name.startswith("__") and ".__" not in name and "__." not in name
+
+
+def _formulaic_error(err: Exception, text: str) -> tuple[str, int]:
+    """Formulaic's parse error as one plain line, and the position it marks inside ``text``."""
+    message = _ANSI.sub("", str(err))
+    first, _, context = message.partition("\n\n")
+    marker = context.find("\u29db")
+    return first.strip(), (marker if marker >= 0 else 0)
 
 
 def _error(formula: str, pos: int, message: str) -> FormulaError:
@@ -76,55 +98,172 @@ def _top_level_split(text: str, offset: int, formula: str, sep: str = "+") -> li
     return pieces
 
 
-def _check_safe(expr: str, formula: str, pos: int) -> None:
-    """Refuse anything but column names, numbers, arithmetic and allowed transforms."""
-    if any(ch in expr for ch in "{}`;\\"):
-        raise _error(
-            formula, pos,
-            f"Term {expr.strip()!r} uses characters that are not allowed in a formula ({{}}, `, ;).",
-        )
-    try:
-        tree = ast.parse(expr.strip(), mode="eval")
-    except SyntaxError:
-        raise _error(formula, pos, f"Term {expr.strip()!r} is not a valid expression.") from None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            func = node.func
-            if isinstance(func, ast.Name):
-                fname = func.id
-            elif (
-                isinstance(func, ast.Attribute)
-                and isinstance(func.value, ast.Name)
-                and func.value.id in _NUMPY_ALIASES
-            ):
-                fname = func.attr
-            else:
-                fname = ast.unparse(func)
-            if fname not in ALLOWED_TRANSFORMS:
-                raise _error(
-                    formula, pos,
-                    f"Function {fname!r} is not allowed in a formula; allowed transforms: "
-                    f"{', '.join(sorted(ALLOWED_TRANSFORMS))}. Compute other columns in the data first.",
-                )
-        elif isinstance(node, ast.Attribute):
-            if not (isinstance(node.value, ast.Name) and node.value.id in _NUMPY_ALIASES
-                    and node.attr in ALLOWED_TRANSFORMS):
-                raise _error(
-                    formula, pos,
-                    f"Attribute access {ast.unparse(node)!r} is not allowed in a formula.",
-                )
-        elif isinstance(node, ast.Name):
-            if node.id.startswith("__"):
-                raise _error(formula, pos, f"Name {node.id!r} is not allowed in a formula.")
-        elif not isinstance(
-            node,
-            (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Load, ast.operator,
-             ast.unaryop, ast.keyword, ast.Compare, ast.cmpop),
-        ):
+_NUMPY_UFUNCS = frozenset({"log", "log2", "log10", "log1p", "exp", "sqrt", "abs"})
+_CONTRASTS = frozenset({"treatment", "sum", "helmert", "poly", "diff"})
+_FORBIDDEN_CHARS = {"{": "Python blocks {...}", "}": "Python blocks {...}", "`": "backtick-quoted names",
+                    ";": "';'", "\\": "'\\'"}
+_ALLOWED_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
+_ALLOWED_UNARY = (ast.UAdd, ast.USub)
+
+
+def _check_chars(text: str, formula: str, pos: int) -> None:
+    """Refuse characters that open Python code or quoted names in formulaic."""
+    for i, ch in enumerate(text):
+        if ch in _FORBIDDEN_CHARS:
             raise _error(
-                formula, pos,
-                f"Term {expr.strip()!r} contains {type(node).__name__}, which is not allowed in a formula.",
+                formula, pos + i,
+                f"{_FORBIDDEN_CHARS[ch]} are not allowed in a formula (received {ch!r}). Formulas may only "
+                "name columns and use arithmetic and the allowed transforms; compute other columns in "
+                "the data first, and rename columns whose names are not plain identifiers.",
             )
+
+
+_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*\(")
+
+
+def _check_calls(text: str, formula: str, pos: int) -> None:
+    """Refuse a call of anything but an allowed transform, by name, before formulaic parses the text."""
+    for match in _CALL.finditer(text):
+        name = match.group(1)
+        base = name.split(".", 1)[1] if name.split(".", 1)[0] in _NUMPY_ALIASES and "." in name else name
+        if base in ALLOWED_TRANSFORMS or (name.startswith("contr.") and name[len("contr."):] in _CONTRASTS):
+            continue
+        raise _error(
+            formula, pos + match.start(1),
+            f"The function {name!r} is not allowed in a formula; allowed transforms: "
+            f"{', '.join(sorted(ALLOWED_TRANSFORMS))} (and contr.treatment/sum/helmert/poly/diff inside C()). "
+            "Compute other columns in the data first.",
+        )
+
+
+def _check_fixed_piece(piece: str, formula: str, pos: int) -> None:
+    """Check one top-level fixed term of a formula alone, so that errors point at it exactly."""
+    _check_chars(piece, formula, pos)
+    _check_calls(piece, formula, pos)
+    if re.fullmatch(r"\(\s*\)", piece):
+        raise _error(formula, pos, "Empty parentheses: write a term inside, e.g. (x + z).")
+    try:
+        Formula(piece)
+    except Exception as err:
+        why, marker = _formulaic_error(err, piece)
+        raise _error(
+            formula, pos + marker,
+            f"Could not parse the term {piece!r}: {why} Allowed operators: + - * / : ** ^ and "
+            "parentheses; random terms are written (terms | group).",
+        ) from None
+
+
+def _has_name(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Name) for n in ast.walk(node))
+
+
+def _call_name(func: ast.expr) -> str:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+        if func.value.id in _NUMPY_ALIASES and func.attr in ALLOWED_TRANSFORMS:
+            return func.attr
+        if func.value.id == "contr" and func.attr in _CONTRASTS:
+            return f"contr.{func.attr}"
+    return ast.unparse(func)
+
+
+def _check_safe(expr: str, formula: str, pos: int) -> None:
+    """Refuse anything but column names, numbers, arithmetic and allowed transforms.
+
+    A whitelist over Python's AST, applied to every factor formulaic would evaluate: names
+    (no dunders), numbers, strings (as arguments and in comparisons only), ``+ - * / // % **``,
+    comparisons, calls of :data:`ALLOWED_TRANSFORMS` (numpy ufuncs take one argument and no
+    keywords, so ``out=`` cannot write into the data), ``contr.<name>`` contrasts and literal
+    lists of constants as transform arguments. ``**`` between two numbers is refused (it would
+    run at parse time in unbounded time: ``9**9**9**9``).
+    """
+    text = expr.strip()
+    where = formula.find(text)
+    pos = where if where >= 0 else pos
+    _check_chars(text, formula, pos)
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        raise _error(formula, pos, f"Term {text!r} is not a valid expression.") from None
+
+    def refuse(message: str) -> FormulaError:
+        return _error(formula, pos, f"Term {text!r}: {message}")
+
+    def visit(node: ast.AST, *, in_call_args: bool = False) -> None:
+        if isinstance(node, ast.Expression):
+            visit(node.body)
+        elif isinstance(node, ast.Name):
+            if node.id.startswith("_"):
+                raise refuse(f"the name {node.id!r} is not allowed in a formula (names may not start with '_').")
+        elif isinstance(node, ast.Constant):
+            if not isinstance(node.value, (int, float, str, bool)) or isinstance(node.value, complex):
+                raise refuse(f"the constant {node.value!r} is not allowed in a formula.")
+        elif isinstance(node, ast.BinOp):
+            if not isinstance(node.op, _ALLOWED_BINOPS):
+                raise refuse(
+                    f"the operator {type(node.op).__name__} is not allowed in a formula; "
+                    "allowed arithmetic: + - * / // % **."
+                )
+            for side in (node.left, node.right):
+                if isinstance(side, ast.Constant) and isinstance(side.value, str):
+                    raise refuse("strings cannot be used in arithmetic.")
+            if isinstance(node.op, ast.Pow) and not (_has_name(node.left) or _has_name(node.right)):
+                raise refuse(
+                    f"'{ast.unparse(node)}' raises a number to a power; write the number itself "
+                    "(powers of constants are refused because they run while the formula is read)."
+                )
+            visit(node.left)
+            visit(node.right)
+        elif isinstance(node, ast.UnaryOp):
+            if not isinstance(node.op, _ALLOWED_UNARY):
+                raise refuse(f"the operator {type(node.op).__name__} is not allowed in a formula.")
+            visit(node.operand)
+        elif isinstance(node, ast.Compare):
+            for child in (node.left, *node.comparators):
+                visit(child)
+        elif isinstance(node, (ast.List, ast.Tuple)) and in_call_args:
+            for elt in node.elts:
+                if not isinstance(elt, ast.Constant) and not (
+                    isinstance(elt, ast.UnaryOp) and isinstance(elt.operand, ast.Constant)
+                ):
+                    raise refuse("lists given to a transform may only hold numbers or strings.")
+                visit(elt)
+        elif isinstance(node, ast.Call):
+            fname = _call_name(node.func)
+            if fname not in ALLOWED_TRANSFORMS and not fname.startswith("contr."):
+                raise refuse(
+                    f"the function {fname!r} is not allowed in a formula; allowed transforms: "
+                    f"{', '.join(sorted(ALLOWED_TRANSFORMS))} (and contr.treatment/sum/helmert/poly/diff "
+                    "inside C()). Compute other columns in the data first."
+                )
+            if fname in _NUMPY_UFUNCS or fname == "I":
+                if len(node.args) != 1 or node.keywords:
+                    raise refuse(f"{fname}() takes exactly one argument and no keywords in a formula.")
+            for arg in node.args:
+                if isinstance(arg, ast.Starred):
+                    raise refuse("*args are not allowed in a formula.")
+                visit(arg, in_call_args=fname not in _NUMPY_UFUNCS and fname != "I")
+            for kw in node.keywords:
+                if kw.arg is None or kw.arg.startswith("_"):
+                    raise refuse(f"the keyword {'**' if kw.arg is None else kw.arg!r} is not allowed in a formula.")
+                visit(kw.value, in_call_args=True)
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "contr"
+            and node.attr in _CONTRASTS
+        ):
+            return
+        elif isinstance(node, ast.Attribute):
+            raise refuse(
+                f"attribute access {ast.unparse(node)!r} is not allowed in a formula "
+                "(only np.<transform> and contr.<contrast> calls)."
+            )
+        else:
+            raise refuse(f"{type(node).__name__} ({ast.unparse(node)!r}) is not allowed in a formula.")
+
+    visit(tree)
 
 
 def split_terms(rhs: str, *, formula: str | None = None, pos: int = 0) -> tuple[bool, tuple[str, ...]]:
@@ -141,13 +280,32 @@ def split_terms(rhs: str, *, formula: str | None = None, pos: int = 0) -> tuple[
     text = rhs.strip()
     if not text:
         raise _error(formula, pos, "Empty term: there is nothing between these operators.")
-    for piece, ppos in _top_level_split(text, pos, formula):
+    lead = pos + len(rhs) - len(rhs.lstrip())
+    _check_chars(text, formula, lead)
+    _check_calls(text, formula, lead)
+    pieces = _top_level_split(text, lead, formula)
+    for piece, ppos in pieces:
         if not piece.strip():
             raise _error(formula, ppos, "Empty term: there is nothing between these operators.")
+        if re.fullmatch(r"\s*\(\s*\)\s*", piece):
+            raise _error(formula, ppos + piece.find("("), "Empty parentheses: write a term inside, e.g. (x + z).")
     try:
         parsed = Formula(text)
-    except Exception as err:  # formulaic's own parse errors
-        raise _error(formula, pos, f"Could not parse {text!r}: {err}") from None
+    except Exception as err:  # formulaic's own parse errors; point into the piece that fails alone
+        where, what, (why, marker) = lead, text, _formulaic_error(err, text)
+        for piece, ppos in pieces:
+            stripped = piece.strip()
+            try:
+                Formula(stripped)
+            except Exception as piece_err:
+                where, what = ppos + len(piece) - len(piece.lstrip()), stripped
+                why, marker = _formulaic_error(piece_err, stripped)
+                break
+        raise _error(
+            formula, where + marker,
+            f"Could not parse the term {what!r}: {why} Allowed operators: + - * / : ** ^ and "
+            "parentheses; random terms are written (terms | group).",
+        ) from None
     intercept = False
     terms: list[str] = []
     for term in parsed:
@@ -172,7 +330,7 @@ def _parse_group(text: str, formula: str, pos: int) -> list[tuple[str, ...]]:
     for part in paths:
         cols = tuple(c.strip() for c in part.split(":"))
         for c in cols:
-            if not _IDENT.match(c):
+            if not _is_column_name(c):
                 raise _error(
                     formula, pos,
                     f"Grouping factor {text!r}: {c!r} is not a column name; grouping factors are "
@@ -184,6 +342,11 @@ def _parse_group(text: str, formula: str, pos: int) -> list[tuple[str, ...]]:
 
 
 def _parse_random(inner: str, formula: str, pos: int, centered: bool) -> list[GroupTerm]:
+    if "|||" in inner:
+        raise _error(
+            formula, pos + 1 + inner.find("|||"),
+            f"Random term ({inner}) uses '|||'; write '|' for correlated or '||' for independent effects.",
+        )
     double = "||" in inner
     bar = "||" if double else "|"
     pieces = inner.split(bar)
@@ -236,6 +399,7 @@ def parse_formula(
     """
     if not isinstance(formula, str):
         raise FormulaError(f"A formula must be a string like 'y ~ x + (1 | g)'; received {type(formula).__name__}.")
+    _check_chars(formula, formula, 0)
     if formula.count("~") != 1:
         where = formula.find("~", formula.find("~") + 1) if formula.count("~") > 1 else len(formula)
         raise _error(formula, where, "A formula needs exactly one '~' between the response and the terms.")
@@ -259,8 +423,18 @@ def parse_formula(
         response, failures = cbind.group("s"), cbind.group("f")
         if family == "gaussian":
             family = "binomial"
-    if not _IDENT.match(response):
-        raise _error(formula, 0, f"The response {response!r} must be a column name.")
+    for what, col in (("se()", known_sigma), ("trials()", trials), ("cbind()'s failures", failures)):
+        if col is not None and not _is_column_name(col):
+            raise _error(
+                formula, max(formula.find(col), 0),
+                f"{what} must name a column; received {col!r}. Compute it as a column of the data first.",
+            )
+    if not _is_column_name(response):
+        raise _error(
+            formula, max(formula.find(response), 0),
+            f"The response {response!r} must be a column name (or y | se(s), y | trials(n), cbind(s, f)); "
+            "compute transformed responses as a column of the data first.",
+        )
 
     fixed_pieces: list[str] = []
     groups: list[GroupTerm] = []
@@ -275,14 +449,18 @@ def parse_formula(
             groups.extend(_parse_random(inner, formula, lead, centered))
         elif stripped.startswith("offset(") and stripped.endswith(")"):
             offset = stripped[len("offset("):-1].strip()
-            if not _IDENT.match(offset):
-                raise _error(formula, lead, f"offset({offset}) must name a column.")
+            if not _is_column_name(offset):
+                raise _error(
+                    formula, lead,
+                    f"offset({offset}) must name a column; compute it (e.g. log exposure) as a column first.",
+                )
         elif "|" in stripped:
             raise _error(
                 formula, lead + stripped.find("|"),
                 "A '|' outside parentheses: random terms are written in parentheses, e.g. (1 | g).",
             )
         else:
+            _check_fixed_piece(stripped, formula, lead)  # early, with the exact position
             fixed_pieces.append(stripped)
     if not fixed_pieces:
         fixed_pieces = ["1"]

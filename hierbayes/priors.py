@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -107,14 +107,20 @@ class Normal:
                 raise PriorError(
                     f"Normal prior cov B must be a square p x p matrix; received shape {cov.shape}."
                 )
+            if not np.all(np.isfinite(cov)):
+                raise PriorError("Normal prior cov B must hold finite numbers; received inf or NaN.")
             if not np.allclose(cov, cov.T, rtol=1e-10, atol=1e-12):
-                raise PriorError("Normal prior cov B must be symmetric; B != B.T. Use (B + B.T) / 2.")
+                raise PriorError(
+                    "Normal prior cov B must be symmetric; received B with max |B - B.T| = "
+                    f"{float(np.abs(cov - cov.T).max()):.3g}. Use (B + B.T) / 2."
+                )
             try:
                 np.linalg.cholesky(cov)
             except np.linalg.LinAlgError:
                 raise PriorError(
-                    "Normal prior cov B is not positive definite (its Cholesky factorisation failed); "
-                    "check for negative variances or perfectly correlated coefficients."
+                    "Normal prior cov B must be positive definite; received B with smallest eigenvalue "
+                    f"{float(np.linalg.eigvalsh(cov).min()):.3g}. Check for negative variances or "
+                    "correlations outside (-1, 1) (each |B[i, j]| < sqrt(B[i, i] B[j, j]))."
                 ) from None
             object.__setattr__(self, "cov", tuple(tuple(float(v) for v in row) for row in cov))
             mean = np.asarray(self.mean)
@@ -196,7 +202,7 @@ class Exponential(_Scale):
     kind: Literal["exponential"] = field(default="exponential", init=False)
 
 
-ScalePrior = Union[HalfNormal, HalfStudentT, HalfCauchy, Exponential]
+ScalePrior = HalfNormal | HalfStudentT | HalfCauchy | Exponential
 
 _SCALE_PRIORS: dict[str, type] = {
     "halfnormal": HalfNormal,

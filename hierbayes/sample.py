@@ -1,19 +1,53 @@
 """Run NUTS on a built model with one of PyMC's sampler backends.
 
-``sampler="auto"`` (the default) takes nutpie when it is installed (it is a dependency of
-hierbayes, and PyMC's own default) and PyMC's NUTS otherwise. ``"numpyro"`` needs JAX and
-numpyro (``pip install "hierbayes[jax]"``).
+``sampler="auto"`` (the default) takes numpyro when JAX and numpyro are installed
+(``pip install "hierbayes[jax]"``), else nutpie (a dependency of hierbayes), else PyMC's NUTS:
+the order of the measurements below, for both kinds of model hierbayes builds.
+
+* **Full models** (GLMMs, crossed factors: thousands of latent effects, costly gradients):
+  numpyro gives about twice the effective draws per second of nutpie or PyMC, which tie.
+* **Collapsed Gaussian models** (:mod:`hierbayes.build_collapsed`: a dozen parameters, cheap
+  gradients): compilation dominates. JAX compiles in about 2 s every time; nutpie compiles one
+  fused numba function per process (about 10 s); PyMC's NUTS uses PyTensor's numba backend,
+  which caches each compiled operation on disk: 7 s when the same model and data were fitted
+  before, 17 s for new data, 69 s on a first run with empty caches.
+
+Measurements on a 2-core machine (shared with other jobs: +-30 %), 4 chains x 1000 draws +
+1000 tuning; total = design + model + compilation + sampling (``hb.fit``); min ESS = smallest
+bulk ESS over the fixed effects and sds; seeds 1 / 2 / 3; no divergences anywhere.
+
+Guatemalan immunisation GLMM, ``immun ~ kid2p + momEdPri + momEdSec + husEdPri + husEdSec +
+rural + pcInd81 + (1 | cluster/mom)``, bernoulli, 1,756 latent effects (minimum ESS: always
+the mother-level sd):
+
+=========  ==================  ===============  ==================
+sampler    total (s)           min ESS          min ESS / s
+=========  ==================  ===============  ==================
+numpyro    18.3 / 12.8 / 12.8  633 / 429 / 693  34.6 / 33.6 / 54.3
+nutpie     24.9 / 24.4 / 25.0  266 / 423 / 426  10.7 / 17.3 / 17.0
+pymc       26.0 / 26.2 / 26.2  529 / 392 / 466  20.3 / 15.0 / 17.8
+=========  ==================  ===============  ==================
+
+(bambi 0.21 with PyMC's NUTS on the same model: 22.3 / 24.1 / 23.6 ESS/s.) R-hat, seed 1:
+numpyro 1.005, pymc 1.009, nutpie 1.016 (its low-ESS seed). A second series under heavier load
+gave the same order (numpyro 20-32, nutpie 8-15, pymc 10-14 ESS/s).
+
+Achievement three-level LMM, collapsed (11 parameters), seed 1, total seconds with empty
+compilation caches / same data fitted before / new data (a 90 % subsample):
+numpyro 6.3 / 7.2 / 6.2, nutpie 19.5 / 11.7 / 20.2, pymc 68.8 / 7.7 / 17.3
+(min ESS 4625, 3960, 5133).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from typing import Literal
 
 import pymc as pm
 import xarray as xr
 
-from hierbayes.exceptions import SamplerNotInstalledError
+from hierbayes.exceptions import SamplerNotInstalledError, SpecError
 
 __all__ = ["SAMPLERS", "Sampler", "resolve_sampler", "sample"]
 
@@ -21,32 +55,40 @@ Sampler = Literal["auto", "nutpie", "pymc", "numpyro"]
 SAMPLERS: tuple[str, ...] = ("auto", "nutpie", "pymc", "numpyro")
 
 _INSTALL_HINTS = {
-    "nutpie": ("nutpie",), 
+    "nutpie": ("nutpie",),
     "numpyro": ("numpyro", "jax"),
 }
 
 
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
 def resolve_sampler(sampler: str) -> str:
-    """Map ``"auto"`` to the backend that will run; check the backend is installed.
+    """Map ``"auto"`` to the backend that will run (see the module docstring); check it is installed.
 
     Raises
     ------
-    ValueError
-        For an unknown sampler name.
+    SpecError
+        For an unknown sampler name (a ``ValueError``).
     SamplerNotInstalledError
         With the ``pip install`` command that adds the missing backend.
     """
     if sampler not in SAMPLERS:
-        raise ValueError(f"Unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}.")
+        raise SpecError(f"Unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}.")
     if sampler == "auto":
-        return "nutpie" if importlib.util.find_spec("nutpie") is not None else "pymc"
+        if _installed("numpyro", "jax"):
+            return "numpyro"
+        return "nutpie" if _installed("nutpie") else "pymc"
     for module in _INSTALL_HINTS.get(sampler, ()):
         if importlib.util.find_spec(module) is None:
-            extra = "jax" if sampler == "numpyro" else sampler
+            packages = " ".join(_INSTALL_HINTS[sampler])
+            how = f'pip install "hierbayes[jax]" (or pip install {packages})' if sampler == "numpyro" else (
+                f"pip install {packages}"
+            )
             raise SamplerNotInstalledError(
                 f"The {sampler!r} sampler needs the package {module!r}, which is not installed. "
-                f"Install it with: pip install \"hierbayes[{extra}]\" (or pip install {' '.join(_INSTALL_HINTS[sampler])}), "
-                "or use sampler='pymc'."
+                f"Install it with: {how}, or use sampler='pymc' (always available)."
             )
     return sampler
 
@@ -92,7 +134,10 @@ def sample(
         raise ValueError(f"draws must be >= 1, tune >= 0 and chains >= 1; received {draws}, {tune}, {chains}.")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must be between 0 and 1; received {target_accept}.")
-    with model:
+    with model, warnings.catch_warnings():
+        # ArviZ guesses that dims are swapped whenever chains > draws; PyMC's dims are named, so
+        # the guess is noise (too few draws are reported by hierbayes.diagnose instead).
+        warnings.filterwarnings("ignore", message="Found chain dimension to be longer than draw dimension")
         return pm.sample(
             draws=draws,
             tune=tune,

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,7 +42,7 @@ def test_graph_names_and_dims():
 def test_centered_switch_per_term():
     df = hb.datasets.load("achievement")
     spec = hb.parse_formula("math ~ year + (1 | school) + (1 | child)")
-    spec = spec.__class__(**{**spec.__dict__, "groups": (spec.groups[0], spec.groups[1].__class__(factor=("child",), centered=True))})
+    spec = dataclasses.replace(spec, groups=(spec.groups[0], hb.GroupTerm(factor=("child",), centered=True)))
     model = hb.build_model(hb.make_design(spec, df))
     free = {v.name for v in model.free_RVs}
     assert "z_school" in free and "u_child" in free and "z_child" not in free
@@ -98,12 +100,14 @@ def test_default_priors_are_scaled_to_the_data(small):
 
 
 def test_prior_overrides_and_errors(small):
-    design = hb.make_design(hb.parse_formula("y ~ x + (1 | g)", priors=hb.Priors(fixed={"x": hb.Normal(mean=1.0, sd=0.5)})), small)
+    priors = hb.Priors(fixed={"x": hb.Normal(mean=1.0, sd=0.5)})
+    design = hb.make_design(hb.parse_formula("y ~ x + (1 | g)", priors=priors), small)
     pr = hb.resolve_priors(design)
     assert pr.b[1] == 1.0 and pr.B[1, 1] == 0.25 and pr.B[0, 1] == 0.0
     with pytest.raises(hb.PriorError, match="B is 3 x 3 but the model has 2 fixed effects"):
-        hb.resolve_priors(hb.make_design(hb.parse_formula("y ~ x + (1 | g)", priors=hb.Priors(fixed=hb.Normal(cov=np.eye(3)))), small))
-    with pytest.raises(hb.PriorError, match="not positive definite"):
+        bad = hb.Priors(fixed=hb.Normal(cov=np.eye(3)))
+        hb.resolve_priors(hb.make_design(hb.parse_formula("y ~ x + (1 | g)", priors=bad), small))
+    with pytest.raises(hb.PriorError, match="positive definite"):
         hb.Normal(cov=[[1.0, 2.0], [2.0, 1.0]])
     with pytest.raises(hb.PriorError, match="symmetric"):
         hb.Normal(cov=[[1.0, 0.5], [0.2, 1.0]])

@@ -127,7 +127,7 @@ def test_builders_equal_formulas():
 
 def test_builder_with_data_checks_columns():
     df = hb.datasets.load("sleepstudy")
-    with pytest.raises(hb.DataError, match="Column 'Dayz'.*Did you mean 'Days'"):
+    with pytest.raises(hb.DataError, match=r"Column 'Dayz'.*Did you mean 'Days'"):
         hb.random_slopes(df, y="Reaction", group="Subject", slopes="Dayz")
 
 

@@ -7,6 +7,7 @@ name               what it is
 ``guatemalan``     child immunisation: 2159 children of 1595 mothers in 161 communities
 ``sleepstudy``     reaction times of 18 subjects over 10 days of sleep deprivation (lme4)
 ``eight_schools``  SAT coaching effects with known standard errors (Rubin 1981)
+``seedlings``      SIMULATED: seedling weights, 2 genotypes x 4 trays x 9 seedlings
 =================  ========================================================================
 """
 
@@ -23,6 +24,7 @@ _FILES = {
     "guatemalan": "guatemalan.csv",
     "sleepstudy": "sleepstudy.csv",
     "eight_schools": "eight_schools.csv",
+    "seedlings": "seedlings.csv",
 }
 
 

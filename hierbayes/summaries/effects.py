@@ -137,6 +137,10 @@ def _num(x: float) -> str:
     return f"{x:.4g}" if ax < 1 else f"{x:.{max(1, 5 - len(str(int(ax))))}f}"
 
 
+def _interval(row: pd.Series) -> str:
+    return f"{_num(row['mean'])} [{_num(row['lower'])}, {_num(row['upper'])}]"
+
+
 def format_summary(s: Summary) -> str:
     """Render a :class:`Summary` as lmer-like text."""
     pct = f"{round(s.prob * 100)}%"
@@ -151,16 +155,13 @@ def format_summary(s: Summary) -> str:
         cells = {q: part[part.quantity == q].iloc[0] for q in part.quantity}
         if "corr" in cells:
             continue
-        var = cells.get("variance")
-        sd = cells.get("sd")
-        shape = cells.get("shape")
+        spread = cells.get("sd", cells.get("shape"))
         table.append(
             [
                 str(group),
                 "(Intercept)" if name == "Intercept" else str(name),
-                f"{_num(var['mean'])} [{_num(var['lower'])}, {_num(var['upper'])}]" if var is not None else "",
-                f"{_num(sd['mean'])} [{_num(sd['lower'])}, {_num(sd['upper'])}]" if sd is not None else
-                (f"{_num(shape['mean'])} [{_num(shape['lower'])}, {_num(shape['upper'])}]" if shape is not None else ""),
+                _interval(cells["variance"]) if "variance" in cells else "",
+                _interval(spread) if spread is not None else "",
             ]
         )
     corr = s.random[s.random.quantity == "corr"]
@@ -170,7 +171,7 @@ def format_summary(s: Summary) -> str:
         lines.append("")
         lines.append(f"Correlations of random effects (posterior mean [{pct} interval]):")
         ctable = [
-            [r["group"], r["name"].replace(":", " ~ "), f"{_num(r['mean'])} [{_num(r['lower'])}, {_num(r['upper'])}]"]
+            [r["group"], r["name"].replace(":", " ~ "), _interval(r)]
             for _, r in corr.iterrows()
         ]
         lines.extend(_grid(["Groups", "Pair", "Corr"], ctable))

@@ -1,0 +1,518 @@
+r"""The collapsed (marginalised) Gaussian model: random effects integrated out exactly.
+
+For the Gaussian family with identity link,
+
+.. math::
+
+    y = X\beta + \sum_g Z_g u_g + o + e, \qquad e \sim N(0, \sigma^2 I), \qquad
+    u_{gj} \sim N(0, \Omega_g),
+
+so that :math:`y \mid \beta, \theta \sim N(X\beta + o, V)` with
+:math:`V = \sigma^2 I + \sum_g Z_g (I \otimes \Omega_g) Z_g'` (:mod:`hierbayes._collapsed`
+evaluates :math:`\log N(y - X\beta - o \mid 0, V)` in :math:`O(n)` without forming :math:`V`).
+NUTS then explores only :math:`\beta`, the random-effect sds and correlations and
+:math:`\sigma`, with the **same priors and variable names** as the full model of
+:mod:`hierbayes.build` (``beta_std``, ``beta``, ``sd_<g>``, ``corr_chol_<g>``, ``corr_<g>``,
+``sigma``). After sampling, for every posterior draw the random effects are drawn exactly
+from :math:`p(u \mid y, \beta, \theta)` (:func:`add_random_effects`), so the result also
+holds ``u_<g>`` with dims ``(<g>, <g>__coef)`` and the same meaning as in the full model
+(Lai, Domke & Sheldon, *Hierarchical Bayesian models: marginalize the random effects*,
+NeurIPS 2024).
+
+Supported structures: one grouping factor, or two nested factors (the inner factor's
+:attr:`~hierbayes.GroupDesign.parent` is the outer one), each with any number of varying
+terms and a full (LKJ) or diagonal covariance; Gaussian family with a free residual sd.
+
+Sufficient statistics
+---------------------
+With the standardised model matrix :math:`\tilde X` (see :mod:`hierbayes.build`), a
+reference :math:`\hat\beta` (least squares), :math:`y_0 = y - o - \tilde X\hat\beta`,
+:math:`R = [y_0, \tilde X]` (:math:`n \times m`, :math:`m = p + 1`) and
+:math:`v = (1, -(\tilde\beta - \hat\beta))`, the residual is :math:`r = Rv`, so
+
+.. math::
+
+    r'r = v'(R'R)v, \qquad Z_j'r_j = (Z_j'R_j)\,v .
+
+:math:`R'R` and the per-level :math:`Z_j'R_j` (``(G, q, m)``) are computed once; each
+log-density evaluation then costs :math:`O(Gqm + Gq^3)`, independent of the number of rows.
+Expanding around :math:`\hat\beta` keeps :math:`r'r` free of cancellation.
+
+The same statistics give the profiled ML/REML criteria (:mod:`hierbayes.reml`): with
+:math:`v` replaced by the identity, the Woodbury algebra yields :math:`R'V^{-1}R`.
+
+Memory
+------
+No dense :math:`Z` and no per-observation quantity is stored. The drawn random effects cost
+``chains * draws * levels * q * 8`` bytes (1e5 levels x 4000 draws = 3.2 GB): pass
+``store_random_effects=False`` to :func:`hierbayes.fit` to keep only the hyper-parameters,
+and draw them later, for a subset of draws, with :func:`random_effect_draws`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+import scipy.sparse as sp
+import xarray as xr
+
+from hierbayes._collapsed import CollapsedFactor, Factors, NestedFactors, marginal_loglik_from_sums
+from hierbayes.build import (
+    FixedScaling,
+    covariance_factor,
+    fixed_effects,
+    fixed_scaling,
+    model_coords,
+    residual_sd,
+)
+from hierbayes.design import Design, GroupDesign
+from hierbayes.exceptions import SpecError
+from hierbayes.priors import ResolvedPriors, resolve_priors
+
+__all__ = [
+    "CollapsedData",
+    "Method",
+    "add_random_effects",
+    "build_collapsed_model",
+    "choose_method",
+    "collapse_problem",
+    "collapsed_data",
+    "conditional_effects",
+    "random_effect_draws",
+]
+
+Method = Literal["auto", "collapsed", "full"]
+METHODS: tuple[str, ...] = ("auto", "collapsed", "full")
+
+#: Floats per intermediate array when the random effects are drawn in chunks of draws.
+_CHUNK_FLOATS = 4_000_000
+
+
+# --------------------------------------------------------------------------------------
+# Which designs can be collapsed
+# --------------------------------------------------------------------------------------
+
+
+def _ordered_groups(design: Design) -> tuple[GroupDesign, ...] | None:
+    """``(g,)`` for one factor, ``(outer, inner)`` for two nested factors, else ``None``."""
+    groups = design.groups
+    if len(groups) == 1:
+        return (groups[0],)
+    if len(groups) == 2:
+        a, b = groups
+        if b.parent == a.name and b.parent_index is not None:
+            return (a, b)
+        if a.parent == b.name and a.parent_index is not None:
+            return (b, a)
+    return None
+
+
+def collapse_problem(design: Design) -> str | None:
+    """Why ``design`` cannot be fitted by the collapsed sampler, or ``None`` when it can."""
+    spec = design.spec
+    if spec.family != "gaussian":
+        return f"the {spec.family} family has no closed-form marginal likelihood (only the Gaussian has)"
+    if design.known_sigma is not None:
+        return "the residual sd is known per row (se(...)), which the collapsed sampler does not cover"
+    if not design.groups:
+        return "the model has no random effects"
+    if _ordered_groups(design) is None:
+        names = ", ".join(g.name for g in design.groups)
+        if len(design.groups) == 2:
+            return f"the grouping factors {names} are crossed, not nested"
+        return f"it has {len(design.groups)} grouping factors ({names}); at most two nested ones are covered"
+    return None
+
+
+def choose_method(design: Design, method: str) -> tuple[str, str]:
+    """Resolve ``method`` to ``"collapsed"`` or ``"full"``; return it with a one-line reason.
+
+    Raises
+    ------
+    SpecError
+        For an unknown method, or ``method="collapsed"`` on a design it does not cover.
+    """
+    if method not in ("auto", "collapsed", "full"):
+        raise SpecError(f"Unknown method {method!r}; allowed: {', '.join(METHODS)}.")
+    problem = collapse_problem(design)
+    if method == "collapsed" and problem is not None:
+        raise SpecError(
+            f"method='collapsed' cannot fit {design.spec.formula()!r}: {problem}. "
+            "Use method='full' (or 'auto', which picks it)."
+        )
+    if method == "full":
+        return "full", "hierbayes: method='full' (non-centred random effects sampled by NUTS)."
+    if problem is None:
+        names = " within ".join(g.name for g in reversed(_ordered_groups(design) or ()))
+        return "collapsed", (
+            f"hierbayes: method='collapsed' (random effects of {names} integrated out; drawn exactly after sampling)."
+        )
+    return "full", f"hierbayes: method='full' (not collapsible: {problem})."
+
+
+# --------------------------------------------------------------------------------------
+# Sufficient statistics
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class CollapsedData:
+    r"""Data of the collapsed model (see the module docstring for the notation).
+
+    Attributes
+    ----------
+    groups
+        ``(g,)`` or ``(outer, inner)``: the design's groups in the order of ``factors``.
+    factors
+        The :class:`~hierbayes._collapsed.CollapsedFactor` or
+        :class:`~hierbayes._collapsed.NestedFactors`.
+    scaling
+        Map between standardised and reported fixed effects.
+    beta_ref
+        Least-squares :math:`\hat\beta` on the standardised scale, ``(p,)``.
+    RtR
+        :math:`R'R`, ``(m, m)``.
+    ZtR
+        Per-level :math:`Z_j'R_j`, ``(G, q, m)``, one array per entry of ``groups``.
+    n, p
+        Rows and fixed-effect columns.
+    """
+
+    groups: tuple[GroupDesign, ...]
+    factors: Factors
+    scaling: FixedScaling
+    beta_ref: np.ndarray
+    RtR: np.ndarray
+    ZtR: tuple[np.ndarray, ...]
+    n: int
+    p: int
+
+    @property
+    def outer_sum(self) -> sp.csr_matrix:
+        """Sparse ``(K, J)`` 0/1 matrix summing inner levels into their outer level."""
+        assert isinstance(self.factors, NestedFactors)
+        J, K = self.factors.inner.n_levels, self.factors.outer.n_levels
+        return sp.csr_matrix((np.ones(J), (self.factors.parent, np.arange(J))), shape=(K, J))
+
+
+def collapsed_data(design: Design, scaling: FixedScaling | None = None) -> CollapsedData:
+    """Precompute the collapsed model's structure and sufficient statistics from ``design``."""
+    problem = collapse_problem(design)
+    if problem is not None:
+        raise SpecError(f"The collapsed sampler cannot fit {design.spec.formula()!r}: {problem}.")
+    scaling = scaling if scaling is not None else fixed_scaling(design)
+    groups = _ordered_groups(design)
+    assert groups is not None
+    factors_list = [CollapsedFactor(g.index, g.Z, n_levels=g.n_levels, name=g.name) for g in groups]
+    factors: Factors
+    if len(groups) == 1:
+        factors = factors_list[0]
+    else:
+        factors = NestedFactors(factors_list[0], factors_list[1], groups[1].parent_index)
+    y = design.y.astype(np.float64)
+    if design.offset is not None:
+        y = y - design.offset
+    Xs = scaling.standardise(design.X)
+    p = Xs.shape[1]
+    beta_ref = np.linalg.lstsq(Xs, y, rcond=None)[0] if p else np.zeros(0)
+    R = np.column_stack([y - Xs @ beta_ref, Xs])
+    ZtR = tuple(f.segment_sum(f.Z[:, :, None] * R[:, None, :]) for f in factors_list)
+    return CollapsedData(
+        groups=groups,
+        factors=factors,
+        scaling=scaling,
+        beta_ref=beta_ref,
+        RtR=R.T @ R,
+        ZtR=ZtR,
+        n=design.n_obs,
+        p=p,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The PyMC model
+# --------------------------------------------------------------------------------------
+
+
+def build_collapsed_model(design: Design, priors: ResolvedPriors | None = None) -> pm.Model:
+    r"""Build the collapsed PyMC model of ``design``: same priors and names as the full model.
+
+    The likelihood is a ``pm.Potential`` called ``y_marginal`` holding
+    :math:`\log N(y - X\beta - o \mid 0, V)`; there are no ``z_<g>`` or ``u_<g>``
+    variables in the model (``u_<g>`` is added to the posterior by
+    :func:`add_random_effects`).
+
+    Parameters
+    ----------
+    design
+        A Gaussian design with one grouping factor or two nested ones
+        (see :func:`collapse_problem`).
+    priors
+        Resolved priors; by default :func:`hierbayes.priors.resolve_priors` of the design.
+
+    Returns
+    -------
+    pymc.Model
+    """
+    priors = priors if priors is not None else resolve_priors(design)
+    data = collapsed_data(design)
+    with pm.Model(coords=model_coords(design, obs=False)) as model:
+        beta_std = fixed_effects(design, priors, data.scaling)
+        chols = [covariance_factor(g, priors)[0] for g in data.groups]
+        sigma = residual_sd(priors)
+        if beta_std is None:
+            v = pt.constant(np.ones(1))
+        else:
+            v = pt.concatenate([pt.ones(1), data.beta_ref - beta_std])
+        rtr = pt.dot(v, pt.dot(pt.constant(data.RtR), v))
+        sums = [pt.tensordot(pt.constant(a), v, axes=[[2], [0]]) for a in data.ZtR]
+        if isinstance(data.factors, CollapsedFactor):
+            logp = marginal_loglik_from_sums(rtr, sums[0], sigma, data.factors, chols[0])
+        else:
+            logp = marginal_loglik_from_sums(rtr, (sums[0], sums[1]), sigma, data.factors, (chols[0], chols[1]))
+        pm.Potential("y_marginal", logp)
+    return model
+
+
+# --------------------------------------------------------------------------------------
+# Exact conditional draws of the random effects, batched over posterior draws
+# --------------------------------------------------------------------------------------
+
+
+def _chol(M: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factors of a stack of small SPD matrices ``(..., q, q)``."""
+    if M.shape[-1] == 1:
+        return np.sqrt(M)
+    return np.linalg.cholesky(M)
+
+
+def _forward(C: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Solve :math:`C X = B` for lower-triangular ``C`` (``(..., q, q)``), ``B`` (``(..., q, k)``)."""
+    q = C.shape[-1]
+    rows: list[np.ndarray] = []
+    for i in range(q):
+        s = B[..., i, :]
+        for k in range(i):
+            s = s - C[..., i, k, None] * rows[k]
+        rows.append(s / C[..., i, i, None])
+    return np.stack(rows, axis=-2)
+
+
+def _backward(C: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Solve :math:`C' X = B` for lower-triangular ``C``."""
+    q = C.shape[-1]
+    rows: list[np.ndarray] = [np.empty(0)] * q
+    for i in reversed(range(q)):
+        s = B[..., i, :]
+        for k in range(i + 1, q):
+            s = s - C[..., k, i, None] * rows[k]
+        rows[i] = s / C[..., i, i, None]
+    return np.stack(rows, axis=-2)
+
+
+def _t(a: np.ndarray) -> np.ndarray:
+    return np.swapaxes(a, -1, -2)
+
+
+def _sum_outer(P: sp.csr_matrix, x: np.ndarray) -> np.ndarray:
+    """Sum ``x`` (``(S, J, ...)``) over the inner levels of each outer level: ``(S, K, ...)``."""
+    S, J = x.shape[:2]
+    flat = np.moveaxis(x, 1, 0).reshape(J, -1)
+    out = np.asarray(P @ flat)
+    return np.moveaxis(out.reshape(P.shape[0], S, *x.shape[2:]), 0, 1)
+
+
+def _level_draw(
+    C: np.ndarray, c: np.ndarray, L: np.ndarray, sigma: np.ndarray, rng: np.random.Generator | None
+) -> np.ndarray:
+    r""":math:`u = Lv`, :math:`v = C^{-T}(C^{-1}c + \sigma z)`; ``c`` is ``(S, G, q, 1)``; mean if no rng."""
+    w = _forward(C, c)
+    if rng is not None:
+        w = w + sigma[:, None, None, None] * rng.standard_normal(w.shape)
+    v = _backward(C, w)
+    return (L[:, None] @ v)[..., 0]
+
+
+def conditional_effects(
+    data: CollapsedData,
+    v: np.ndarray,
+    sigma: np.ndarray,
+    chols: list[np.ndarray],
+    rngs: list[np.random.Generator] | None = None,
+) -> list[np.ndarray]:
+    r"""Draw (or, without ``rngs``, average) :math:`u \mid y, \beta, \theta` for ``S`` parameter sets.
+
+    The algebra of :func:`hierbayes._collapsed.draw_random_effects`, batched over the
+    leading dimension and driven by the sufficient statistics.
+
+    Parameters
+    ----------
+    data
+        From :func:`collapsed_data`.
+    v
+        ``(S, m)`` coefficient vectors :math:`(1, -(\tilde\beta - \hat\beta))`, so that
+        :math:`r = Rv`.
+    sigma
+        ``(S,)`` residual sds.
+    chols
+        One ``(S, q, q)`` covariance factor per group, in the order of ``data.groups``.
+    rngs
+        One generator per group (independent streams, so the result does not depend on how
+        the draws are chunked); ``None`` returns the conditional means (BLUPs at fixed
+        parameters).
+
+    Returns
+    -------
+    list of ndarray
+        ``(S, G, q)`` per group, in the order of ``data.groups``.
+    """
+    s2 = (sigma**2)[:, None, None, None]
+    sums = [np.einsum("gqm,sm->sgq", a, v)[..., None] for a in data.ZtR]  # (S, G, q, 1)
+    rng = rngs if rngs is not None else [None] * len(data.groups)
+    if isinstance(data.factors, CollapsedFactor):
+        L = chols[0]
+        q = L.shape[-1]
+        C = _chol(s2 * np.eye(q) + _t(L)[:, None] @ data.factors.gram[None] @ L[:, None])
+        return [_level_draw(C, _t(L)[:, None] @ sums[0], L, sigma, rng[0])]
+    nf = data.factors
+    L1, L2 = chols
+    q1, q2 = L1.shape[-1], L2.shape[-1]
+    P = data.outer_sum
+    A21 = nf.cross_gram[None]  # (1, J, q2, q1)
+    C2 = _chol(s2 * np.eye(q2) + _t(L2)[:, None] @ nf.inner.gram[None] @ L2[:, None])
+    L2t = _t(L2)[:, None]
+    wb = _forward(C2, np.concatenate([L2t @ sums[1], L2t @ A21], axis=-1))  # (S, J, q2, 1 + q1)
+    w, B = wb[..., :1], wb[..., 1:]
+    t = sums[0] - _sum_outer(P, _t(B) @ w)  # (S, K, q1, 1)
+    Q = nf.outer.gram[None] - _sum_outer(P, _t(B) @ B)
+    C1 = _chol(s2 * np.eye(q1) + _t(L1)[:, None] @ Q @ L1[:, None])
+    u1 = _level_draw(C1, _t(L1)[:, None] @ t, L1, sigma, rng[0])  # (S, K, q1)
+    b2 = sums[1] - A21 @ u1[:, nf.parent, :, None]
+    u2 = _level_draw(C2, L2t @ b2, L2, sigma, rng[1])
+    return [u1, u2]
+
+
+def _stacked(posterior: xr.Dataset, name: str) -> np.ndarray:
+    da = posterior[name]
+    return da.values.reshape(-1, *da.shape[2:])
+
+
+def _posterior_factors(data: CollapsedData, posterior: xr.Dataset, index: np.ndarray) -> list[np.ndarray]:
+    chols = []
+    for g in data.groups:
+        sd = _stacked(posterior, f"sd_{g.name}")[index]
+        if f"corr_chol_{g.name}" in posterior:
+            chols.append(sd[:, :, None] * _stacked(posterior, f"corr_chol_{g.name}")[index])
+        else:
+            chols.append(sd[:, :, None] * np.eye(sd.shape[1]))
+    return chols
+
+
+def _draw_posterior_effects(
+    design: Design, posterior: xr.Dataset, index: np.ndarray, random_seed: int | None
+) -> dict[str, np.ndarray]:
+    """``{u_<g>: (len(index), G, q)}`` for the stacked posterior draws ``index``."""
+    data = collapsed_data(design)
+    seeds = np.random.SeedSequence(random_seed).spawn(len(data.groups))
+    rngs = [np.random.default_rng(s) for s in seeds]
+    S = index.size
+    if data.p:
+        beta_std = _stacked(posterior, "beta_std")[index]
+        v_all = np.column_stack([np.ones(S), data.beta_ref - beta_std])
+    else:
+        v_all = np.ones((S, 1))
+    sigma_all = _stacked(posterior, "sigma")[index]
+    chol_all = _posterior_factors(data, posterior, index)
+    out = {f"u_{g.name}": np.empty((S, g.n_levels, len(g.coef_names))) for g in data.groups}
+    q_max = max(len(g.coef_names) for g in data.groups)
+    per_draw = max(g.n_levels for g in data.groups) * q_max**3
+    chunk = max(1, _CHUNK_FLOATS // max(per_draw, 1))
+    for start in range(0, S, chunk):
+        sl = slice(start, min(S, start + chunk))
+        us = conditional_effects(data, v_all[sl], sigma_all[sl], [c[sl] for c in chol_all], rngs)
+        for g, u in zip(data.groups, us, strict=True):
+            out[f"u_{g.name}"][sl] = u
+    return out
+
+
+def random_effect_draws(
+    design: Design,
+    posterior: xr.Dataset,
+    *,
+    thin: int = 1,
+    random_seed: int | None = None,
+) -> xr.Dataset:
+    """Draw the random effects of a collapsed fit for every ``thin``-th draw of each chain.
+
+    Parameters
+    ----------
+    design
+        The fit's design (``fit.design``).
+    posterior
+        The fit's posterior (``fit.posterior``), with ``beta_std``, ``sigma``, ``sd_<g>``
+        (and ``corr_chol_<g>``).
+    thin
+        Keep draws ``0, thin, 2 thin, ...`` of every chain.
+    random_seed
+        Seed of the conditional draws.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``u_<g>`` with dims ``(chain, draw, <g>, <g>__coef)``, ``draw`` the kept draw numbers.
+    """
+    if thin < 1:
+        raise ValueError(f"thin must be a positive integer; received {thin}.")
+    sub = posterior.isel(draw=slice(None, None, thin))
+    chains, draws = sub.sizes["chain"], sub.sizes["draw"]
+    arrays = _draw_posterior_effects(design, sub, np.arange(chains * draws), random_seed)
+    data_vars = {}
+    for g in design.groups:
+        u = arrays[f"u_{g.name}"].reshape(chains, draws, g.n_levels, len(g.coef_names))
+        data_vars[f"u_{g.name}"] = (("chain", "draw", g.name, g.coef_dim), u)
+    coords = {"chain": sub["chain"].values, "draw": sub["draw"].values}
+    for g in design.groups:
+        coords[g.name] = np.array(g.levels, dtype=object)
+        coords[g.coef_dim] = np.array(g.coef_names, dtype=object)
+    return xr.Dataset(data_vars, coords=coords)
+
+
+def add_random_effects(
+    idata: xr.DataTree,
+    design: Design,
+    *,
+    random_seed: int | None = None,
+    store_random_effects: bool = True,
+) -> xr.DataTree:
+    """Add ``u_<g>`` (exact conditional draws) and the observed ``y`` to a collapsed fit's result.
+
+    Parameters
+    ----------
+    idata
+        The sampler's result for :func:`build_collapsed_model`.
+    design
+        The design the model was built from.
+    random_seed
+        Seed of the conditional draws (the fit's seed): the same seed gives the same draws.
+    store_random_effects
+        ``False`` skips the draws (see the module docstring on memory); they can be made
+        later with :func:`random_effect_draws`.
+
+    Returns
+    -------
+    xarray.DataTree
+        ``idata`` with ``u_<g>`` in its posterior and ``y`` in ``observed_data``.
+    """
+    posterior = idata["posterior"].to_dataset()
+    if store_random_effects:
+        posterior = posterior.merge(random_effect_draws(design, posterior, random_seed=random_seed))
+        idata["posterior"] = xr.DataTree(posterior)
+    observed = idata["observed_data"].to_dataset() if "observed_data" in idata.children else xr.Dataset()
+    if "y" not in observed:
+        y = xr.Dataset({"y": (("obs",), design.y)}, coords={"obs": np.arange(design.n_obs).astype(str)})
+        idata["observed_data"] = xr.DataTree(observed.merge(y).assign_attrs(observed.attrs))
+    return idata

@@ -1,0 +1,304 @@
+r"""Odds ratios, rate ratios and linear contrasts of the fixed effects.
+
+Notation: :math:`g(E[y_i \mid u]) = x_i^\top\beta + \sum_k z_{ik}^\top u_{k,j_k[i]} + o_i`
+with :math:`u_{kj} \sim N(0, \Omega_k)` (see :mod:`hierbayes.spec`). Every quantity is computed
+draw by draw from the joint posterior of :math:`(\beta, \Omega)`, so correlations between
+coefficients are carried into every interval. Intervals are equal-tailed with probability
+``prob`` (0.94 by default, as in every hierbayes summary).
+
+Population-averaged (marginal) effects are in :mod:`hierbayes.summaries.population`.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from hierbayes.exceptions import SpecError
+from hierbayes.fitting import Fit
+from hierbayes.summaries.effects import DEFAULT_PROB
+
+__all__ = [
+    "ATTENUATION_C",
+    "Contrast",
+    "contrast",
+    "odds_ratios",
+    "parse_contrast",
+    "rate_ratios",
+]
+
+#: The constant of the logistic-normal attenuation approximation, :math:`16\sqrt{3}/(15\pi)`.
+ATTENUATION_C = 16.0 * np.sqrt(3.0) / (15.0 * np.pi)
+
+_RATIO_NAME = {"logit": "odds_ratio", "log": "rate_ratio"}
+
+
+def _check_prob(prob: float) -> None:
+    if not 0 < prob < 1:
+        raise ValueError(f"prob must be between 0 and 1; received {prob}.")
+
+
+def _beta(fit: Fit) -> xr.DataArray:
+    post = fit.posterior
+    if "beta" not in post:
+        raise SpecError("This model has no fixed effects, so there are no coefficients to contrast.")
+    return post["beta"].transpose("chain", "draw", "coef")
+
+
+def _stats(values: np.ndarray, prob: float) -> dict[str, float]:
+    flat = np.asarray(values, dtype=float).ravel()
+    lo, hi = np.quantile(flat, [(1 - prob) / 2, (1 + prob) / 2])
+    return {
+        "mean": float(flat.mean()),
+        "sd": float(flat.std(ddof=1)),
+        "median": float(np.median(flat)),
+        "lower": float(lo),
+        "upper": float(hi),
+    }
+
+
+def _ratio_table(fit: Fit, prob: float) -> pd.DataFrame:
+    beta = _beta(fit)
+    rows = {}
+    for coef in beta.coords["coef"].values:
+        ratio = np.exp(beta.sel(coef=coef).values)
+        stats = _stats(ratio, prob)
+        rows[str(coef)] = {k: stats[k] for k in ("mean", "median", "lower", "upper")} | {
+            "p_gt_1": float(np.mean(ratio > 1))
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def odds_ratios(fit: Fit, *, prob: float = DEFAULT_PROB) -> pd.DataFrame:
+    r"""Posterior odds ratios :math:`\exp(\beta_k)` of a logit model, one row per fixed effect.
+
+    These are conditional (cluster-specific) odds ratios; see the module docstring and
+    :func:`population_averaged` for population-averaged ones. The ``Intercept`` row is the
+    odds (not a ratio) when every predictor is 0 and :math:`u = 0`.
+
+    Parameters
+    ----------
+    fit
+        A bernoulli or binomial fit with the logit link.
+    prob
+        Probability of the equal-tailed interval.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: coefficient; columns ``mean``, ``median``, ``lower``, ``upper`` of
+        :math:`\exp(\beta_k)` and ``p_gt_1``, the posterior probability that it exceeds 1.
+
+    Raises
+    ------
+    SpecError
+        For any other link.
+    """
+    _check_prob(prob)
+    if fit.spec.link != "logit":
+        hint = (
+            " For a log link (poisson, negative_binomial) exp(beta) is a rate ratio: use hb.rate_ratios(fit)."
+            if fit.spec.link == "log"
+            else " Probit coefficients are shifts on the standard-normal (z) scale; report them as they are."
+        )
+        raise SpecError(
+            f"Odds ratios need a logit link; this model is {fit.spec.family} with the {fit.spec.link} link.{hint}"
+        )
+    return _ratio_table(fit, prob)
+
+
+def rate_ratios(fit: Fit, *, prob: float = DEFAULT_PROB) -> pd.DataFrame:
+    r"""Posterior rate ratios :math:`\exp(\beta_k)` of a log-link model, one row per fixed effect.
+
+    The ``Intercept`` row is the rate (per unit of exposure when there is a log-exposure
+    offset) when every predictor is 0 and :math:`u = 0`. Columns as :func:`odds_ratios`.
+
+    Raises
+    ------
+    SpecError
+        For a model without a log link.
+    """
+    _check_prob(prob)
+    if fit.spec.link != "log":
+        hint = " For a logit link use hb.odds_ratios(fit)." if fit.spec.link == "logit" else ""
+        raise SpecError(
+            f"Rate ratios are for log links (poisson, negative_binomial); this model is {fit.spec.family} "
+            f"with the {fit.spec.link} link.{hint}"
+        )
+    return _ratio_table(fit, prob)
+
+
+# ----------------------------------------------------------------------------- contrasts
+
+
+_PLACEHOLDER = "_hb_coef_{}_"
+
+
+def _expr_error(expr: str, what: str, names: list[str]) -> SpecError:
+    return SpecError(
+        f"Contrast {expr!r}: {what}. A contrast is a linear combination of coefficient names with "
+        f"numbers, e.g. 'a + b', 'a - b', '2*a - b', '(a + b)/2'; names that are not Python "
+        f"identifiers go in backticks (`x:z`). Coefficients: {', '.join(names)}."
+    )
+
+
+def parse_contrast(expr: str, names: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """Parse a linear combination of coefficient names into ``{name: weight}``.
+
+    The expression is parsed with :mod:`ast` and walked; nothing is evaluated. Allowed: names
+    of coefficients, numbers, ``+``, ``-``, ``*`` and ``/`` by a number, parentheses. Names that
+    are not Python identifiers (``C(g)[T.b]``, ``x:z``) can be written as they are or in
+    backticks.
+
+    Raises
+    ------
+    SpecError
+        For anything else (calls, attributes, unknown names, products of coefficients,
+        constants on their own), with the list of coefficients.
+    """
+    names = [str(n) for n in names]
+    if not isinstance(expr, str) or not expr.strip():
+        raise _expr_error(str(expr), "the expression is empty", names)
+    text = expr
+    lookup: dict[str, str] = {}
+    for k, name in sorted(enumerate(names), key=lambda kv: -len(kv[1])):
+        if not name.isidentifier() or name.startswith("_hb_coef_"):
+            ph = _PLACEHOLDER.format(k)
+            text = text.replace(f"`{name}`", ph).replace(name, ph)
+            lookup[ph] = name
+    for name in names:
+        if name.isidentifier():
+            text = text.replace(f"`{name}`", name)
+            lookup.setdefault(name, name)
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError:
+        raise _expr_error(expr, "it is not a valid expression", names) from None
+
+    def walk(node: ast.AST) -> tuple[float, dict[str, float]]:
+        """Return ``(constant, weights)``; exactly one of them is in use."""
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+            return float(node.value), {}
+        if isinstance(node, ast.Name):
+            if node.id not in lookup:
+                close = difflib.get_close_matches(node.id, names, n=3, cutoff=0.6)
+                hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+                raise _expr_error(expr, f"{node.id!r} is not a coefficient of this model.{hint}", names)
+            return 0.0, {lookup[node.id]: 1.0}
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
+            c, w = walk(node.operand)
+            sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
+            return sign * c, {k: sign * v for k, v in w.items()}
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub | ast.Mult | ast.Div):
+            lc, lw = walk(node.left)
+            rc, rw = walk(node.right)
+            if isinstance(node.op, ast.Add | ast.Sub):
+                if (lw and not rw and rc != 0) or (rw and not lw and lc != 0) or (not lw and not rw):
+                    raise _expr_error(expr, "a constant term is not a contrast of coefficients", names)
+                sign = 1.0 if isinstance(node.op, ast.Add) else -1.0
+                out = dict(lw)
+                for k, v in rw.items():
+                    out[k] = out.get(k, 0.0) + sign * v
+                return 0.0, out
+            if isinstance(node.op, ast.Mult):
+                if lw and rw:
+                    raise _expr_error(expr, "a product of two coefficients is not linear", names)
+                if lw or rw:
+                    factor, w = (rc, lw) if lw else (lc, rw)
+                    return 0.0, {k: factor * v for k, v in w.items()}
+                return lc * rc, {}
+            if rw:
+                raise _expr_error(expr, "dividing by a coefficient is not linear", names)
+            if rc == 0:
+                raise _expr_error(expr, "division by zero", names)
+            return lc / rc, {k: v / rc for k, v in lw.items()}
+        if isinstance(node, ast.BinOp | ast.UnaryOp):
+            raise _expr_error(expr, f"the operator {type(node.op).__name__} is not allowed", names)
+        kind = {
+            ast.Call: "function calls are not allowed",
+            ast.Attribute: "attribute access is not allowed",
+            ast.Subscript: "indexing is not allowed",
+        }.get(type(node), f"{type(node).__name__} is not allowed")
+        raise _expr_error(expr, kind, names)
+
+    _, weights = walk(tree)
+    weights = {k: v for k, v in weights.items() if v != 0.0}
+    if not weights:
+        raise _expr_error(expr, "the coefficients cancel (every weight is 0)", names)
+    return weights
+
+
+@dataclass(frozen=True)
+class Contrast:
+    r"""The posterior of a linear combination :math:`c = \sum_k w_k \beta_k`.
+
+    Attributes
+    ----------
+    expr
+        The expression as given.
+    weights
+        ``{coefficient: weight}``.
+    draws
+        Draws of :math:`c`, dims ``(chain, draw)``, from the joint posterior.
+    table
+        Rows ``estimate`` (link scale) and, for logit/log links, ``odds_ratio`` /
+        ``rate_ratio`` (:math:`e^c`); columns ``mean``, ``sd``, ``median``, ``lower``,
+        ``upper`` and ``p_positive`` (the posterior probability that :math:`c > 0`, i.e. that
+        the ratio exceeds 1).
+    prob
+        Interval probability.
+    """
+
+    expr: str
+    weights: dict[str, float]
+    draws: xr.DataArray
+    table: pd.DataFrame
+    prob: float
+
+    def __str__(self) -> str:
+        pct = f"{round(self.prob * 100)}%"
+        combo = " ".join(f"{'+' if w >= 0 else '-'} {abs(w):g}*{k}" for k, w in self.weights.items())
+        return f"Contrast {self.expr!r} = {combo.lstrip('+ ')} (posterior, {pct} intervals)\n{self.table.to_string()}"
+
+
+def contrast(fit: Fit, expr: str, *, prob: float = DEFAULT_PROB) -> Contrast:
+    """Posterior of a linear combination of fixed effects, e.g. ``"kid2p + husEdPri"``, ``"a - b"``.
+
+    The combination is computed draw by draw from the joint posterior, so it accounts for the
+    correlation between the coefficients (a sum of negatively correlated coefficients is more
+    precise than their separate intervals suggest).
+
+    Parameters
+    ----------
+    fit
+        A fitted model.
+    expr
+        Coefficient names combined with numbers, ``+``, ``-``, ``*``, ``/`` and parentheses;
+        parsed with :func:`parse_contrast`, never evaluated.
+    prob
+        Interval probability.
+
+    Returns
+    -------
+    Contrast
+    """
+    _check_prob(prob)
+    beta = _beta(fit)
+    names = [str(c) for c in beta.coords["coef"].values]
+    weights = parse_contrast(expr, names)
+    w = xr.DataArray([weights.get(n, 0.0) for n in names], dims="coef", coords={"coef": beta.coords["coef"]})
+    draws = (beta * w).sum("coef").rename("contrast")
+    values = draws.values
+    rows = {"estimate": _stats(values, prob) | {"p_positive": float(np.mean(values > 0))}}
+    ratio = _RATIO_NAME.get(str(fit.spec.link))
+    if ratio is not None:
+        rows[ratio] = _stats(np.exp(values), prob) | {"p_positive": rows["estimate"]["p_positive"]}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    return Contrast(expr=expr, weights=weights, draws=draws, table=table, prob=prob)
