@@ -52,7 +52,7 @@ from hierbayes._report_html import (
 from hierbayes.diagnostics import ESS_PER_CHAIN_MIN, RHAT_MAX
 from hierbayes.fitting import Fit
 from hierbayes.io import atomic_write_text
-from hierbayes.summaries.effects import DEFAULT_PROB, summary
+from hierbayes.summaries.effects import DEFAULT_PROB, summary, variance_rows
 
 __all__ = ["EFFECT_DRAWS", "PPC_DRAWS", "SHRINKAGE_LEVELS", "render_report", "report"]
 
@@ -94,14 +94,10 @@ def _summary_section(fit: Fit) -> str:
     pct = f"{round(s.prob * 100)}%"
     parts = [f"<p>Posterior means with equal-tailed {pct} intervals.</p>", "<h3>Random effects</h3>"]
     rows = []
-    for (group, name), part in s.random.groupby(["group", "name"], sort=False):
-        cells = {q: part[part.quantity == q].iloc[0] for q in part.quantity}
-        if "corr" in cells:
-            continue
-        first = cells.get("variance", cells.get("shape"))
-        var = _interval(cells["variance"]) if "variance" in cells else ""
-        sd = _interval(cells["sd"]) if "sd" in cells else (_interval(cells["shape"]) if "shape" in cells else "")
-        rows.append([group, "(Intercept)" if name == "Intercept" else name, var, sd,
+    for group, name, var, spread in variance_rows(s):
+        first = var if var is not None else spread
+        rows.append([group, name, _interval(var) if var is not None else "",
+                     _interval(spread) if spread is not None else "",
                      f"{first['r_hat']:.3f}", f"{first['ess_bulk']:.0f}"])
     parts.append(table(["Groups", "Name", "Variance", "Std.Dev.", "R-hat", "ESS bulk"], rows,
                         ident="summary-random", left=2))

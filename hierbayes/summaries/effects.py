@@ -18,7 +18,7 @@ import xarray as xr
 from hierbayes.diagnostics import draw_stats
 from hierbayes.fitting import Fit
 
-__all__ = ["DEFAULT_PROB", "Summary", "format_summary", "summary"]
+__all__ = ["DEFAULT_PROB", "Summary", "format_summary", "summary", "variance_rows"]
 
 #: Default probability of the posterior intervals in every hierbayes summary.
 DEFAULT_PROB = 0.94
@@ -137,6 +137,22 @@ def _num(x: float) -> str:
     return f"{x:.4g}" if ax < 1 else f"{x:.{max(1, 5 - len(str(int(ax))))}f}"
 
 
+def variance_rows(s: Summary) -> list[tuple[str, str, pd.Series | None, pd.Series | None]]:
+    """One ``(group, name, variance row, sd-or-shape row)`` per random-effect term of ``s.random``.
+
+    Correlations are left out; ``name`` is ``"(Intercept)"`` for intercepts, as lme4 prints it.
+    Shared by the text summary and the HTML report.
+    """
+    out = []
+    for (group, name), part in s.random.groupby(["group", "name"], sort=False):
+        cells = {q: part[part.quantity == q].iloc[0] for q in part.quantity}
+        if "corr" in cells:
+            continue
+        label = "(Intercept)" if name == "Intercept" else str(name)
+        out.append((str(group), label, cells.get("variance"), cells.get("sd", cells.get("shape"))))
+    return out
+
+
 def _interval(row: pd.Series) -> str:
     return f"{_num(row['mean'])} [{_num(row['lower'])}, {_num(row['upper'])}]"
 
@@ -150,20 +166,10 @@ def format_summary(s: Summary) -> str:
         "",
         f"Random effects (posterior mean [{pct} interval]):",
     ]
-    table = []
-    for (group, name), part in s.random.groupby(["group", "name"], sort=False):
-        cells = {q: part[part.quantity == q].iloc[0] for q in part.quantity}
-        if "corr" in cells:
-            continue
-        spread = cells.get("sd", cells.get("shape"))
-        table.append(
-            [
-                str(group),
-                "(Intercept)" if name == "Intercept" else str(name),
-                _interval(cells["variance"]) if "variance" in cells else "",
-                _interval(spread) if spread is not None else "",
-            ]
-        )
+    table = [
+        [group, name, _interval(var) if var is not None else "", _interval(spread) if spread is not None else ""]
+        for group, name, var, spread in variance_rows(s)
+    ]
     corr = s.random[s.random.quantity == "corr"]
     header = ["Groups", "Name", "Variance", "Std.Dev."]
     lines.extend(_grid(header, table))
