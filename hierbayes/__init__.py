@@ -7,11 +7,8 @@
 """
 
 from hierbayes import datasets
-from hierbayes.build import build_model
 from hierbayes.builders import glmm, group_means, nested, random_intercept, random_slopes
-from hierbayes.calibration import Calibration, check_calibration
 from hierbayes.design import Design, GroupDesign, NestingWarning, make_design
-from hierbayes.diagnostics import Diagnostics, diagnose
 from hierbayes.exceptions import (
     ConvergenceWarning,
     DataError,
@@ -20,26 +17,31 @@ from hierbayes.exceptions import (
     SamplerNotInstalledError,
     SpecError,
 )
-from hierbayes.fitting import Fit, fit, prior_predictive
-from hierbayes.formula import parse_formula
+from hierbayes.inference.build import build_model
+from hierbayes.inference.calibration import Calibration, check_calibration
+from hierbayes.inference.collapsed.reml import EmpiricalBayes, empirical_bayes
+from hierbayes.inference.diagnostics import Diagnostics, diagnose
+from hierbayes.inference.fit import fit, prior_predictive
+from hierbayes.inference.priors import resolve_priors
+from hierbayes.inference.result import Fit
+from hierbayes.inference.sampling import sample
 from hierbayes.io import load, save
-from hierbayes.plots import plot_caterpillar, plot_shrinkage
-from hierbayes.predict import (
+from hierbayes.spec.formula import parse_formula
+from hierbayes.spec.model import GroupTerm, ModelSpec
+from hierbayes.spec.priors import LKJ, Exponential, HalfCauchy, HalfNormal, HalfStudentT, Normal, Priors
+from hierbayes.summaries.compare import compare
+from hierbayes.summaries.contrasts import Contrast, contrast, odds_ratios, rate_ratios
+from hierbayes.summaries.covariance import implied_covariance, implied_covariance_draws
+from hierbayes.summaries.effects import Summary, summary
+from hierbayes.summaries.plots import plot_caterpillar, plot_shrinkage
+from hierbayes.summaries.population import PopulationAveraged, population_averaged
+from hierbayes.summaries.prediction import (
     linear_predictor,
     log_likelihood,
     posterior_predictive,
     predict,
     with_log_likelihood,
 )
-from hierbayes.priors import LKJ, Exponential, HalfCauchy, HalfNormal, HalfStudentT, Normal, Priors, resolve_priors
-from hierbayes.reml import EmpiricalBayes, empirical_bayes
-from hierbayes.sample import sample
-from hierbayes.spec import GroupTerm, ModelSpec
-from hierbayes.summaries.compare import compare
-from hierbayes.summaries.contrasts import Contrast, contrast, odds_ratios, rate_ratios
-from hierbayes.summaries.covariance import implied_covariance, implied_covariance_draws
-from hierbayes.summaries.effects import Summary, summary
-from hierbayes.summaries.population import PopulationAveraged, population_averaged
 from hierbayes.summaries.shrinkage import group_effects, shrinkage
 from hierbayes.summaries.variance import VariancePartition, variance_partition
 

@@ -22,9 +22,9 @@ from typing import Literal
 import pandas as pd
 
 from hierbayes.design import make_design
-from hierbayes.formula import split_terms
-from hierbayes.priors import Priors
-from hierbayes.spec import GroupTerm, ModelSpec
+from hierbayes.spec.formula import split_terms
+from hierbayes.spec.model import GroupTerm, ModelSpec
+from hierbayes.spec.priors import Priors
 
 __all__ = ["glmm", "group_means", "nested", "random_intercept", "random_slopes"]
 

@@ -43,7 +43,7 @@ Format
 
 Running a card (:func:`run_card`, or ``hierbayes fit card.toml --out folder``) fits the model and,
 given an output folder, writes ``posterior.nc`` (see :mod:`hierbayes.io`), ``summary.txt``,
-``summary.csv`` and ``report.html`` (see :mod:`hierbayes.report`), each atomically.
+``summary.csv`` and ``report.html`` (see :mod:`hierbayes.report.page`), each atomically.
 """
 
 from __future__ import annotations
@@ -61,12 +61,13 @@ import pandas as pd
 from hierbayes import datasets
 from hierbayes.builders import glmm, group_means, nested, random_intercept, random_slopes
 from hierbayes.exceptions import DataError, HierBayesError, SpecError
-from hierbayes.fitting import Fit, fit
-from hierbayes.formula import parse_formula
+from hierbayes.inference.fit import fit
+from hierbayes.inference.result import Fit
+from hierbayes.inference.sampling import SAMPLERS
 from hierbayes.io import atomic_write_text, save
-from hierbayes.sample import SAMPLERS
-from hierbayes.spec import ModelSpec
-from hierbayes.spec_io import priors_from_dict
+from hierbayes.spec.formula import parse_formula
+from hierbayes.spec.model import ModelSpec
+from hierbayes.spec.serialise import priors_from_dict
 
 __all__ = [
     "BUILDERS",
@@ -427,7 +428,7 @@ def write_results(fit: Fit, out: str | Path) -> dict[str, Path]:
     dict
         File name -> path written.
     """
-    from hierbayes.report import report
+    from hierbayes.report.page import report
     from hierbayes.summaries.effects import summary
 
     out = Path(out)

@@ -31,7 +31,7 @@ _DEMO_OUT = "results/demo"
 
 
 def _sampler_options(p: argparse.ArgumentParser) -> None:
-    from hierbayes.sample import SAMPLERS
+    from hierbayes.inference.sampling import SAMPLERS
 
     g = p.add_argument_group("sampler settings (override the card's [sampler] table)")
     g.add_argument("--draws", type=int, metavar="N", help="kept draws per chain")
@@ -151,7 +151,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from hierbayes.io import load
-    from hierbayes.report import report
+    from hierbayes.report.page import report
 
     out = args.out if args.out is not None else args.posterior.parent / "report.html"
     if out.is_dir():

@@ -24,9 +24,9 @@ from formulaic.model_spec import ModelSpec as FormulaicSpec
 
 from hierbayes.exceptions import DataError
 from hierbayes.families import check_response
-from hierbayes.formula import ALLOWED_TRANSFORMS, split_terms
-from hierbayes.priors import resolve_priors
-from hierbayes.spec import GroupTerm, ModelSpec
+from hierbayes.spec.formula import split_terms
+from hierbayes.spec.model import GroupTerm, ModelSpec
+from hierbayes.spec.transforms import EVAL_CONTEXT, NOT_COLUMNS
 
 __all__ = ["Design", "GroupDesign", "NestingWarning", "make_design"]
 
@@ -135,12 +135,6 @@ class Design:
 # ----------------------------------------------------------------------------- helpers
 
 
-_NOT_COLUMNS = frozenset({"np", "numpy", "contr"})
-#: What formulaic may look up besides the data columns and its own transforms: numpy, and the
-#: numpy transforms of ALLOWED_TRANSFORMS that formulaic does not define itself.
-_CONTEXT = {"np": np, "numpy": np, "sqrt": np.sqrt, "abs": np.abs, "log1p": np.log1p}
-
-
 def _check_terms_safe(spec: ModelSpec) -> None:
     """Run the formula whitelist over every term formulaic will evaluate, before anything else."""
     split_terms(" + ".join((["1"] if spec.intercept else ["0"]) + list(spec.fixed)))
@@ -158,7 +152,7 @@ def _names_in_term(term: str) -> set[str]:
             names.add(factor.strip())
             continue
         for node in ast.walk(tree):
-            if isinstance(node, ast.Name) and node.id not in ALLOWED_TRANSFORMS | _NOT_COLUMNS:
+            if isinstance(node, ast.Name) and node.id not in NOT_COLUMNS:
                 names.add(node.id)
     return names
 
@@ -232,7 +226,7 @@ def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> tuple[np.ndarray, 
         with np.errstate(all="ignore"):  # non-finite results are reported below, by column
             # Missing data were handled above; NaN now can only come from a transform (log of a
             # negative number) and is reported below with the column's name.
-            mm = model_matrix(rhs, data, na_action="ignore", context=_CONTEXT)
+            mm = model_matrix(rhs, data, na_action="ignore", context=EVAL_CONTEXT)
     except Exception as err:
         raise DataError(f"Could not build the {what} model matrix from {rhs!r}: {err}") from None
     names = tuple(str(c) for c in mm.columns)
@@ -450,5 +444,5 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False) -> Design:
         dropped=dropped,
         fixed_model_spec=fspec,
     )
-    resolve_priors(design)  # prior shapes (b, B, named coefficients and groups) against this design
+    spec.priors.check_against(names, [g.name for g in design.groups])
     return design

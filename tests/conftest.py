@@ -51,7 +51,7 @@ def _synthetic_fit(formula, data, values, *, family="gaussian", link=None, chain
 
     ``values`` maps posterior variable names (``beta``, ``sigma``, ``alpha``, ``sd_<g>``,
     ``corr_<g>``, ``u_<g>``) to arrays of the variable's own shape (repeated for every draw) or
-    with leading ``(chain, draw)`` dims. Shapes follow hierbayes.build: ``beta`` (coef,),
+    with leading ``(chain, draw)`` dims. Shapes follow hierbayes.inference.build: ``beta`` (coef,),
     ``sd_<g>`` (<g>__coef,), ``corr_<g>`` (q, q), ``u_<g>`` (levels, q).
     """
     import numpy as np

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 import hierbayes as hb
-from hierbayes.build import fixed_scaling
+from hierbayes.inference.build import fixed_scaling
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Simulation-based calibration (hierbayes.calibration).
+"""Simulation-based calibration (hierbayes.inference.calibration).
 
 * fast: the rank bookkeeping, the chi-square test and the plots on hand-made ranks;
 * ``slow`` (normal suite, < 60 s): a 20-simulation random-intercept check, so the whole
@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 import hierbayes as hb
-from hierbayes.calibration import Calibration, _choose_bins
+from hierbayes.inference.calibration import Calibration, _choose_bins
 
 
 def synthetic(ranks: dict[str, np.ndarray], n_draws: int = 99, bins: int = 10) -> Calibration:

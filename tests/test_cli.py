@@ -16,7 +16,7 @@ from pymc.testing import mock_sample
 
 import hierbayes as hb
 import hierbayes.cards
-import hierbayes.report as report_module
+import hierbayes.report.page as report_module
 from hierbayes.cards import OUTPUT_FILES, load_card
 from hierbayes.cli import build_parser, main
 

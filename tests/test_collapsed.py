@@ -18,9 +18,9 @@ import xarray as xr
 from scipy import stats
 
 import hierbayes as hb
-from hierbayes import build_collapsed as bc
-from hierbayes._collapsed import draw_random_effects
-from hierbayes.build import fixed_scaling
+from hierbayes.inference.collapsed import build as bc
+from hierbayes.inference.build import fixed_scaling
+from hierbayes.inference.collapsed.likelihood import draw_random_effects
 
 # --------------------------------------------------------------------------------------------
 # Small data

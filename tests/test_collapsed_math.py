@@ -1,6 +1,6 @@
 """Exactness of the collapsed (random effects integrated out) Gaussian likelihood.
 
-Every quantity of :mod:`hierbayes._collapsed` is checked against a dense reference on small
+Every quantity of :mod:`hierbayes.inference.collapsed.likelihood` is checked against a dense reference on small
 data: the log density against ``scipy.stats.multivariate_normal`` with ``V`` built
 explicitly, gradients against central finite differences, and conditional draws of the
 random effects against the exact Gaussian conditional (mean and covariance, with Monte Carlo
@@ -19,13 +19,13 @@ import pytensor.tensor as pt
 import pytest
 from scipy.stats import multivariate_normal
 
-from hierbayes._collapsed import (
+from hierbayes.exceptions import DataError, SpecError
+from hierbayes.inference.collapsed.likelihood import (
     CollapsedFactor,
     NestedFactors,
     draw_random_effects,
     marginal_loglik,
 )
-from hierbayes.exceptions import DataError, SpecError
 
 FAST = "FAST_COMPILE"
 N_DRAWS = 20_000

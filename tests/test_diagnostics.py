@@ -16,7 +16,7 @@ import pytest
 import xarray as xr
 
 import hierbayes as hb
-from hierbayes.diagnostics import ESS_PER_CHAIN_MIN, MIN_DRAWS, RHAT_MAX, draw_stats, warn_if_problems
+from hierbayes.inference.diagnostics import ESS_PER_CHAIN_MIN, MIN_DRAWS, RHAT_MAX, draw_stats, warn_if_problems
 
 CHECK = ["beta", "sd_g", "sigma", "corr_g"]
 

@@ -56,7 +56,7 @@ def test_every_public_name_is_in_the_api_reference():
     assert not missing, (
         f"hierbayes.__all__ names missing from the API reference: {missing}. Add '::: hierbayes.<name>' "
         "to the page of docs/api/ where it belongs, or '::: hierbayes.<module>.<name>' when a submodule "
-        "has the same name (hierbayes.sample, hierbayes.predict: mkdocstrings takes the module)."
+        "has the same name (hierbayes.inference.sampling, hierbayes.summaries.prediction: mkdocstrings takes the module)."
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 from scipy import special, stats
 
 import hierbayes as hb
-from hierbayes.build import fixed_scaling
+from hierbayes.inference.build import fixed_scaling
 
 # ----------------------------------------------------------------------------- response checks
 

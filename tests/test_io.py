@@ -1,4 +1,4 @@
-"""Saving and loading fits (hierbayes.io) and spec <-> dict (hierbayes.spec_io)."""
+"""Saving and loading fits (hierbayes.io) and spec <-> dict (hierbayes.spec.serialise)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import xarray as xr
 
 import hierbayes as hb
 from hierbayes import io as hio
+from hierbayes.inference import store
 from hierbayes.cards import load_card
 from hierbayes.exceptions import PriorError, SpecError
-from hierbayes.spec_io import priors_from_dict, priors_to_dict, spec_from_dict, spec_to_dict
+from hierbayes.spec.serialise import priors_from_dict, priors_to_dict, spec_from_dict, spec_to_dict
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -116,18 +117,18 @@ def test_data_columns_round_trip_with_dtypes(tmp_path, index):
         df = df.reset_index(drop=True)
     elif index == "strings":
         df.index = pd.Index(["r1", "r2", "r3", "r4"], dtype="str")
-    ds = hio._data_to_dataset(df)
+    ds = store.data_to_dataset(df)
     path = tmp_path / "d.nc"
     ds.to_netcdf(path, engine="h5netcdf")
     with xr.open_dataset(path, engine="h5netcdf") as opened:
-        back = hio._dataset_to_data(opened.load())
+        back = store.dataset_to_data(opened.load())
     pd.testing.assert_frame_equal(back, df, check_exact=True)
 
 
 def test_unsupported_column_is_a_clear_error():
     df = pd.DataFrame({"p": pd.period_range("2020-01", periods=3, freq="M")})
     with pytest.raises(hio.FitFileError, match="Cannot save data column 'p'"):
-        hio._data_to_dataset(df)
+        store.data_to_dataset(df)
 
 
 # ----------------------------------------------------------------------------- save / load

@@ -10,7 +10,7 @@ import pytest
 from scipy import special, stats
 
 import hierbayes as hb
-from hierbayes.predict import group_cov_cholesky, inverse_link
+from hierbayes.summaries.prediction import group_cov_cholesky, inverse_link
 
 CHAINS, DRAWS = 2, 40
 

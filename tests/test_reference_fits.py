@@ -10,7 +10,7 @@ import pytest
 from scipy import integrate, stats
 
 import hierbayes as hb
-from hierbayes.diagnostics import draw_stats
+from hierbayes.inference.diagnostics import draw_stats
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 
 import hierbayes as hb
-from hierbayes.report import _effects_fit, render_report, report
+from hierbayes.report.page import _effects_fit, render_report, report
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [

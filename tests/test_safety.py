@@ -2,7 +2,7 @@
 
 formulaic evaluates formula terms with Python's ``eval`` (builtins included), so hierbayes
 refuses, before formulaic sees anything, every term that is not column names, numbers,
-arithmetic and the transforms in ``hb.formula.ALLOWED_TRANSFORMS`` (``hierbayes.formula``);
+arithmetic and the transforms in ``hb.formula.ALLOWED_TRANSFORMS`` (``hierbayes.spec.formula``);
 ``make_design`` applies the same check again to specs built by hand (or loaded from a file).
 
 Each attack below would create a sentinel file if it ran; the test asserts the refusal is a
@@ -17,7 +17,7 @@ import pytest
 
 import hierbayes as hb
 from hierbayes.cards import load_card, parse_card
-from hierbayes.formula import ALLOWED_TRANSFORMS
+from hierbayes.spec.formula import ALLOWED_TRANSFORMS
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 import hierbayes as hb
-from hierbayes.priors import scale_prior_from_dict
+from hierbayes.spec.priors import scale_prior_from_dict
 
 
 @pytest.fixture
@@ -225,9 +225,9 @@ def test_numeric_grouping_column_is_categorical(schools):
 
 def test_grouping_factors_are_documented_as_categorical():
     import hierbayes.design
-    import hierbayes.formula
+    import hierbayes.spec.formula
 
-    assert "always treated as categorical, also when the column is numeric" in hierbayes.formula.__doc__
+    assert "always treated as categorical, also when the column is numeric" in hierbayes.spec.formula.__doc__
     assert "always categorical, also when the column holds numbers" in hierbayes.design.__doc__
 
 

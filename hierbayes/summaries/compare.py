@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from hierbayes.exceptions import SpecError
-from hierbayes.fitting import Fit
-from hierbayes.predict import with_log_likelihood
+from hierbayes.inference.result import Fit
+from hierbayes.summaries.prediction import with_log_likelihood
 
 __all__ = ["compare"]
 

@@ -20,7 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from hierbayes.exceptions import SpecError
-from hierbayes.fitting import Fit
+from hierbayes.inference.result import Fit
 from hierbayes.summaries.effects import DEFAULT_PROB
 
 __all__ = [

@@ -50,7 +50,7 @@ import pandas as pd
 import xarray as xr
 
 from hierbayes.exceptions import DataError
-from hierbayes.fitting import Fit
+from hierbayes.inference.result import Fit
 from hierbayes.summaries.variance import group_covariance_draws, latent_residual_draws, scale_label
 
 __all__ = ["implied_covariance", "implied_covariance_draws"]

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from hierbayes.diagnostics import draw_stats
-from hierbayes.fitting import Fit
+from hierbayes.inference.diagnostics import draw_stats
+from hierbayes.inference.result import Fit
 
 __all__ = ["DEFAULT_PROB", "Summary", "format_summary", "summary", "variance_rows"]
 

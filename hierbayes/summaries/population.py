@@ -47,10 +47,10 @@ import pandas as pd
 import xarray as xr
 
 from hierbayes.exceptions import DataError, SpecError
-from hierbayes.fitting import Fit
-from hierbayes.predict import as_frame, group_cov_cholesky, inverse_link, prediction_rows
+from hierbayes.inference.result import Fit
 from hierbayes.summaries.contrasts import ATTENUATION_C, _beta, _check_prob, _stats
 from hierbayes.summaries.effects import DEFAULT_PROB
+from hierbayes.summaries.prediction import as_frame, group_cov_cholesky, inverse_link, prediction_rows
 
 __all__ = ["PopulationAveraged", "population_averaged"]
 

@@ -64,7 +64,7 @@ import pandas as pd
 
 from hierbayes.design import Design, GroupDesign
 from hierbayes.exceptions import SpecError
-from hierbayes.fitting import Fit
+from hierbayes.inference.result import Fit
 from hierbayes.summaries.effects import DEFAULT_PROB
 from hierbayes.summaries.variance import group_covariance_draws, nested_in
 

@@ -57,7 +57,7 @@ import xarray as xr
 from hierbayes.design import Design, GroupDesign
 from hierbayes.exceptions import SpecError
 from hierbayes.families import latent_residual_variance
-from hierbayes.fitting import Fit
+from hierbayes.inference.result import Fit
 from hierbayes.summaries.effects import DEFAULT_PROB
 
 __all__ = ["VariancePartition", "group_covariance_draws", "nested_in", "variance_partition"]

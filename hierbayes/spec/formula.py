@@ -24,7 +24,7 @@ Grouping factors are always treated as categorical, also when the column is nume
 
 Safety: a formula is data. formulaic evaluates terms with Python's ``eval``, so terms may only
 name columns, numbers, arithmetic (``+ - * / // % **`` and comparisons) and the transforms in
-:data:`ALLOWED_TRANSFORMS` (``np.``-prefixed too; ``contr.<name>`` inside ``C()``). Anything else
+:data:`~hierbayes.spec.transforms.ALLOWED_TRANSFORMS` (``np.``-prefixed too; ``contr.<name>`` inside ``C()``). Anything else
 is refused with a :class:`~hierbayes.FormulaError` before formulaic sees the formula: other
 function calls (``open``, ``eval``, ``__import__``), attribute access (``x.__class__``), names
 starting with ``_``, ``{...}`` Python blocks, backtick-quoted names, lambdas, comprehensions,
@@ -36,32 +36,25 @@ applies the same check to specs built by hand or loaded from a file.
 
 from __future__ import annotations
 
-import ast
 import re
 
 from formulaic import Formula
 
 from hierbayes.exceptions import FormulaError
-from hierbayes.priors import Priors
-from hierbayes.spec import GroupTerm, ModelSpec
+from hierbayes.spec.model import GroupTerm, ModelSpec
+from hierbayes.spec.priors import Priors
+from hierbayes.spec.transforms import (
+    ALLOWED_TRANSFORMS,
+    check_calls,
+    check_chars,
+    check_safe,
+    formula_error,
+    is_column_name,
+)
 
 __all__ = ["ALLOWED_TRANSFORMS", "parse_formula", "split_terms"]
 
-#: Functions a formula term may call (``np.`` prefixed spellings of the numpy ones too).
-ALLOWED_TRANSFORMS: frozenset[str] = frozenset(
-    {
-        "C", "I", "log", "log2", "log10", "log1p", "exp", "sqrt", "abs",
-        "center", "scale", "poly", "bs", "cr", "cs", "cc",
-    }
-)
-_NUMPY_ALIASES = {"np", "numpy"}
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _is_column_name(name: str) -> bool:
-    """A plain column name: identifier characters and dots, no dunders (``x.__class__``)."""
-    return bool(_IDENT.match(name)) and not name.startswith("__") and ".__" not in name and "__." not in name
 
 
 def _formulaic_error(err: Exception, text: str) -> tuple[str, int]:
@@ -70,11 +63,6 @@ def _formulaic_error(err: Exception, text: str) -> tuple[str, int]:
     first, _, context = message.partition("\n\n")
     marker = context.find("\u29db")
     return first.strip(), (marker if marker >= 0 else 0)
-
-
-def _error(formula: str, pos: int, message: str) -> FormulaError:
-    pointer = " " * max(pos, 0) + "^"
-    return FormulaError(f"{message}\n  {formula}\n  {pointer}")
 
 
 def _top_level_split(text: str, offset: int, formula: str, sep: str = "+") -> list[tuple[str, int]]:
@@ -88,182 +76,31 @@ def _top_level_split(text: str, offset: int, formula: str, sep: str = "+") -> li
         elif ch == ")":
             depth -= 1
             if depth < 0:
-                raise _error(formula, offset + i, "Unbalanced parentheses: this ')' has no matching '('.")
+                raise formula_error(formula, offset + i, "Unbalanced parentheses: this ')' has no matching '('.")
         elif ch == sep and depth == 0:
             pieces.append((text[start:i], offset + start))
             start = i + 1
     if depth > 0:
-        raise _error(formula, offset + len(text), "Unbalanced parentheses: a '(' is never closed.")
+        raise formula_error(formula, offset + len(text), "Unbalanced parentheses: a '(' is never closed.")
     pieces.append((text[start:], offset + start))
     return pieces
 
 
-_NUMPY_UFUNCS = frozenset({"log", "log2", "log10", "log1p", "exp", "sqrt", "abs"})
-_CONTRASTS = frozenset({"treatment", "sum", "helmert", "poly", "diff"})
-_FORBIDDEN_CHARS = {"{": "Python blocks {...}", "}": "Python blocks {...}", "`": "backtick-quoted names",
-                    ";": "';'", "\\": "'\\'"}
-_ALLOWED_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
-_ALLOWED_UNARY = (ast.UAdd, ast.USub)
-
-
-def _check_chars(text: str, formula: str, pos: int) -> None:
-    """Refuse characters that open Python code or quoted names in formulaic."""
-    for i, ch in enumerate(text):
-        if ch in _FORBIDDEN_CHARS:
-            raise _error(
-                formula, pos + i,
-                f"{_FORBIDDEN_CHARS[ch]} are not allowed in a formula (received {ch!r}). Formulas may only "
-                "name columns and use arithmetic and the allowed transforms; compute other columns in "
-                "the data first, and rename columns whose names are not plain identifiers.",
-            )
-
-
-_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*\(")
-
-
-def _check_calls(text: str, formula: str, pos: int) -> None:
-    """Refuse a call of anything but an allowed transform, by name, before formulaic parses the text."""
-    for match in _CALL.finditer(text):
-        name = match.group(1)
-        base = name.split(".", 1)[1] if name.split(".", 1)[0] in _NUMPY_ALIASES and "." in name else name
-        if base in ALLOWED_TRANSFORMS or (name.startswith("contr.") and name[len("contr."):] in _CONTRASTS):
-            continue
-        raise _error(
-            formula, pos + match.start(1),
-            f"The function {name!r} is not allowed in a formula; allowed transforms: "
-            f"{', '.join(sorted(ALLOWED_TRANSFORMS))} (and contr.treatment/sum/helmert/poly/diff inside C()). "
-            "Compute other columns in the data first.",
-        )
-
-
 def _check_fixed_piece(piece: str, formula: str, pos: int) -> None:
     """Check one top-level fixed term of a formula alone, so that errors point at it exactly."""
-    _check_chars(piece, formula, pos)
-    _check_calls(piece, formula, pos)
+    check_chars(piece, formula, pos)
+    check_calls(piece, formula, pos)
     if re.fullmatch(r"\(\s*\)", piece):
-        raise _error(formula, pos, "Empty parentheses: write a term inside, e.g. (x + z).")
+        raise formula_error(formula, pos, "Empty parentheses: write a term inside, e.g. (x + z).")
     try:
         Formula(piece)
     except Exception as err:
         why, marker = _formulaic_error(err, piece)
-        raise _error(
+        raise formula_error(
             formula, pos + marker,
             f"Could not parse the term {piece!r}: {why} Allowed operators: + - * / : ** ^ and "
             "parentheses; random terms are written (terms | group).",
         ) from None
-
-
-def _has_name(node: ast.AST) -> bool:
-    return any(isinstance(n, ast.Name) for n in ast.walk(node))
-
-
-def _call_name(func: ast.expr) -> str:
-    if isinstance(func, ast.Name):
-        return func.id
-    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-        if func.value.id in _NUMPY_ALIASES and func.attr in ALLOWED_TRANSFORMS:
-            return func.attr
-        if func.value.id == "contr" and func.attr in _CONTRASTS:
-            return f"contr.{func.attr}"
-    return ast.unparse(func)
-
-
-def _check_safe(expr: str, formula: str, pos: int) -> None:
-    """Refuse anything but column names, numbers, arithmetic and allowed transforms.
-
-    A whitelist over Python's AST, applied to every factor formulaic would evaluate: names
-    (no dunders), numbers, strings (as arguments and in comparisons only), ``+ - * / // % **``,
-    comparisons, calls of :data:`ALLOWED_TRANSFORMS` (numpy ufuncs take one argument and no
-    keywords, so ``out=`` cannot write into the data), ``contr.<name>`` contrasts and literal
-    lists of constants as transform arguments. ``**`` between two numbers is refused (it would
-    run at parse time in unbounded time: ``9**9**9**9``).
-    """
-    text = expr.strip()
-    where = formula.find(text)
-    pos = where if where >= 0 else pos
-    _check_chars(text, formula, pos)
-    try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError:
-        raise _error(formula, pos, f"Term {text!r} is not a valid expression.") from None
-
-    def refuse(message: str) -> FormulaError:
-        return _error(formula, pos, f"Term {text!r}: {message}")
-
-    def visit(node: ast.AST, *, in_call_args: bool = False) -> None:
-        if isinstance(node, ast.Expression):
-            visit(node.body)
-        elif isinstance(node, ast.Name):
-            if node.id.startswith("_"):
-                raise refuse(f"the name {node.id!r} is not allowed in a formula (names may not start with '_').")
-        elif isinstance(node, ast.Constant):
-            if not isinstance(node.value, (int, float, str, bool)) or isinstance(node.value, complex):
-                raise refuse(f"the constant {node.value!r} is not allowed in a formula.")
-        elif isinstance(node, ast.BinOp):
-            if not isinstance(node.op, _ALLOWED_BINOPS):
-                raise refuse(
-                    f"the operator {type(node.op).__name__} is not allowed in a formula; "
-                    "allowed arithmetic: + - * / // % **."
-                )
-            for side in (node.left, node.right):
-                if isinstance(side, ast.Constant) and isinstance(side.value, str):
-                    raise refuse("strings cannot be used in arithmetic.")
-            if isinstance(node.op, ast.Pow) and not (_has_name(node.left) or _has_name(node.right)):
-                raise refuse(
-                    f"'{ast.unparse(node)}' raises a number to a power; write the number itself "
-                    "(powers of constants are refused because they run while the formula is read)."
-                )
-            visit(node.left)
-            visit(node.right)
-        elif isinstance(node, ast.UnaryOp):
-            if not isinstance(node.op, _ALLOWED_UNARY):
-                raise refuse(f"the operator {type(node.op).__name__} is not allowed in a formula.")
-            visit(node.operand)
-        elif isinstance(node, ast.Compare):
-            for child in (node.left, *node.comparators):
-                visit(child)
-        elif isinstance(node, (ast.List, ast.Tuple)) and in_call_args:
-            for elt in node.elts:
-                if not isinstance(elt, ast.Constant) and not (
-                    isinstance(elt, ast.UnaryOp) and isinstance(elt.operand, ast.Constant)
-                ):
-                    raise refuse("lists given to a transform may only hold numbers or strings.")
-                visit(elt)
-        elif isinstance(node, ast.Call):
-            fname = _call_name(node.func)
-            if fname not in ALLOWED_TRANSFORMS and not fname.startswith("contr."):
-                raise refuse(
-                    f"the function {fname!r} is not allowed in a formula; allowed transforms: "
-                    f"{', '.join(sorted(ALLOWED_TRANSFORMS))} (and contr.treatment/sum/helmert/poly/diff "
-                    "inside C()). Compute other columns in the data first."
-                )
-            if fname in _NUMPY_UFUNCS or fname == "I":
-                if len(node.args) != 1 or node.keywords:
-                    raise refuse(f"{fname}() takes exactly one argument and no keywords in a formula.")
-            for arg in node.args:
-                if isinstance(arg, ast.Starred):
-                    raise refuse("*args are not allowed in a formula.")
-                visit(arg, in_call_args=fname not in _NUMPY_UFUNCS and fname != "I")
-            for kw in node.keywords:
-                if kw.arg is None or kw.arg.startswith("_"):
-                    raise refuse(f"the keyword {'**' if kw.arg is None else kw.arg!r} is not allowed in a formula.")
-                visit(kw.value, in_call_args=True)
-        elif (
-            isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Name)
-            and node.value.id == "contr"
-            and node.attr in _CONTRASTS
-        ):
-            return
-        elif isinstance(node, ast.Attribute):
-            raise refuse(
-                f"attribute access {ast.unparse(node)!r} is not allowed in a formula "
-                "(only np.<transform> and contr.<contrast> calls)."
-            )
-        else:
-            raise refuse(f"{type(node).__name__} ({ast.unparse(node)!r}) is not allowed in a formula.")
-
-    visit(tree)
 
 
 def split_terms(rhs: str, *, formula: str | None = None, pos: int = 0) -> tuple[bool, tuple[str, ...]]:
@@ -279,16 +116,16 @@ def split_terms(rhs: str, *, formula: str | None = None, pos: int = 0) -> tuple[
     formula = formula if formula is not None else rhs
     text = rhs.strip()
     if not text:
-        raise _error(formula, pos, "Empty term: there is nothing between these operators.")
+        raise formula_error(formula, pos, "Empty term: there is nothing between these operators.")
     lead = pos + len(rhs) - len(rhs.lstrip())
-    _check_chars(text, formula, lead)
-    _check_calls(text, formula, lead)
+    check_chars(text, formula, lead)
+    check_calls(text, formula, lead)
     pieces = _top_level_split(text, lead, formula)
     for piece, ppos in pieces:
         if not piece.strip():
-            raise _error(formula, ppos, "Empty term: there is nothing between these operators.")
+            raise formula_error(formula, ppos, "Empty term: there is nothing between these operators.")
         if re.fullmatch(r"\s*\(\s*\)\s*", piece):
-            raise _error(formula, ppos + piece.find("("), "Empty parentheses: write a term inside, e.g. (x + z).")
+            raise formula_error(formula, ppos + piece.find("("), "Empty parentheses: write a term inside, e.g. (x + z).")
     try:
         parsed = Formula(text)
     except Exception as err:  # formulaic's own parse errors; point into the piece that fails alone
@@ -301,7 +138,7 @@ def split_terms(rhs: str, *, formula: str | None = None, pos: int = 0) -> tuple[
                 where, what = ppos + len(piece) - len(piece.lstrip()), stripped
                 why, marker = _formulaic_error(piece_err, stripped)
                 break
-        raise _error(
+        raise formula_error(
             formula, where + marker,
             f"Could not parse the term {what!r}: {why} Allowed operators: + - * / : ** ^ and "
             "parentheses; random terms are written (terms | group).",
@@ -314,7 +151,7 @@ def split_terms(rhs: str, *, formula: str | None = None, pos: int = 0) -> tuple[
             intercept = True
             continue
         for factor in term.factors:
-            _check_safe(str(factor), formula, pos)
+            check_safe(str(factor), formula, pos)
         terms.append(name)
     return intercept, tuple(terms)
 
@@ -323,15 +160,15 @@ def _parse_group(text: str, formula: str, pos: int) -> list[tuple[str, ...]]:
     """``a/b`` -> [(a,), (a, b)]; ``a:b`` -> [(a, b)]; ``a`` -> [(a,)]."""
     text = text.strip()
     if not text:
-        raise _error(formula, pos, "Empty grouping factor after '|': write e.g. (1 | school).")
+        raise formula_error(formula, pos, "Empty grouping factor after '|': write e.g. (1 | school).")
     paths = [p.strip() for p in text.split("/")]
     out: list[tuple[str, ...]] = []
     prefix: tuple[str, ...] = ()
     for part in paths:
         cols = tuple(c.strip() for c in part.split(":"))
         for c in cols:
-            if not _is_column_name(c):
-                raise _error(
+            if not is_column_name(c):
+                raise formula_error(
                     formula, pos,
                     f"Grouping factor {text!r}: {c!r} is not a column name; grouping factors are "
                     "column names joined by ':' (interaction) or '/' (nesting).",
@@ -343,7 +180,7 @@ def _parse_group(text: str, formula: str, pos: int) -> list[tuple[str, ...]]:
 
 def _parse_random(inner: str, formula: str, pos: int, centered: bool) -> list[GroupTerm]:
     if "|||" in inner:
-        raise _error(
+        raise formula_error(
             formula, pos + 1 + inner.find("|||"),
             f"Random term ({inner}) uses '|||'; write '|' for correlated or '||' for independent effects.",
         )
@@ -351,10 +188,10 @@ def _parse_random(inner: str, formula: str, pos: int, centered: bool) -> list[Gr
     bar = "||" if double else "|"
     pieces = inner.split(bar)
     if len(pieces) != 2:
-        raise _error(formula, pos, f"Random term ({inner}) must have exactly one '|' or '||'.")
+        raise formula_error(formula, pos, f"Random term ({inner}) must have exactly one '|' or '||'.")
     lhs, group = pieces
     if not lhs.strip():
-        raise _error(formula, pos, f"Random term ({inner}) has nothing before '{bar}'; write (1 {bar} g).")
+        raise formula_error(formula, pos, f"Random term ({inner}) has nothing before '{bar}'; write (1 {bar} g).")
     intercept, terms = split_terms(lhs, formula=formula, pos=pos + 1)
     covariance = "diagonal" if double else "full"
     return [
@@ -399,15 +236,15 @@ def parse_formula(
     """
     if not isinstance(formula, str):
         raise FormulaError(f"A formula must be a string like 'y ~ x + (1 | g)'; received {type(formula).__name__}.")
-    _check_chars(formula, formula, 0)
+    check_chars(formula, formula, 0)
     if formula.count("~") != 1:
         where = formula.find("~", formula.find("~") + 1) if formula.count("~") > 1 else len(formula)
-        raise _error(formula, where, "A formula needs exactly one '~' between the response and the terms.")
+        raise formula_error(formula, where, "A formula needs exactly one '~' between the response and the terms.")
     lhs, rhs = formula.split("~")
     rhs_pos = len(lhs) + 1
     lhs = lhs.strip()
     if not lhs:
-        raise _error(formula, 0, "The formula has no response before '~'.")
+        raise formula_error(formula, 0, "The formula has no response before '~'.")
 
     trials = known_sigma = failures = None
     response = lhs
@@ -424,13 +261,13 @@ def parse_formula(
         if family == "gaussian":
             family = "binomial"
     for what, col in (("se()", known_sigma), ("trials()", trials), ("cbind()'s failures", failures)):
-        if col is not None and not _is_column_name(col):
-            raise _error(
+        if col is not None and not is_column_name(col):
+            raise formula_error(
                 formula, max(formula.find(col), 0),
                 f"{what} must name a column; received {col!r}. Compute it as a column of the data first.",
             )
-    if not _is_column_name(response):
-        raise _error(
+    if not is_column_name(response):
+        raise formula_error(
             formula, max(formula.find(response), 0),
             f"The response {response!r} must be a column name (or y | se(s), y | trials(n), cbind(s, f)); "
             "compute transformed responses as a column of the data first.",
@@ -443,19 +280,19 @@ def parse_formula(
         stripped = piece.strip()
         lead = ppos + (len(piece) - len(piece.lstrip()))
         if not stripped:
-            raise _error(formula, ppos, "Empty term: there is nothing between these operators.")
+            raise formula_error(formula, ppos, "Empty term: there is nothing between these operators.")
         if stripped.startswith("(") and stripped.endswith(")") and "|" in stripped:
             inner = stripped[1:-1]
             groups.extend(_parse_random(inner, formula, lead, centered))
         elif stripped.startswith("offset(") and stripped.endswith(")"):
             offset = stripped[len("offset("):-1].strip()
-            if not _is_column_name(offset):
-                raise _error(
+            if not is_column_name(offset):
+                raise formula_error(
                     formula, lead,
                     f"offset({offset}) must name a column; compute it (e.g. log exposure) as a column first.",
                 )
         elif "|" in stripped:
-            raise _error(
+            raise formula_error(
                 formula, lead + stripped.find("|"),
                 "A '|' outside parentheses: random terms are written in parentheses, e.g. (1 | g).",
             )

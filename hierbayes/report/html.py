@@ -1,4 +1,4 @@
-r"""HTML, MathML and figure helpers of :mod:`hierbayes.report`, and its model and data sections.
+r"""HTML, MathML and figure helpers of :mod:`hierbayes.report.page`, and its model and data sections.
 
 The model section states the fitted model in MathML (rendered by the browser, no script):
 the likelihood of :math:`y_i` given the linear predictor :math:`\eta_i`, the linear predictor
@@ -22,8 +22,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hierbayes.fitting import Fit
-from hierbayes.priors import Exponential, HalfCauchy, HalfNormal, HalfStudentT, resolve_priors
+from hierbayes.inference.priors import resolve_priors
+from hierbayes.inference.result import Fit
+from hierbayes.spec.priors import Exponential, HalfCauchy, HalfNormal, HalfStudentT
 
 __all__ = [
     "Cell",

@@ -1,6 +1,6 @@
 r"""Empirical Bayes for Gaussian multilevel models: ML and REML estimates with BLUPs.
 
-Model (as in :mod:`hierbayes.build_collapsed`): :math:`y \sim N(X\beta + o, V)`,
+Model (as in :mod:`hierbayes.inference.collapsed.build`): :math:`y \sim N(X\beta + o, V)`,
 :math:`V = \sigma^2 (I + \sum_g Z_g (I \otimes \Lambda_g\Lambda_g') Z_g') = \sigma^2 V_\theta`,
 where :math:`\Lambda_g = L_g / \sigma` is the *relative* covariance factor
 (:math:`\Omega_g = \sigma^2 \Lambda_g\Lambda_g'`; lme4's :math:`\theta` are the lower-triangular
@@ -8,7 +8,7 @@ entries of the :math:`\Lambda_g`, column by column, diagonal entries :math:`\ge 
 
 For fixed :math:`\theta` everything else is in closed form (Bates et al. 2015, *Fitting
 linear mixed-effects models using lme4*, section 3). With :math:`R = [y - o, X]` and the
-Woodbury algebra of :mod:`hierbayes._collapsed` applied to all :math:`p + 1` columns of
+Woodbury algebra of :mod:`hierbayes.inference.collapsed.likelihood` applied to all :math:`p + 1` columns of
 :math:`R` at once (per-group :math:`q \times q` work, :math:`O(Gq^2p)` after the one-off
 sums),
 
@@ -32,9 +32,9 @@ with :math:`\hat\sigma^2 = \mathrm{pwrss}/n` (ML) or :math:`\mathrm{pwrss}/(n-p)
 :math:`\Lambda_{kk} \ge 0`). Standard errors of :math:`\hat\beta` are the square roots of the
 diagonal of :math:`\hat\sigma^2 S_{XX}^{-1}` (as lme4's ``vcov``). The BLUPs are the
 conditional means :math:`E[u \mid y]` at the estimates
-(:func:`hierbayes.build_collapsed.conditional_effects`).
+(:func:`hierbayes.inference.collapsed.build.conditional_effects`).
 
-The fixed-effect columns are standardised for the numerics (:mod:`hierbayes.build`); the
+The fixed-effect columns are standardised for the numerics (:mod:`hierbayes.inference.build`); the
 estimates, standard errors and the REML criterion are reported for the data's own columns.
 """
 
@@ -48,8 +48,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from hierbayes._collapsed import CollapsedFactor
-from hierbayes.build_collapsed import (
+from hierbayes.design import Design, GroupDesign, make_design
+from hierbayes.exceptions import SpecError
+from hierbayes.inference.collapsed.build import (
     CollapsedData,
     _chol,
     _forward,
@@ -59,10 +60,9 @@ from hierbayes.build_collapsed import (
     collapsed_data,
     conditional_effects,
 )
-from hierbayes.design import Design, GroupDesign, make_design
-from hierbayes.exceptions import SpecError
-from hierbayes.formula import parse_formula
-from hierbayes.spec import ModelSpec
+from hierbayes.inference.collapsed.likelihood import CollapsedFactor
+from hierbayes.spec.formula import parse_formula
+from hierbayes.spec.model import ModelSpec
 
 __all__ = ["EmpiricalBayes", "empirical_bayes"]
 

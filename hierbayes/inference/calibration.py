@@ -65,12 +65,12 @@ import xarray as xr
 from matplotlib.figure import Figure
 from scipy import stats
 
-from hierbayes.build import build_model, var_names
 from hierbayes.design import make_design
-from hierbayes.fitting import to_spec
-from hierbayes.priors import resolve_priors
-from hierbayes.sample import resolve_sampler
-from hierbayes.spec import ModelSpec
+from hierbayes.inference.build import build_model, var_names
+from hierbayes.inference.fit import to_spec
+from hierbayes.inference.priors import resolve_priors
+from hierbayes.inference.sampling import resolve_sampler
+from hierbayes.spec.model import ModelSpec
 
 __all__ = ["Calibration", "check_calibration"]
 

@@ -8,11 +8,11 @@ For the Gaussian family with identity link,
     u_{gj} \sim N(0, \Omega_g),
 
 so that :math:`y \mid \beta, \theta \sim N(X\beta + o, V)` with
-:math:`V = \sigma^2 I + \sum_g Z_g (I \otimes \Omega_g) Z_g'` (:mod:`hierbayes._collapsed`
+:math:`V = \sigma^2 I + \sum_g Z_g (I \otimes \Omega_g) Z_g'` (:mod:`hierbayes.inference.collapsed.likelihood`
 evaluates :math:`\log N(y - X\beta - o \mid 0, V)` in :math:`O(n)` without forming :math:`V`).
 NUTS then explores only :math:`\beta`, the random-effect sds and correlations and
 :math:`\sigma`, with the **same priors and variable names** as the full model of
-:mod:`hierbayes.build` (``beta_std``, ``beta``, ``sd_<g>``, ``corr_chol_<g>``, ``corr_<g>``,
+:mod:`hierbayes.inference.build` (``beta_std``, ``beta``, ``sd_<g>``, ``corr_chol_<g>``, ``corr_<g>``,
 ``sigma``). After sampling, for every posterior draw the random effects are drawn exactly
 from :math:`p(u \mid y, \beta, \theta)` (:func:`add_random_effects`), so the result also
 holds ``u_<g>`` with dims ``(<g>, <g>__coef)`` and the same meaning as in the full model
@@ -25,7 +25,7 @@ terms and a full (LKJ) or diagonal covariance; Gaussian family with a free resid
 
 Sufficient statistics
 ---------------------
-With the standardised model matrix :math:`\tilde X` (see :mod:`hierbayes.build`), a
+With the standardised model matrix :math:`\tilde X` (see :mod:`hierbayes.inference.build`), a
 reference :math:`\hat\beta` (least squares), :math:`y_0 = y - o - \tilde X\hat\beta`,
 :math:`R = [y_0, \tilde X]` (:math:`n \times m`, :math:`m = p + 1`) and
 :math:`v = (1, -(\tilde\beta - \hat\beta))`, the residual is :math:`r = Rv`, so
@@ -38,7 +38,7 @@ reference :math:`\hat\beta` (least squares), :math:`y_0 = y - o - \tilde X\hat\b
 log-density evaluation then costs :math:`O(Gqm + Gq^3)`, independent of the number of rows.
 Expanding around :math:`\hat\beta` keeps :math:`r'r` free of cancellation.
 
-The same statistics give the profiled ML/REML criteria (:mod:`hierbayes.reml`): with
+The same statistics give the profiled ML/REML criteria (:mod:`hierbayes.inference.collapsed.reml`): with
 :math:`v` replaced by the identity, the Woodbury algebra yields :math:`R'V^{-1}R`.
 
 Memory
@@ -60,8 +60,9 @@ import pytensor.tensor as pt
 import scipy.sparse as sp
 import xarray as xr
 
-from hierbayes._collapsed import CollapsedFactor, Factors, NestedFactors, marginal_loglik_from_sums
-from hierbayes.build import (
+from hierbayes.design import Design, GroupDesign
+from hierbayes.exceptions import SpecError
+from hierbayes.inference.build import (
     FixedScaling,
     covariance_factor,
     fixed_effects,
@@ -69,9 +70,8 @@ from hierbayes.build import (
     model_coords,
     residual_sd,
 )
-from hierbayes.design import Design, GroupDesign
-from hierbayes.exceptions import SpecError
-from hierbayes.priors import ResolvedPriors, resolve_priors
+from hierbayes.inference.collapsed.likelihood import CollapsedFactor, Factors, NestedFactors, marginal_loglik_from_sums
+from hierbayes.inference.priors import ResolvedPriors, resolve_priors
 
 __all__ = [
     "CollapsedData",
@@ -168,8 +168,8 @@ class CollapsedData:
     groups
         ``(g,)`` or ``(outer, inner)``: the design's groups in the order of ``factors``.
     factors
-        The :class:`~hierbayes._collapsed.CollapsedFactor` or
-        :class:`~hierbayes._collapsed.NestedFactors`.
+        The :class:`~hierbayes.inference.collapsed.likelihood.CollapsedFactor` or
+        :class:`~hierbayes.inference.collapsed.likelihood.NestedFactors`.
     scaling
         Map between standardised and reported fixed effects.
     beta_ref
@@ -252,7 +252,7 @@ def build_collapsed_model(design: Design, priors: ResolvedPriors | None = None) 
         A Gaussian design with one grouping factor or two nested ones
         (see :func:`collapse_problem`).
     priors
-        Resolved priors; by default :func:`hierbayes.priors.resolve_priors` of the design.
+        Resolved priors; by default :func:`hierbayes.spec.priors.resolve_priors` of the design.
 
     Returns
     -------
@@ -346,7 +346,7 @@ def conditional_effects(
 ) -> list[np.ndarray]:
     r"""Draw (or, without ``rngs``, average) :math:`u \mid y, \beta, \theta` for ``S`` parameter sets.
 
-    The algebra of :func:`hierbayes._collapsed.draw_random_effects`, batched over the
+    The algebra of :func:`hierbayes.inference.collapsed.likelihood.draw_random_effects`, batched over the
     leading dimension and driven by the sufficient statistics.
 
     Parameters

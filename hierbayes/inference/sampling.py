@@ -6,7 +6,7 @@ the order of the measurements below, for both kinds of model hierbayes builds.
 
 * **Full models** (GLMMs, crossed factors: thousands of latent effects, costly gradients):
   numpyro gives about twice the effective draws per second of nutpie or PyMC, which tie.
-* **Collapsed Gaussian models** (:mod:`hierbayes.build_collapsed`: a dozen parameters, cheap
+* **Collapsed Gaussian models** (:mod:`hierbayes.inference.collapsed.build`: a dozen parameters, cheap
   gradients): compilation dominates. JAX compiles in about 2 s every time; nutpie compiles one
   fused numba function per process (about 10 s); PyMC's NUTS uses PyTensor's numba backend,
   which caches each compiled operation on disk: 7 s when the same model and data were fitted

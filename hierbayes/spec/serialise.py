@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from hierbayes.exceptions import PriorError, SpecError
-from hierbayes.priors import LKJ, Normal, Priors, scale_prior_from_dict
-from hierbayes.spec import GroupTerm, ModelSpec
+from hierbayes.spec.model import GroupTerm, ModelSpec
+from hierbayes.spec.priors import LKJ, Normal, Priors, scale_prior_from_dict
 
 __all__ = ["jsonable", "priors_from_dict", "priors_to_dict", "spec_from_dict", "spec_to_dict"]
 
@@ -67,7 +67,7 @@ def _normal_to_dict(prior: Normal) -> dict[str, Any]:
 
 
 def priors_to_dict(priors: Priors) -> dict[str, Any]:
-    """Represent :class:`~hierbayes.priors.Priors` as plain dicts (JSON and TOML friendly).
+    """Represent :class:`~hierbayes.spec.priors.Priors` as plain dicts (JSON and TOML friendly).
 
     Only the priors that are set appear; a missing key means the data-scaled default. The format
     is the one of a model card's ``[priors]`` table:
@@ -117,7 +117,7 @@ def _is_table_of_tables(value: Mapping[str, Any]) -> bool:
 
 
 def priors_from_dict(value: Mapping[str, Any], where: str = "priors") -> Priors:
-    """Build :class:`~hierbayes.priors.Priors` from the dict of :func:`priors_to_dict`.
+    """Build :class:`~hierbayes.spec.priors.Priors` from the dict of :func:`priors_to_dict`.
 
     Raises
     ------

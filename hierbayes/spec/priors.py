@@ -1,4 +1,4 @@
-r"""Priors in textbook form, and their defaults scaled to the data.
+r"""Prior values in textbook form (data-free), and the defaults that are scaled to the data.
 
 Notation (for a model :math:`g(E[y]) = X\beta + \sum_k Z_k u_k`):
 
@@ -23,7 +23,7 @@ For a predictor column :math:`x_k` with sample sd :math:`s_{x_k}` and mean :math
   :math:`\beta_0 + \sum_k \beta_k m_k \sim N(\bar y, (2.5\, s_y)^2)` for the Gaussian family,
   :math:`N(0, 2.5^2)` on the link scale otherwise. On the data's own scale this is exactly a
   multivariate normal :math:`N(b, B)` whose :math:`B` couples the intercept with the slopes;
-  :func:`resolve_priors` returns that :math:`(b, B)`;
+  :func:`hierbayes.inference.priors.resolve_priors` returns that :math:`(b, B)`;
 * random-effect sd of term :math:`k` of a group: :math:`s \sim t^+_3(0, 2.5\, s_y / s_{z_k})`
   (half-Student-t with 3 degrees of freedom, as brms), with :math:`s_{z_k} = 1` for the intercept;
 * residual sd (Gaussian): :math:`\sigma \sim t^+_3(0, 2.5\, s_y)`;
@@ -36,14 +36,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
 from hierbayes.exceptions import PriorError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from hierbayes.design import Design
 
 __all__ = [
     "LKJ",
@@ -53,12 +50,10 @@ __all__ = [
     "HalfStudentT",
     "Normal",
     "Priors",
-    "ResolvedPriors",
     "ScalePrior",
-    "resolve_priors",
 ]
 
-_DEFAULT_SCALE = 2.5
+DEFAULT_SCALE = 2.5
 
 
 def _as_tuple(value: float | Sequence[float] | np.ndarray, what: str) -> float | tuple[float, ...]:
@@ -204,7 +199,7 @@ class Exponential(_Scale):
 
 ScalePrior = HalfNormal | HalfStudentT | HalfCauchy | Exponential
 
-_SCALE_PRIORS: dict[str, type] = {
+SCALE_PRIORS: dict[str, type] = {
     "halfnormal": HalfNormal,
     "halfstudentt": HalfStudentT,
     "halfcauchy": HalfCauchy,
@@ -216,13 +211,13 @@ def scale_prior_from_dict(value: Mapping[str, object], where: str) -> ScalePrior
     """Build a scale prior from ``{"dist": "halfnormal", "scale": 2.0}`` (model cards)."""
     params = dict(value)
     dist = str(params.pop("dist", "")).lower().replace("_", "").replace("-", "")
-    if dist not in _SCALE_PRIORS:
+    if dist not in SCALE_PRIORS:
         raise PriorError(
             f"{where}: unknown prior distribution {value.get('dist')!r}; "
-            f"allowed: {', '.join(sorted(_SCALE_PRIORS))}."
+            f"allowed: {', '.join(sorted(SCALE_PRIORS))}."
         )
     try:
-        return _SCALE_PRIORS[dist](**params)  # type: ignore[no-any-return]
+        return SCALE_PRIORS[dist](**params)  # type: ignore[no-any-return]
     except TypeError as err:
         raise PriorError(f"{where}: {err}") from None
 
@@ -285,119 +280,38 @@ class Priors:
     def __post_init__(self) -> None:
         object.__setattr__(self, "fixed", _freeze_map(self.fixed, "fixed", (Normal,)))
         object.__setattr__(
-            self, "group_sd", _freeze_map(self.group_sd, "group_sd", tuple(_SCALE_PRIORS.values()))
+            self, "group_sd", _freeze_map(self.group_sd, "group_sd", tuple(SCALE_PRIORS.values()))
         )
-        if self.sigma is not None and not isinstance(self.sigma, tuple(_SCALE_PRIORS.values())):
+        if self.sigma is not None and not isinstance(self.sigma, tuple(SCALE_PRIORS.values())):
             raise PriorError(f"Priors.sigma must be a scale prior; received {type(self.sigma).__name__}.")
         if not isinstance(self.lkj, LKJ):
             raise PriorError(f"Priors.lkj must be hb.LKJ(eta=...); received {type(self.lkj).__name__}.")
 
+    def check_against(self, fixed_names: Sequence[str], group_names: Sequence[str]) -> None:
+        """Check shapes and names against a model's coefficients and groups (no data needed).
 
-@dataclass(frozen=True)
-class ResolvedPriors:
-    """Priors with every default filled in from the data, on the data's own scale.
-
-    ``b`` and ``B`` are the mean and covariance of the fixed effects, ``group_sd[g]`` the list of
-    scale priors of group ``g``'s terms, ``sigma`` the residual-sd prior (``None`` when the family
-    has none or sigma is known), ``lkj_eta`` the LKJ shape.
-    """
-
-    b: np.ndarray
-    B: np.ndarray
-    group_sd: dict[str, tuple[ScalePrior, ...]]
-    sigma: ScalePrior | None
-    lkj_eta: float
-    response_scale: float
-
-
-def _sd(x: np.ndarray) -> float:
-    s = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
-    return s if s > 0 else 1.0
-
-
-def resolve_priors(design: Design) -> ResolvedPriors:
-    """Fill in the data-scaled default priors for ``design`` (formulas in the module docstring).
-
-    Parameters
-    ----------
-    design
-        The model's design (see :func:`hierbayes.make_design`).
-
-    Returns
-    -------
-    ResolvedPriors
-        ``b``, ``B`` on the scale of the data's own columns, and the scale priors.
-    """
-    spec = design.spec
-    priors = spec.priors
-    names = design.fixed_names
-    X = design.X
-    p = X.shape[1]
-    gaussian = spec.family == "gaussian"
-    s_y = _sd(design.y) if gaussian else 1.0
-    y_center = float(np.mean(design.y)) if gaussian else 0.0
-
-    # Default, stated on centred predictors, then mapped exactly to the data's scale.
-    intercept_col = design.intercept_index
-    col_sd = np.array([_sd(X[:, k]) for k in range(p)])
-    col_mean = X.mean(axis=0) if X.shape[0] else np.zeros(p)
-    b = np.zeros(p)
-    B = np.zeros((p, p))
-    slopes = [k for k in range(p) if k != intercept_col]
-    for k in slopes:
-        B[k, k] = (_DEFAULT_SCALE * s_y / col_sd[k]) ** 2
-    if intercept_col is not None:
-        # beta_0 = a - sum_k beta_k m_k, a ~ N(y_center, (2.5 s_y)^2) independent of the slopes.
-        i = intercept_col
-        m = np.zeros(p)
-        m[slopes] = col_mean[slopes]
-        b[i] = y_center
-        B[i, i] = (_DEFAULT_SCALE * s_y) ** 2 + m @ B @ m
-        cross = -(B @ m)
-        cross[i] = 0.0
-        B[i, :] += cross
-        B[:, i] += cross
-    fixed = priors.fixed
-    if isinstance(fixed, Normal):
-        b, B = fixed.moments(p, names)
-    elif isinstance(fixed, tuple):
-        for name, prior in fixed:
-            if name not in names:
-                raise PriorError(
-                    f"Priors.fixed names coefficient {name!r}, which is not in the model; "
-                    f"coefficients are: {', '.join(names)}."
-                )
-            if prior.cov is not None:
-                raise PriorError(f"Priors.fixed[{name!r}]: a single coefficient takes sd=, not cov=.")
-            k = names.index(name)
-            b[k] = float(np.asarray(prior.mean))
-            B[k, :] = 0.0
-            B[:, k] = 0.0
-            B[k, k] = float(np.asarray(prior.sd)) ** 2
-
-    group_priors: dict[str, tuple[ScalePrior, ...]] = {}
-    per_group = dict(priors.group_sd) if isinstance(priors.group_sd, tuple) else {}
-    for name in per_group:
-        if name not in [g.name for g in design.groups]:
-            raise PriorError(
-                f"Priors.group_sd names group {name!r}, which is not in the model; groups are: "
-                f"{', '.join(g.name for g in design.groups)}."
-            )
-    for g in design.groups:
-        if isinstance(priors.group_sd, _Scale):
-            group_priors[g.name] = tuple(priors.group_sd for _ in g.coef_names)  # type: ignore[misc]
-        elif g.name in per_group:
-            group_priors[g.name] = tuple(per_group[g.name] for _ in g.coef_names)
-        else:
-            scales = []
-            for k, cname in enumerate(g.coef_names):
-                s_z = 1.0 if cname == "Intercept" else _sd(g.Z[:, k])
-                scales.append(HalfStudentT(scale=_DEFAULT_SCALE * s_y / s_z, nu=3.0))
-            group_priors[g.name] = tuple(scales)
-
-    sigma_prior: ScalePrior | None = None
-    if gaussian and design.known_sigma is None:
-        sigma_prior = priors.sigma or HalfStudentT(scale=_DEFAULT_SCALE * s_y, nu=3.0)
-    return ResolvedPriors(
-        b=b, B=B, group_sd=group_priors, sigma=sigma_prior, lkj_eta=priors.lkj.eta, response_scale=s_y
-    )
+        Raises
+        ------
+        PriorError
+            When ``B``/``b`` do not match the number of fixed effects, or a named coefficient or
+            group is not in the model.
+        """
+        names = list(fixed_names)
+        if isinstance(self.fixed, Normal):
+            self.fixed.moments(len(names), names)
+        elif isinstance(self.fixed, tuple):
+            for name, prior in self.fixed:
+                if name not in names:
+                    raise PriorError(
+                        f"Priors.fixed names coefficient {name!r}, which is not in the model; "
+                        f"coefficients are: {', '.join(names)}."
+                    )
+                if prior.cov is not None:
+                    raise PriorError(f"Priors.fixed[{name!r}]: a single coefficient takes sd=, not cov=.")
+        if isinstance(self.group_sd, tuple):
+            for name, _ in self.group_sd:
+                if name not in group_names:
+                    raise PriorError(
+                        f"Priors.group_sd names group {name!r}, which is not in the model; groups are: "
+                        f"{', '.join(group_names)}."
+                    )

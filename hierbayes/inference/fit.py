@@ -1,7 +1,7 @@
 """``hb.fit``: the thin pipeline spec -> design -> model -> draws -> diagnostics.
 
 Every stage can be called alone (:func:`hierbayes.parse_formula`, :func:`hierbayes.make_design`,
-:func:`hierbayes.build_model`, :func:`hierbayes.sample`, :func:`hierbayes.diagnose`);
+:func:`hierbayes.build_model`, :func:`hierbayes.inference.sampling`, :func:`hierbayes.diagnose`);
 :func:`fit` only chains them and keeps what a later summary, report or reload needs.
 """
 
@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import os
 import platform
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pymc as pm
 import xarray as xr
 
-from hierbayes.build import build_model, var_names
-from hierbayes.build_collapsed import Method, add_random_effects, build_collapsed_model, choose_method
-from hierbayes.design import Design, make_design
-from hierbayes.diagnostics import Diagnostics, diagnose, warn_if_problems
-from hierbayes.formula import parse_formula
-from hierbayes.priors import Priors
-from hierbayes.sample import Sampler, resolve_sampler, sample
-from hierbayes.spec import ModelSpec
+from hierbayes.design import make_design
+from hierbayes.inference.build import build_model, var_names
+from hierbayes.inference.collapsed.build import Method, add_random_effects, build_collapsed_model, choose_method
+from hierbayes.inference.diagnostics import diagnose, warn_if_problems
+from hierbayes.inference.result import Fit
+from hierbayes.inference.sampling import Sampler, resolve_sampler, sample
+from hierbayes.spec.formula import parse_formula
+from hierbayes.spec.model import ModelSpec
+from hierbayes.spec.priors import Priors
 
 __all__ = ["Fit", "fit", "prior_predictive", "to_spec", "versions"]
 
@@ -45,54 +43,6 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
-
-
-@dataclass(eq=False)
-class Fit:
-    """A fitted model: the posterior draws together with the spec, the data and the settings.
-
-    Attributes
-    ----------
-    spec
-        The model specification.
-    design
-        The design the model was built from (``design.data`` are the rows used).
-    idata
-        PyMC's result, an ``xarray.DataTree`` (groups ``posterior``, ``sample_stats``, ...).
-    settings
-        Sampler settings, seed, method and library versions.
-    diagnostics
-        Convergence diagnostics (see :func:`hierbayes.diagnose`).
-    """
-
-    spec: ModelSpec
-    design: Design
-    idata: xr.DataTree
-    settings: dict[str, Any] = field(default_factory=dict)
-    diagnostics: Diagnostics | None = None
-
-    @property
-    def posterior(self) -> xr.Dataset:
-        """The posterior draws as an ``xarray.Dataset`` (dims ``chain``, ``draw``, ...)."""
-        return self.idata["posterior"].to_dataset()
-
-    @property
-    def data(self) -> pd.DataFrame:
-        """The rows of the data used in the fit."""
-        return self.design.data
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Save the fit (draws, spec, data, settings) to one NetCDF file; see :func:`hierbayes.io.save`."""
-        from hierbayes.io import save
-
-        save(self, path)
-
-    def __repr__(self) -> str:
-        post = self.posterior
-        return (
-            f"<hierbayes.Fit {self.spec.formula()!r} family={self.spec.family} "
-            f"n={self.design.n_obs} chains={post.sizes['chain']} draws={post.sizes['draw']}>"
-        )
 
 
 def to_spec(
@@ -150,11 +100,11 @@ def fit(
     priors
         :class:`hierbayes.Priors`; ``None`` keeps the spec's (by default scaled to the data).
     draws, tune, chains, random_seed, target_accept, sampler, progressbar, cores
-        Passed to :func:`hierbayes.sample`.
+        Passed to :func:`hierbayes.inference.sampling`.
     dropna
         Drop (and report) rows with missing values instead of raising an error.
     method
-        ``"auto"`` (default): the collapsed sampler (:mod:`hierbayes.build_collapsed`:
+        ``"auto"`` (default): the collapsed sampler (:mod:`hierbayes.inference.collapsed.build`:
         random effects integrated out, then drawn exactly) for every Gaussian model with one
         grouping factor or two nested ones, the full non-centred model otherwise; the choice
         is logged in one line and kept in ``settings["method"]``. ``"collapsed"`` or
@@ -163,7 +113,7 @@ def fit(
     store_random_effects
         Collapsed method only: store the exact draws of the random effects ``u_<g>``
         (``chains * draws * levels * terms * 8`` bytes). ``False`` keeps only the other
-        parameters; draw them later with :func:`hierbayes.build_collapsed.random_effect_draws`.
+        parameters; draw them later with :func:`hierbayes.inference.collapsed.build.random_effect_draws`.
 
     Returns
     -------

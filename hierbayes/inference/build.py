@@ -1,6 +1,6 @@
 r"""Build the PyMC model of a design: the only module that creates PyMC graphs.
 
-The model, in the notation of :mod:`hierbayes.spec` and :mod:`hierbayes.priors`:
+The model, in the notation of :mod:`hierbayes.spec` and :mod:`hierbayes.spec.priors`:
 
 .. math::
 
@@ -38,15 +38,8 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from hierbayes.design import Design, GroupDesign
-from hierbayes.priors import (
-    Exponential,
-    HalfCauchy,
-    HalfNormal,
-    HalfStudentT,
-    ResolvedPriors,
-    ScalePrior,
-    resolve_priors,
-)
+from hierbayes.inference.priors import ResolvedPriors, resolve_priors
+from hierbayes.spec.priors import Exponential, HalfCauchy, HalfNormal, HalfStudentT, ScalePrior
 
 __all__ = [
     "FixedScaling",
@@ -136,7 +129,7 @@ def covariance_factor(g: GroupDesign, priors: ResolvedPriors) -> tuple[pt.Tensor
 
     ``factor`` is the Cholesky factor :math:`L` of :math:`\Omega` (``full=True``, ``(q, q)``)
     or the vector of sds (``full=False``, ``(q,)``, diagonal :math:`\Omega`). Shared by the
-    full and the collapsed model (:mod:`hierbayes.build_collapsed`).
+    full and the collapsed model (:mod:`hierbayes.inference.collapsed.build`).
     """
     name, cdim = g.name, g.coef_dim
     sd = _scale_rv(f"sd_{name}", priors.group_sd[name], cdim)
@@ -215,7 +208,7 @@ def build_model(design: Design, priors: ResolvedPriors | None = None) -> pm.Mode
     design
         From :func:`hierbayes.make_design`.
     priors
-        Resolved priors; by default :func:`hierbayes.priors.resolve_priors` of the design.
+        Resolved priors; by default :func:`hierbayes.spec.priors.resolve_priors` of the design.
 
     Returns
     -------

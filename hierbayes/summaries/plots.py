@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from hierbayes.fitting import Fit
+from hierbayes.inference.result import Fit
 from hierbayes.summaries.effects import DEFAULT_PROB
 from hierbayes.summaries.shrinkage import group_effects, shrinkage
 

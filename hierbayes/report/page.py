@@ -7,7 +7,7 @@ external URL (a Content-Security-Policy in the page forbids loading anything tha
 Sections: the model (equations and priors), the data (observations, levels per grouping
 factor, nesting), the lmer-like summary tables (:func:`hierbayes.summary`), convergence
 diagnostics in plain words (with ArviZ rank plots), posterior predictive checks
-(:func:`hierbayes.predict.posterior_predictive`), the variance partition
+(:func:`hierbayes.summaries.prediction.posterior_predictive`), the variance partition
 (:func:`hierbayes.variance_partition`), shrinkage (:func:`hierbayes.shrinkage` and
 :func:`hierbayes.plot_shrinkage`, Gaussian models), the levels' effects
 (:func:`hierbayes.plot_caterpillar`) and the exact settings, seed and library versions.
@@ -36,7 +36,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from hierbayes._report_html import (
+from hierbayes.inference.diagnostics import ESS_PER_CHAIN_MIN, RHAT_MAX
+from hierbayes.inference.result import Fit
+from hierbayes.io import atomic_write_text
+from hierbayes.report.html import (
     Cell,
     close_figure,
     data_section,
@@ -49,9 +52,6 @@ from hierbayes._report_html import (
     png,
     table,
 )
-from hierbayes.diagnostics import ESS_PER_CHAIN_MIN, RHAT_MAX
-from hierbayes.fitting import Fit
-from hierbayes.io import atomic_write_text
 from hierbayes.summaries.effects import DEFAULT_PROB, summary, variance_rows
 
 __all__ = ["EFFECT_DRAWS", "PPC_DRAWS", "SHRINKAGE_LEVELS", "render_report", "report"]
@@ -201,7 +201,7 @@ def _effects_fit(fit: Fit) -> tuple[Fit | None, str]:
         return fit, ""
     if fit.settings.get("method") != "collapsed":
         return None, f"The posterior has no draws of the random effects of {', '.join(missing)}."
-    from hierbayes.build_collapsed import random_effect_draws
+    from hierbayes.inference.collapsed.build import random_effect_draws
 
     thin = _thinned(fit, EFFECT_DRAWS)
     sub = thin.posterior
@@ -284,7 +284,7 @@ def _ppc_groups(fit: Fit, yrep: np.ndarray) -> str:
 
 
 def _ppc_section(fit: Fit, full: Fit | None, note: str) -> str:
-    from hierbayes.predict import posterior_predictive
+    from hierbayes.summaries.prediction import posterior_predictive
 
     if full is None:
         return f"<p>{esc(note)} Posterior predictive checks need them; they are left out.</p>"
@@ -292,7 +292,7 @@ def _ppc_section(fit: Fit, full: Fit | None, note: str) -> str:
     yrep = np.asarray(posterior_predictive(small, random_seed=_seed(fit)).values, dtype=float)
     yrep = yrep.reshape(-1, yrep.shape[-1])
     intro = (f"<p>{len(yrep)} data sets were replicated from evenly spaced posterior draws (seed "
-             f"{_seed(fit)}) with <code>hierbayes.predict.posterior_predictive</code>. If the model describes "
+             f"{_seed(fit)}) with <code>hierbayes.summaries.prediction.posterior_predictive</code>. If the model describes "
              "the data, the observed data look like a typical replicated data set.</p>")
     extra = f'<p class="note">{esc(note)}</p>' if note else ""
     return "\n".join([intro, extra, _ppc_distribution(fit, yrep), _ppc_groups(fit, yrep)])
@@ -366,7 +366,7 @@ def _shrinkage_section(fit: Fit, full: Fit | None, note: str) -> str:
         return ""
     if full is None:
         return _missing_effects(note)
-    from hierbayes.plots import plot_shrinkage
+    from hierbayes.summaries.plots import plot_shrinkage
     from hierbayes.summaries.shrinkage import shrinkage
 
     parts = [
@@ -398,7 +398,7 @@ def _effects_section(fit: Fit, full: Fit | None, note: str) -> str:
         return ""
     if full is None:
         return _missing_effects(note)
-    from hierbayes.plots import plot_caterpillar
+    from hierbayes.summaries.plots import plot_caterpillar
 
     scale = "" if fit.spec.family == "gaussian" else f" (on the {esc(fit.spec.link)} scale)"
     parts = [
@@ -419,7 +419,7 @@ def _effects_section(fit: Fit, full: Fit | None, note: str) -> str:
 
 
 def _json_text(value: Any) -> str:
-    from hierbayes.spec_io import jsonable
+    from hierbayes.spec.serialise import jsonable
 
     value = jsonable(value)
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)

@@ -55,7 +55,7 @@ from scipy import special, stats
 from hierbayes.design import GroupDesign
 from hierbayes.exceptions import DataError, SpecError
 from hierbayes.families import check_response
-from hierbayes.fitting import Fit
+from hierbayes.inference.result import Fit
 
 __all__ = [
     "GroupRows",
@@ -89,7 +89,7 @@ def _stacked(fit: Fit, name: str, *extra: str) -> np.ndarray:
     if name not in post and name.startswith("u_") and fit.settings.get("store_random_effects") is False:
         raise SpecError(
             f"This fit was made with store_random_effects=False, so it has no draws of {name!r}. "
-            "Add them with hierbayes.build_collapsed.random_effect_draws(fit.design, fit.posterior), "
+            "Add them with hierbayes.inference.collapsed.build.random_effect_draws(fit.design, fit.posterior), "
             "or refit with store_random_effects=True."
         )
     if name not in post:

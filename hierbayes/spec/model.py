@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from hierbayes.exceptions import SpecError
-from hierbayes.priors import Priors
+from hierbayes.spec.priors import Priors
 
 __all__ = ["FAMILIES", "GroupTerm", "ModelSpec"]
 
@@ -126,7 +126,7 @@ class ModelSpec:
     known_sigma
         Column holding a known residual sd per row (Gaussian; eight schools).
     priors
-        The priors; defaults are scaled to the data (see :mod:`hierbayes.priors`).
+        The priors; defaults are scaled to the data (see :mod:`hierbayes.spec.priors`).
     """
 
     response: str

@@ -1,0 +1,125 @@
+r"""Priors resolved against the data: every default filled in, on the data's own scale.
+
+The prior *values* (:class:`~hierbayes.Normal`, :class:`~hierbayes.HalfStudentT`, ...) belong to the
+data-free spec (:mod:`hierbayes.spec.priors`, where the default formulas are written out); this
+module turns them into numbers once the design exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hierbayes.design import Design
+from hierbayes.spec.priors import DEFAULT_SCALE, SCALE_PRIORS, HalfStudentT, Normal, ScalePrior
+
+__all__ = ["ResolvedPriors", "resolve_priors"]
+
+
+@dataclass(frozen=True)
+class ResolvedPriors:
+    """Priors with every default filled in from the data, on the data's own scale.
+
+    ``b`` and ``B`` are the mean and covariance of the fixed effects, ``group_sd[g]`` the list of
+    scale priors of group ``g``'s terms, ``sigma`` the residual-sd prior (``None`` when the family
+    has none or sigma is known), ``lkj_eta`` the LKJ shape.
+    """
+
+    b: np.ndarray
+    B: np.ndarray
+    group_sd: dict[str, tuple[ScalePrior, ...]]
+    sigma: ScalePrior | None
+    lkj_eta: float
+    response_scale: float
+
+
+def _sd(x: np.ndarray) -> float:
+    s = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
+    return s if s > 0 else 1.0
+
+
+def _default_fixed_moments(X: np.ndarray, intercept_col: int | None, s_y: float, y_center: float) -> tuple[
+    np.ndarray, np.ndarray
+]:
+    """Default ``(b, B)``: stated on centred predictors, then mapped exactly to the data's scale."""
+    p = X.shape[1]
+    col_sd = np.array([_sd(X[:, k]) for k in range(p)])
+    col_mean = X.mean(axis=0) if X.shape[0] else np.zeros(p)
+    b = np.zeros(p)
+    B = np.zeros((p, p))
+    slopes = [k for k in range(p) if k != intercept_col]
+    for k in slopes:
+        B[k, k] = (DEFAULT_SCALE * s_y / col_sd[k]) ** 2
+    if intercept_col is not None:
+        # beta_0 = a - sum_k beta_k m_k, a ~ N(y_center, (2.5 s_y)^2) independent of the slopes.
+        i = intercept_col
+        m = np.zeros(p)
+        m[slopes] = col_mean[slopes]
+        b[i] = y_center
+        B[i, i] = (DEFAULT_SCALE * s_y) ** 2 + m @ B @ m
+        cross = -(B @ m)
+        cross[i] = 0.0
+        B[i, :] += cross
+        B[:, i] += cross
+    return b, B
+
+
+def _group_scale_priors(design: Design, s_y: float) -> dict[str, tuple[ScalePrior, ...]]:
+    """The sd prior of every term of every group: the user's, or the data-scaled default."""
+    priors = design.spec.priors
+    group_priors: dict[str, tuple[ScalePrior, ...]] = {}
+    per_group = dict(priors.group_sd) if isinstance(priors.group_sd, tuple) else {}
+    for g in design.groups:
+        if isinstance(priors.group_sd, tuple(SCALE_PRIORS.values())):
+            group_priors[g.name] = tuple(priors.group_sd for _ in g.coef_names)  # type: ignore[misc]
+        elif g.name in per_group:
+            group_priors[g.name] = tuple(per_group[g.name] for _ in g.coef_names)
+        else:
+            scales = []
+            for k, cname in enumerate(g.coef_names):
+                s_z = 1.0 if cname == "Intercept" else _sd(g.Z[:, k])
+                scales.append(HalfStudentT(scale=DEFAULT_SCALE * s_y / s_z, nu=3.0))
+            group_priors[g.name] = tuple(scales)
+    return group_priors
+
+
+def resolve_priors(design: Design) -> ResolvedPriors:
+    """Fill in the data-scaled default priors for ``design`` (formulas in :mod:`hierbayes.spec.priors`).
+
+    Parameters
+    ----------
+    design
+        The model's design (see :func:`hierbayes.make_design`).
+
+    Returns
+    -------
+    ResolvedPriors
+        ``b``, ``B`` on the scale of the data's own columns, and the scale priors.
+    """
+    spec = design.spec
+    priors = spec.priors
+    names = design.fixed_names
+    p = design.X.shape[1]
+    gaussian = spec.family == "gaussian"
+    s_y = _sd(design.y) if gaussian else 1.0
+    y_center = float(np.mean(design.y)) if gaussian else 0.0
+    priors.check_against(names, [g.name for g in design.groups])
+    b, B = _default_fixed_moments(design.X, design.intercept_index, s_y, y_center)
+    fixed = priors.fixed
+    if isinstance(fixed, Normal):
+        b, B = fixed.moments(p, names)
+    elif isinstance(fixed, tuple):
+        for name, prior in fixed:
+            k = names.index(name)
+            b[k] = float(np.asarray(prior.mean))
+            B[k, :] = 0.0
+            B[:, k] = 0.0
+            B[k, k] = float(np.asarray(prior.sd)) ** 2
+    sigma_prior: ScalePrior | None = None
+    if gaussian and design.known_sigma is None:
+        sigma_prior = priors.sigma or HalfStudentT(scale=DEFAULT_SCALE * s_y, nu=3.0)
+    return ResolvedPriors(
+        b=b, B=B, group_sd=_group_scale_priors(design, s_y), sigma=sigma_prior, lkj_eta=priors.lkj.eta,
+        response_scale=s_y,
+    )

@@ -1,0 +1,362 @@
+r"""The fit file: one NetCDF file with the draws, the data, the spec and the settings, written atomically.
+
+File layout
+-----------
+One NetCDF-4 file (HDF5, written with xarray's ``DataTree.to_netcdf`` and the ``h5netcdf``
+engine), readable with ``xarray.open_datatree(path)`` and ArviZ:
+
+* the groups of the fit's ``idata`` as PyMC returned them (``posterior``, ``sample_stats``,
+  ``observed_data``, ...), unchanged;
+* a group ``fit_data``: the data rows the model was fitted to, one variable per column along
+  the dim ``row`` (coordinate: the data frame's index). Each column's pandas dtype is recorded
+  in the variable's attributes and restored on load (integers, floats, booleans, strings,
+  categoricals, nullable dtypes, dates);
+* JSON attributes on the root: ``hierbayes_spec`` (the :class:`~hierbayes.spec.ModelSpec`,
+  priors included, see :func:`hierbayes.spec.serialise.spec_to_dict`), ``hierbayes_settings`` (draws, tune, chains,
+  seed, sampler, library versions), ``hierbayes_diagnostics`` and ``hierbayes_format``.
+
+:func:`hierbayes.load` rebuilds the design with :func:`hierbayes.make_design` from the stored spec and data,
+so the loaded fit is the same model on the same rows; its summary equals the original's exactly
+(floats are stored as float64, bit for bit).
+
+Names such as ``sd_school:child`` or the dim ``school:child`` (from ``(1 | school/child)``) are
+valid NetCDF-4 names and are stored as they are (checked by reading the file back with both the
+HDF5 and the netCDF-C readers): only ``/`` is forbidden. xarray already refuses ``/`` in
+variable names; a dim with a ``/`` is refused with a clear error before anything is written.
+Data columns whose name could not be a NetCDF variable name (it contains ``/``, starts with
+``__`` or is not a string) are stored under a positional name and mapped back through the
+group's ``columns`` attribute.
+
+``spec_to_dict``, ``spec_from_dict``, ``priors_to_dict`` and ``priors_from_dict`` (defined in
+:mod:`hierbayes.spec.serialise`) are re-exported here.
+
+Writing is atomic: the file is written under a temporary name in the destination folder and
+moved over the final name with :func:`os.replace` only when complete, so a crash never leaves a
+partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from hierbayes.design import Design
+from hierbayes.exceptions import HierBayesError
+from hierbayes.spec.model import ModelSpec
+from hierbayes.spec.serialise import jsonable, priors_from_dict, priors_to_dict, spec_from_dict, spec_to_dict
+
+__all__ = [
+    "FORMAT_VERSION",
+    "FitFileError",
+    "StoredFit",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "priors_from_dict",
+    "priors_to_dict",
+    "read",
+    "save",
+    "spec_from_dict",
+    "spec_to_dict",
+]
+
+#: Version of the file layout written by :func:`save`.
+FORMAT_VERSION = 1
+_ENGINE = "h5netcdf"
+_DATA_GROUP = "fit_data"
+_ROW_DIM = "row"
+_ATTR_PREFIX = "hierbayes_"
+
+
+class FitFileError(HierBayesError, ValueError):
+    """A file is not a fit saved by hierbayes, or it is damaged."""
+
+
+class _Saveable(Protocol):
+    """What :func:`save` reads of a fit (a :class:`hierbayes.Fit`)."""
+
+    spec: ModelSpec
+    design: Design
+    idata: xr.DataTree
+    settings: dict[str, Any]
+    diagnostics: Any
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(jsonable(value), sort_keys=True)
+
+
+# ------------------------------------------------------------------------- atomic writes
+
+
+def _file_mode(path: Path) -> int:
+    """Mode for a new file: the existing file's, else what ``open()`` would give (0o666 minus umask)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it over ``path`` when the block succeeds.
+
+    The temporary file is in the same folder (so :func:`os.replace` is an atomic rename) and is
+    removed if the block raises; the final name then keeps its previous content, if any. The file
+    gets the permissions of the file it replaces, or those of a newly created file.
+    """
+    final = Path(path)
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, _file_mode(final))
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8, line ends as given) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+# ------------------------------------------------------------------------- data <-> xarray
+
+
+def _safe_var_name(name: Any, i: int, taken: set[str]) -> str:
+    ok = isinstance(name, str) and name and "/" not in name and not name.startswith("__") and name != _ROW_DIM
+    var = name if ok else f"__column_{i}"
+    while var in taken:
+        var = f"__column_{i}_"
+    taken.add(var)
+    return var
+
+
+def _encode_column(s: pd.Series) -> tuple[np.ndarray, dict[str, Any], np.ndarray | None]:
+    """Return ``(values, attrs, missing mask or None)`` for one data column."""
+    dtype = s.dtype
+    attrs: dict[str, Any] = {"pandas_dtype": str(dtype)}
+    if isinstance(dtype, pd.CategoricalDtype):
+        attrs["encoding"] = "categorical"
+        attrs["categories"] = _dumps(list(dtype.categories))
+        attrs["ordered"] = int(bool(dtype.ordered))
+        return np.asarray(s.cat.codes, dtype=np.int64), attrs, None
+    if isinstance(dtype, pd.StringDtype) or (isinstance(dtype, np.dtype) and dtype.kind == "O"):
+        attrs["encoding"] = "string"
+        if isinstance(dtype, pd.StringDtype):
+            attrs["storage"] = str(dtype.storage)
+            attrs["na_value"] = "NA" if dtype.na_value is pd.NA else "nan"
+        missing = np.asarray(s.isna())
+        values = np.array(["" if m else str(v) for v, m in zip(s.to_numpy(dtype=object), missing, strict=True)],
+                          dtype=object)
+        return values, attrs, (missing if missing.any() else None)
+    if isinstance(dtype, np.dtype) and dtype.kind in "biufmM":
+        attrs["encoding"] = "numpy"
+        return s.to_numpy(), attrs, None
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and getattr(dtype, "kind", "O") in "biuf":
+        attrs["encoding"] = "nullable"
+        return s.to_numpy(dtype=float, na_value=np.nan), attrs, None
+    raise FitFileError(
+        f"Cannot save data column {s.name!r} of dtype {dtype}: supported are numbers, booleans, "
+        "strings, categoricals and datetimes. Convert the column (e.g. df[col].astype(str)) before fitting."
+    )
+
+
+def _decode_column(values: np.ndarray, attrs: Mapping[str, Any], missing: np.ndarray | None) -> Any:
+    enc = attrs["encoding"]
+    dtype_name = str(attrs["pandas_dtype"])
+    if enc == "categorical":
+        cats = json.loads(attrs["categories"])
+        return pd.Categorical.from_codes(np.asarray(values, dtype=np.int64), categories=cats,
+                                         ordered=bool(int(attrs["ordered"])))
+    if enc == "string":
+        arr = np.array([str(v) for v in values], dtype=object)
+        if missing is not None:
+            arr[np.asarray(missing, dtype=bool)] = None
+        if "storage" in attrs:
+            na = pd.NA if attrs["na_value"] == "NA" else np.nan
+            return pd.array(arr, dtype=pd.StringDtype(storage=str(attrs["storage"]), na_value=na))
+        return arr
+    if enc == "numpy":
+        return np.asarray(values).astype(np.dtype(dtype_name), copy=False)
+    if enc == "nullable":
+        return pd.array(np.asarray(values, dtype=float), dtype="Float64").astype(dtype_name)
+    raise FitFileError(f"Unknown column encoding {enc!r} in the saved data.")  # pragma: no cover
+
+
+def data_to_dataset(df: pd.DataFrame) -> xr.Dataset:
+    taken: set[str] = set()
+    variables: dict[str, xr.Variable] = {}
+    columns = []
+    for i, name in enumerate(df.columns):
+        var = _safe_var_name(name, i, taken)
+        values, attrs, missing = _encode_column(df.iloc[:, i])
+        variables[var] = xr.Variable((_ROW_DIM,), values, attrs=attrs)
+        if missing is not None:
+            variables[f"{var}__missing"] = xr.Variable((_ROW_DIM,), missing.astype(np.int8))
+        columns.append([name, var])
+    index = df.index
+    attrs: dict[str, Any] = {"columns": _dumps(columns), "index_name": _dumps(index.name)}
+    if isinstance(index, pd.RangeIndex):
+        attrs["index"] = _dumps({"range": [index.start, index.stop, index.step]})
+        coords = {}
+    else:
+        values, iattrs, _ = _encode_column(index.to_series(index=range(len(index))))
+        attrs["index"] = _dumps({"values": True})
+        coords = {_ROW_DIM: xr.Variable((_ROW_DIM,), values, attrs=iattrs)}
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+def dataset_to_data(ds: xr.Dataset) -> pd.DataFrame:
+    columns = json.loads(ds.attrs["columns"])
+    out = {}
+    for name, var in columns:
+        missing = ds[f"{var}__missing"].values if f"{var}__missing" in ds else None
+        out[name] = _decode_column(ds[var].values, ds[var].attrs, missing)
+    index_info = json.loads(ds.attrs["index"])
+    n = ds.sizes.get(_ROW_DIM, 0)
+    if "range" in index_info:
+        index: pd.Index = pd.RangeIndex(*index_info["range"])
+    else:
+        coord = ds[_ROW_DIM]
+        index = pd.Index(_decode_column(coord.values, coord.attrs, None))
+    index.name = json.loads(ds.attrs["index_name"])
+    df = pd.DataFrame({i: col for i, col in enumerate(out.values())}, index=index)
+    df.columns = pd.Index([name for name, _ in columns]) if columns else pd.RangeIndex(0)
+    if len(df) != n:  # pragma: no cover - guarded by the file layout
+        raise FitFileError("The saved data have inconsistent lengths.")
+    return df
+
+
+# ------------------------------------------------------------------------------ save/load
+
+
+def save(fit: _Saveable, path: str | os.PathLike[str]) -> Path:
+    """Save a fit (draws, spec with priors, data, settings, diagnostics) to one NetCDF file.
+
+    Parameters
+    ----------
+    fit
+        From :func:`hierbayes.fit`.
+    path
+        Destination file (conventionally ``posterior.nc``); an existing file is replaced
+        atomically. The folder must exist.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"Cannot save to {path}: the folder {path.parent} does not exist.")
+    tree = fit.idata.copy()
+    for node in tree.subtree:
+        bad = sorted(str(n) for n in [*node.variables, *node.dims] if "/" in str(n))
+        if bad:
+            raise FitFileError(
+                f"Cannot save the fit: the name {bad[0]!r} in group {node.path!r} contains '/', which NetCDF "
+                "does not allow in names. Rename the column (e.g. df.rename(columns={...})) and fit again."
+            )
+    if _DATA_GROUP in tree.children:
+        raise FitFileError(f"The fit's idata already has a group {_DATA_GROUP!r}; it is reserved for the data.")
+    tree[_DATA_GROUP] = xr.DataTree(data_to_dataset(fit.design.data))
+    tree.attrs = {
+        **{k: v for k, v in tree.attrs.items() if not str(k).startswith(_ATTR_PREFIX)},
+        f"{_ATTR_PREFIX}format": FORMAT_VERSION,
+        f"{_ATTR_PREFIX}spec": _dumps(spec_to_dict(fit.spec)),
+        f"{_ATTR_PREFIX}settings": _dumps(fit.settings),
+        f"{_ATTR_PREFIX}diagnostics": _dumps(fit.diagnostics) if fit.diagnostics is not None else "null",
+        f"{_ATTR_PREFIX}dropped": _dumps(fit.design.dropped),
+    }
+    _write_tree(tree, path)
+    return path
+
+
+def _write_tree(tree: xr.DataTree, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tree.to_netcdf(tmp, engine=_ENGINE)
+
+
+def _attr_json(attrs: Mapping[str, Any], key: str, path: Path) -> Any:
+    full = f"{_ATTR_PREFIX}{key}"
+    if full not in attrs:
+        raise FitFileError(
+            f"{path} is not a fit saved by hierbayes (attribute {full!r} is missing). "
+            "Save fits with hb.save(fit, path) or fit.save(path)."
+        )
+    return json.loads(str(attrs[full]))
+
+
+class StoredFit(NamedTuple):
+    """What a fit file holds, before the design and the :class:`~hierbayes.Fit` are rebuilt."""
+
+    spec: ModelSpec
+    data: pd.DataFrame
+    idata: xr.DataTree
+    settings: dict[str, Any]
+    diagnostics: dict[str, Any] | None
+    dropped: dict[str, int]
+
+
+def read(path: str | os.PathLike[str]) -> StoredFit:
+    """Read a file written by :func:`save` into its parts (see :func:`hierbayes.load`).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such file.
+    FitFileError
+        If the file is not a hierbayes fit, or was written by a newer hierbayes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No saved fit at {path}.")
+    try:
+        with xr.open_datatree(path, engine=_ENGINE) as opened:
+            tree = opened.load().copy()
+    except (OSError, ValueError) as err:
+        raise FitFileError(f"Cannot read {path} as a NetCDF file: {err}") from None
+    attrs = dict(tree.attrs)
+    version = attrs.get(f"{_ATTR_PREFIX}format")
+    if version is None:
+        _attr_json(attrs, "format", path)
+    if int(version) > FORMAT_VERSION:
+        raise FitFileError(
+            f"{path} was written in hierbayes file format {int(version)}; this hierbayes reads up to "
+            f"{FORMAT_VERSION}. Upgrade hierbayes (pip install -U hierbayes)."
+        )
+    spec = spec_from_dict(_attr_json(attrs, "spec", path))
+    settings = _attr_json(attrs, "settings", path)
+    diag = _attr_json(attrs, "diagnostics", path)
+    dropped = _attr_json(attrs, "dropped", path) or {}
+    if _DATA_GROUP not in tree.children:
+        raise FitFileError(f"{path} has no {_DATA_GROUP!r} group: the data of the fit are missing.")
+    data = dataset_to_data(tree[_DATA_GROUP].to_dataset())
+    del tree[_DATA_GROUP]
+    tree.attrs = {k: v for k, v in attrs.items() if not str(k).startswith(_ATTR_PREFIX)}
+    return StoredFit(spec, data, tree, settings, diag, {str(k): int(v) for k, v in dropped.items()})
