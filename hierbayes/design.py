@@ -23,7 +23,7 @@ from formulaic import model_matrix
 from formulaic.model_spec import ModelSpec as FormulaicSpec
 
 from hierbayes.exceptions import DataError
-from hierbayes.families import check_response
+from hierbayes.families import check_response, get_family
 from hierbayes.spec.formula import split_terms
 from hierbayes.spec.model import GroupTerm, ModelSpec
 from hierbayes.spec.transforms import EVAL_CONTEXT, NOT_COLUMNS
@@ -297,7 +297,7 @@ def _parent_map(child: np.ndarray, parent: np.ndarray, n_child: int) -> np.ndarr
 
 
 def _check_groups(spec: ModelSpec, groups: list[GroupDesign], n: int) -> list[GroupDesign]:
-    gaussian_free_sigma = spec.family == "gaussian" and spec.known_sigma is None
+    gaussian_free_sigma = "sigma" in get_family(spec.family).parameters(known_sigma=spec.known_sigma is not None)
     for g in groups:
         if g.n_levels < 2:
             raise DataError(

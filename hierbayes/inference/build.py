@@ -38,8 +38,8 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from hierbayes.design import Design, GroupDesign
+from hierbayes.families import Observed, get_family, scale_rv
 from hierbayes.inference.priors import ResolvedPriors, resolve_priors
-from hierbayes.spec.priors import Exponential, HalfCauchy, HalfNormal, HalfStudentT, ScalePrior
 
 __all__ = [
     "FixedScaling",
@@ -99,29 +99,13 @@ def var_names(design: Design) -> dict[str, list[str]]:
         if _is_full(g):
             out["corr"].append(f"corr_{g.name}")
         out["u"].append(f"u_{g.name}")
-    if design.spec.family == "gaussian" and design.known_sigma is None:
-        out["other"].append("sigma")
-    if design.spec.family == "negative_binomial":
-        out["other"].append("alpha")
+    family = get_family(design.spec.family)
+    out["other"].extend(family.parameters(known_sigma=design.known_sigma is not None))
     return out
 
 
 def _is_full(g: GroupDesign) -> bool:
     return g.term.covariance == "full" and len(g.coef_names) > 1
-
-
-def _scale_rv(name: str, priors: tuple[ScalePrior, ...], dims: str | None) -> pt.TensorVariable:
-    scales = np.array([p.scale for p in priors]) if dims else priors[0].scale
-    first = priors[0]
-    if isinstance(first, HalfStudentT):
-        return pm.HalfStudentT(name, nu=first.nu, sigma=scales, dims=dims)
-    if isinstance(first, HalfNormal):
-        return pm.HalfNormal(name, sigma=scales, dims=dims)
-    if isinstance(first, HalfCauchy):
-        return pm.HalfCauchy(name, beta=scales, dims=dims)
-    if isinstance(first, Exponential):
-        return pm.Exponential(name, scale=scales, dims=dims)
-    raise TypeError(f"Unknown scale prior {first!r}")  # pragma: no cover
 
 
 def covariance_factor(g: GroupDesign, priors: ResolvedPriors) -> tuple[pt.TensorVariable, bool]:
@@ -132,7 +116,7 @@ def covariance_factor(g: GroupDesign, priors: ResolvedPriors) -> tuple[pt.Tensor
     full and the collapsed model (:mod:`hierbayes.inference.collapsed.build`).
     """
     name, cdim = g.name, g.coef_dim
-    sd = _scale_rv(f"sd_{name}", priors.group_sd[name], cdim)
+    sd = scale_rv(f"sd_{name}", priors.group_sd[name], cdim)
     if _is_full(g):
         q = len(g.coef_names)
         corr_chol = pm.LKJCorr(f"corr_chol_{name}", n=q, eta=priors.lkj_eta)
@@ -173,7 +157,7 @@ def fixed_effects(design: Design, priors: ResolvedPriors, scaling: FixedScaling)
 def residual_sd(priors: ResolvedPriors) -> pt.TensorVariable:
     """Declare the residual sd ``sigma`` of the Gaussian family."""
     assert priors.sigma is not None
-    return _scale_rv("sigma", (priors.sigma,), None)
+    return scale_rv("sigma", (priors.sigma,), None)
 
 
 def _random_effects(g: GroupDesign, priors: ResolvedPriors) -> pt.TensorVariable:
@@ -231,29 +215,6 @@ def build_model(design: Design, priors: ResolvedPriors | None = None) -> pm.Mode
 
 
 def _likelihood(design: Design, priors: ResolvedPriors, eta: pt.TensorVariable) -> None:
-    spec = design.spec
-    y = design.y
-    if spec.family == "gaussian":
-        if design.known_sigma is not None:
-            sigma = design.known_sigma
-        else:
-            sigma = residual_sd(priors)
-        pm.Normal("y", mu=eta, sigma=sigma, observed=y, dims="obs")
-    elif spec.family in ("bernoulli", "binomial"):
-        if spec.link == "logit":
-            kwargs = {"logit_p": eta}
-        else:
-            kwargs = {"p": pm.math.invprobit(eta)}
-        if spec.family == "bernoulli":
-            pm.Bernoulli("y", observed=y.astype(np.int64), dims="obs", **kwargs)
-        else:
-            assert design.trials is not None
-            pm.Binomial("y", n=design.trials.astype(np.int64), observed=y.astype(np.int64), dims="obs", **kwargs)
-    elif spec.family == "poisson":
-        pm.Poisson("y", mu=pt.exp(eta), observed=y.astype(np.int64), dims="obs")
-    elif spec.family == "negative_binomial":
-        inv_alpha = pm.Exponential("inv_alpha", 1.0)
-        alpha = pm.Deterministic("alpha", 1.0 / inv_alpha)
-        pm.NegativeBinomial("y", mu=pt.exp(eta), alpha=alpha, observed=y.astype(np.int64), dims="obs")
-    else:  # pragma: no cover - ModelSpec validates
-        raise ValueError(spec.family)
+    """The family's likelihood of ``y`` (see :mod:`hierbayes.families`)."""
+    observed = Observed(y=design.y, trials=design.trials, known_sigma=design.known_sigma)
+    get_family(design.spec.family).likelihood(eta, observed, str(design.spec.link), sigma_prior=priors.sigma)

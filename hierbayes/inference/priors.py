@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hierbayes.design import Design
+from hierbayes.families import get_family
 from hierbayes.spec.priors import DEFAULT_SCALE, SCALE_PRIORS, HalfStudentT, Normal, ScalePrior
 
 __all__ = ["ResolvedPriors", "resolve_priors"]
@@ -101,7 +102,7 @@ def resolve_priors(design: Design) -> ResolvedPriors:
     priors = spec.priors
     names = design.fixed_names
     p = design.X.shape[1]
-    gaussian = spec.family == "gaussian"
+    gaussian = get_family(spec.family).data_scaled_priors
     s_y = _sd(design.y) if gaussian else 1.0
     y_center = float(np.mean(design.y)) if gaussian else 0.0
     priors.check_against(names, [g.name for g in design.groups])

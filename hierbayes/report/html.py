@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from hierbayes.families import get_family
 from hierbayes.inference.priors import resolve_priors
 from hierbayes.inference.result import Fit
 from hierbayes.spec.priors import Exponential, HalfCauchy, HalfNormal, HalfStudentT
@@ -220,31 +221,22 @@ def _likelihood(fit: Fit) -> list[str]:
     y = _col(spec.response)
     eta = _sub(_mi("η"), _I)
     tilde = _mo("∼")
-    fam = spec.family
-    if fam == "gaussian":
-        if spec.known_sigma is not None:
-            sd = _sup(_sub(_mi("σ"), _I), _mn(2))
-            return [_math(y, tilde, _call("Normal", eta, sd)),
-                    _math(_sub(_mi("σ"), _I), _mo("="), _col(spec.known_sigma), note="(known)")]
-        return [_math(y, tilde, _call("Normal", eta, _sup(_mi("σ"), _mn(2))))]
-    if fam in ("bernoulli", "binomial"):
-        p = _sub(_mi("p"), _I)
-        if spec.link == "logit":
-            link = _call("logit", p)
-        else:  # probit: the inverse of the standard normal cdf
-            link = _row(_sup(_mi("Φ"), _row(_mo("−"), _mn(1))), _mo("("), p, _mo(")"))
-        if fam == "bernoulli":
-            first = _math(y, tilde, _call("Bernoulli", p))
-        else:
-            n = _col(spec.trials) if spec.trials else _row(_col(spec.response), _mo("+"), _col(str(spec.failures)))
-            first = _math(y, tilde, _call("Binomial", n, p))
-        return [first, _math(link, _mo("="), eta)]
-    lam = _sub(_mi("λ"), _I)
-    if fam == "poisson":
-        first = _math(y, tilde, _call("Poisson", lam))
-    else:
-        first = _math(y, tilde, _call("NegativeBinomial", lam, _mi("α")))
-    return [first, _math(_call("log", lam), _mo("="), eta)]
+    if spec.known_sigma is not None:
+        sd = _sup(_sub(_mi("σ"), _I), _mn(2))
+        return [_math(y, tilde, _call("Normal", eta, sd)),
+                _math(_sub(_mi("σ"), _I), _mo("="), _col(spec.known_sigma), note="(known)")]
+    text = get_family(spec.family).describe(str(spec.link))
+    mean = eta if spec.link == "identity" else _sub(_mi(text.mean), _I)
+    args = [mean, *(_sup(_mi(e[0]), _mn(2)) if e.endswith("²") else _mi(e) for e in text.extra)]
+    if text.trials:
+        n = _col(spec.trials) if spec.trials else _row(_col(spec.response), _mo("+"), _col(str(spec.failures)))
+        args.insert(0, n)
+    lines = [_math(y, tilde, _call(text.distribution, *args))]
+    if spec.link == "probit":  # the inverse of the standard normal cdf
+        lines.append(_math(_row(_sup(_mi("Φ"), _row(_mo("−"), _mn(1))), _mo("("), mean, _mo(")")), _mo("="), eta))
+    elif spec.link != "identity":
+        lines.append(_math(_call(str(spec.link), mean), _mo("="), eta))
+    return lines
 
 
 def _group_lines(fit: Fit) -> list[str]:
@@ -304,8 +296,8 @@ def _priors_table(fit: Fit) -> str:
     if rp.sigma is not None:
         rows.append(["σ", _scale_prior_text(rp.sigma),
                      "set in the model" if user.sigma is not None else "default (scaled to the data)"])
-    if spec.family == "negative_binomial":
-        rows.append(["1/α", "Exponential(mean = 1)", "default"])
+    for param, prior in get_family(spec.family).fixed_priors():
+        rows.append([param, prior, "default"])
     note = ""
     off = rp.B - np.diag(np.diag(rp.B))
     if np.any(off != 0):
@@ -338,7 +330,7 @@ def data_section(fit: Fit) -> str:
     spec = fit.spec
     y = design.y
     parts = [f"<p><b>{design.n_obs}</b> observations; response <code>{esc(spec.response)}</code>.</p>"]
-    if spec.family in ("bernoulli",):
+    if get_family(spec.family).binary:
         parts.append(f"<p>Proportion of 1s: {fmt(np.mean(y))} ({int(np.sum(y))} of {design.n_obs}).</p>")
     else:
         parts.append(

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from hierbayes.families import get_family
 from hierbayes.inference.diagnostics import ESS_PER_CHAIN_MIN, RHAT_MAX
 from hierbayes.inference.result import Fit
 from hierbayes.io import atomic_write_text
@@ -214,7 +215,7 @@ def _effects_fit(fit: Fit) -> tuple[Fit | None, str]:
 
 def _ppc_distribution(fit: Fit, yrep: np.ndarray) -> str:
     y = fit.design.y
-    discrete = fit.spec.family != "gaussian"
+    discrete = get_family(fit.spec.family).discrete
     if not discrete:
         import arviz_plots as azp
 
@@ -229,7 +230,7 @@ def _ppc_distribution(fit: Fit, yrep: np.ndarray) -> str:
             close_figure(fig)
         return figure(img, f"Density of the observed <code>{esc(fit.spec.response)}</code> (black) and of "
                             f"{len(yrep)} data sets replicated from the posterior (blue).")
-    values = np.arange(0, 2) if fit.spec.family == "bernoulli" else np.arange(
+    values = np.arange(0, 2) if get_family(fit.spec.family).binary else np.arange(
         0, int(min(max(np.quantile(y, 0.99), 1), 40)) + 1)
     obs = np.array([(y == v).sum() for v in values], dtype=float)
     rep = np.stack([(yrep == v).sum(axis=1) for v in values], axis=1).astype(float)
@@ -362,7 +363,7 @@ def _some_levels(shrink: Any) -> Any:
 
 
 def _shrinkage_section(fit: Fit, full: Fit | None, note: str) -> str:
-    if fit.spec.family != "gaussian" or not fit.design.groups:
+    if not get_family(fit.spec.family).collapses or not fit.design.groups:
         return ""
     if full is None:
         return _missing_effects(note)
@@ -400,7 +401,7 @@ def _effects_section(fit: Fit, full: Fit | None, note: str) -> str:
         return _missing_effects(note)
     from hierbayes.summaries.plots import plot_caterpillar
 
-    scale = "" if fit.spec.family == "gaussian" else f" (on the {esc(fit.spec.link)} scale)"
+    scale = "" if fit.spec.link == "identity" else f" (on the {esc(fit.spec.link)} scale)"
     parts = [
         f"<p>The estimated effect of every level{scale}, sorted, with its {round(DEFAULT_PROB * 100)}% interval "
         "(<code>hierbayes.plot_caterpillar</code>).</p>",

@@ -219,7 +219,7 @@ def parse_formula(
     formula
         For example ``"math ~ year + female + (1 | school/child)"``.
     family, link
-        Response family and link (see :data:`hierbayes.spec.FAMILIES`).
+        Response family and link (see :data:`hierbayes.families.FAMILIES`).
     priors
         Priors; ``None`` takes the data-scaled defaults.
     centered

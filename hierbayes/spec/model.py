@@ -22,18 +22,10 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from hierbayes.exceptions import SpecError
+from hierbayes.families import get_family
 from hierbayes.spec.priors import Priors
 
-__all__ = ["FAMILIES", "GroupTerm", "ModelSpec"]
-
-#: Allowed families and their links; the first link is the default.
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "gaussian": ("identity",),
-    "bernoulli": ("logit", "probit"),
-    "binomial": ("logit", "probit"),
-    "poisson": ("log",),
-    "negative_binomial": ("log",),
-}
+__all__ = ["GroupTerm", "ModelSpec"]
 
 Covariance = Literal["full", "diagonal"]
 
@@ -115,7 +107,7 @@ class ModelSpec:
     groups
         The random-effect terms.
     family, link
-        Response distribution and link (see :data:`FAMILIES`); ``link=None`` takes the default.
+        Response distribution and link (see :data:`hierbayes.families.FAMILIES`); ``link=None`` takes the default.
     trials
         Column with the number of trials (``binomial``).
     failures
@@ -149,26 +141,21 @@ class ModelSpec:
         family = self.family.lower().replace("-", "_")
         aliases = {"normal": "gaussian", "logistic": "bernoulli", "negbinomial": "negative_binomial"}
         family = aliases.get(family, family)
-        if family not in FAMILIES:
-            raise SpecError(
-                f"Unknown family {self.family!r}; allowed: {', '.join(FAMILIES)}."
-            )
+        fam = get_family(family)
         object.__setattr__(self, "family", family)
-        link = self.link or FAMILIES[family][0]
-        if link not in FAMILIES[family]:
+        object.__setattr__(self, "link", fam.check_link(self.link))
+        if self.known_sigma is not None and "sigma" not in fam.parameters():
             raise SpecError(
-                f"Unknown link {link!r} for family {family!r}; allowed: {', '.join(FAMILIES[family])}."
+                f"known_sigma (a known residual sd per row) only applies to families with a residual sd "
+                f"(gaussian); received family {family!r}."
             )
-        object.__setattr__(self, "link", link)
-        if self.known_sigma is not None and family != "gaussian":
-            raise SpecError("known_sigma (a known residual sd per row) only applies to the gaussian family.")
-        if self.trials is not None and family != "binomial":
+        if (self.trials is not None or self.failures is not None) and not fam.needs_trials:
             raise SpecError(
-                f"trials={self.trials!r} only applies to the binomial family; received family {family!r}."
+                f"trials={self.trials or self.failures!r} only applies to the binomial family; received family {family!r}."
             )
         if self.trials is not None and self.failures is not None:
             raise SpecError("Give the binomial trials either as trials= or as failures=, not both.")
-        if family == "binomial" and self.trials is None and self.failures is None:
+        if fam.needs_trials and self.trials is None and self.failures is None:
             raise SpecError(
                 "The binomial family needs the number of trials: trials='n' in a builder, or "
                 "cbind(successes, failures) on the left of the formula."

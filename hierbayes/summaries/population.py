@@ -47,6 +47,7 @@ import pandas as pd
 import xarray as xr
 
 from hierbayes.exceptions import DataError, SpecError
+from hierbayes.families import get_family
 from hierbayes.inference.result import Fit
 from hierbayes.summaries.contrasts import ATTENUATION_C, _beta, _check_prob, _stats
 from hierbayes.summaries.effects import DEFAULT_PROB
@@ -206,10 +207,7 @@ def population_averaged(
         lo, hi = frame.copy(), frame.copy()
         lo[coef], hi[coef] = at[0], at[1]
         frames += [lo, hi]
-        family, link = fit.spec.family, str(fit.spec.link)
-        measure = (
-            "odds_ratio" if family in ("bernoulli", "binomial") else "rate_ratio" if link == "log" else "difference"
-        )
+        measure = get_family(fit.spec.family).effect_measure
     stacked = pd.concat(frames, ignore_index=True)
     rows = prediction_rows(fit, stacked)
     n = len(frame)

@@ -50,11 +50,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from formulaic import model_matrix
-from scipy import special, stats
 
 from hierbayes.design import GroupDesign
 from hierbayes.exceptions import DataError, SpecError
-from hierbayes.families import check_response
+from hierbayes.families import Observed, check_response, get_family, inverse_link
 from hierbayes.inference.result import Fit
 
 __all__ = [
@@ -419,31 +418,25 @@ def linear_predictor(
     return _to_array(fit, rows, _eta(fit, rows, new_levels, rng), "eta")
 
 
-def inverse_link(link: str, eta: np.ndarray) -> np.ndarray:
-    r"""The mean :math:`g^{-1}(\eta)` for ``link`` in identity, logit, probit, log."""
-    if link == "identity":
-        return eta
-    if link == "logit":
-        return special.expit(eta)
-    if link == "probit":
-        return special.ndtr(eta)
-    if link == "log":
-        return np.exp(eta)
-    raise SpecError(f"Unknown link {link!r}; allowed: identity, logit, probit, log.")
-
-
 # ----------------------------------------------------------------------------- predictive draws
 
 
-def _sigma(fit: Fit, rows: PredictionRows, sl: slice) -> np.ndarray:
-    if rows.known_sigma is not None:
-        return rows.known_sigma[None, :]
-    if fit.spec.known_sigma is not None:
+def _observed(fit: Fit, rows: PredictionRows) -> Observed:
+    """The rows' response and the row-level quantities the family needs, checked for new data."""
+    spec = fit.spec
+    if spec.known_sigma is not None and rows.known_sigma is None:
         raise DataError(
-            f"This model has a known residual sd per row (column {fit.spec.known_sigma!r}); add that column "
+            f"This model has a known residual sd per row (column {spec.known_sigma!r}); add that column "
             "to the new data."
         )
-    return _stacked(fit, "sigma")[sl][:, None]
+    return Observed(y=rows.y, trials=rows.trials, known_sigma=rows.known_sigma)
+
+
+def _family_params(fit: Fit, sl: slice) -> dict[str, np.ndarray]:
+    """The family's own parameters (``sigma``, ``alpha``) for the draws in ``sl``, as columns."""
+    family = get_family(fit.spec.family)
+    names = family.parameters(known_sigma=fit.spec.known_sigma is not None)
+    return {name: _stacked(fit, name)[sl][:, None] for name in names}
 
 
 def posterior_predictive(
@@ -480,35 +473,21 @@ def posterior_predictive(
     rng = np.random.default_rng(random_seed)
     chains, draws, blocks = _eta_chunks(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
     S = chains * draws
-    discrete = spec.family != "gaussian"
-    out = np.empty((S, rows.n), dtype=np.int64 if discrete else float)
-    alpha = _stacked(fit, "alpha") if spec.family == "negative_binomial" else None
+    family = get_family(spec.family)
+    observed = _observed(fit, rows)
+    if family.needs_trials and rows.trials is None:
+        raise DataError(
+            f"Replicating a {spec.family} response needs the number of trials: add column "
+            + (
+                repr(spec.trials)
+                if spec.trials
+                else f"{spec.response!r} and {spec.failures!r} (trials = successes + failures)"
+            )
+            + " to the new data."
+        )
+    out = np.empty((S, rows.n), dtype=np.int64 if family.discrete else float)
     for sl, eta in blocks:
-        mu = inverse_link(str(spec.link), eta)
-        if spec.family == "gaussian":
-            out[sl] = rng.normal(mu, _sigma(fit, rows, sl))
-        elif spec.family == "bernoulli":
-            out[sl] = rng.random(mu.shape) < mu
-        elif spec.family == "binomial":
-            if rows.trials is None:
-                raise DataError(
-                    "Replicating a binomial response needs the number of trials: add column "
-                    + (
-                        repr(spec.trials)
-                        if spec.trials
-                        else f"{spec.response!r} and {spec.failures!r} (trials = successes + failures)"
-                    )
-                    + " to the new data."
-                )
-            out[sl] = rng.binomial(rows.trials.astype(np.int64)[None, :], mu)
-        elif spec.family == "poisson":
-            out[sl] = rng.poisson(mu)
-        elif spec.family == "negative_binomial":
-            assert alpha is not None
-            a = alpha[sl][:, None]
-            out[sl] = rng.negative_binomial(a, a / (a + mu))
-        else:  # pragma: no cover - ModelSpec validates
-            raise SpecError(spec.family)
+        out[sl] = family.replicate(rng, eta, str(spec.link), _family_params(fit, sl), observed)
     return _to_array(fit, rows, out, "y")
 
 
@@ -538,34 +517,16 @@ def log_likelihood(fit: Fit, data: pd.DataFrame | dict[str, Any] | None = None) 
     if rows.y is None:
         raise DataError(
             f"The log-likelihood needs the response column {spec.response!r} in the data"
-            + (f" and the trials/failures column {spec.trials or spec.failures!r}" if spec.family == "binomial" else "")
+            + (f" and the trials/failures column {spec.trials or spec.failures!r}" if get_family(spec.family).needs_trials else "")
             + "."
         )
     y = rows.y
     chains, draws, blocks = _eta_chunks(fit, rows, [None] * len(rows.groups))
     out = np.empty((chains * draws, rows.n))
-    alpha = _stacked(fit, "alpha") if spec.family == "negative_binomial" else None
-    if spec.family in ("bernoulli", "binomial"):
-        n = np.ones_like(y) if spec.family == "bernoulli" else rows.trials
-        assert n is not None
-        log_choose = special.gammaln(n + 1) - special.gammaln(y + 1) - special.gammaln(n - y + 1)
+    family = get_family(spec.family)
+    observed = _observed(fit, rows)
     for sl, eta in blocks:
-        if spec.family == "gaussian":
-            out[sl] = stats.norm.logpdf(y, loc=eta, scale=_sigma(fit, rows, sl))
-        elif spec.family in ("bernoulli", "binomial"):
-            if spec.link == "logit":
-                log_p, log_q = special.log_expit(eta), special.log_expit(-eta)
-            else:
-                log_p, log_q = special.log_ndtr(eta), special.log_ndtr(-eta)
-            out[sl] = log_choose + y * log_p + (n - y) * log_q
-        elif spec.family == "poisson":
-            out[sl] = stats.poisson.logpmf(y, np.exp(eta))
-        elif spec.family == "negative_binomial":
-            assert alpha is not None
-            a = alpha[sl][:, None]
-            out[sl] = stats.nbinom.logpmf(y, a, a / (a + np.exp(eta)))
-        else:  # pragma: no cover
-            raise SpecError(spec.family)
+        out[sl] = family.log_likelihood(y, eta, str(spec.link), _family_params(fit, sl), observed)
     return _to_array(fit, rows, out, "y")
 
 

@@ -64,6 +64,7 @@ import pandas as pd
 
 from hierbayes.design import Design, GroupDesign
 from hierbayes.exceptions import SpecError
+from hierbayes.families import get_family
 from hierbayes.inference.result import Fit
 from hierbayes.summaries.effects import DEFAULT_PROB
 from hierbayes.summaries.variance import group_covariance_draws, nested_in
@@ -275,7 +276,7 @@ def shrinkage(fit: Fit, group: str, *, coef: str = "Intercept", prob: float = DE
     if not 0 < prob < 1:
         raise ValueError(f"prob must be between 0 and 1; received {prob}.")
     design = fit.design
-    if fit.spec.family != "gaussian":
+    if not get_family(fit.spec.family).collapses:
         raise SpecError(
             f"shrinkage() compares with least-squares no-pooling estimates, which need a Gaussian model; "
             f"this fit is {fit.spec.family} ({fit.spec.link} link). Use hb.group_effects(fit, {group!r}) or "

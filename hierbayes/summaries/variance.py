@@ -56,7 +56,7 @@ import xarray as xr
 
 from hierbayes.design import Design, GroupDesign
 from hierbayes.exceptions import SpecError
-from hierbayes.families import latent_residual_variance
+from hierbayes.families import get_family
 from hierbayes.inference.result import Fit
 from hierbayes.summaries.effects import DEFAULT_PROB
 
@@ -151,46 +151,28 @@ def latent_residual_draws(fit: Fit, rows: np.ndarray | None = None) -> np.ndarra
     post = fit.posterior
     shape = (post.sizes["chain"], post.sizes["draw"])
     per_row = rows is not None
-    if spec.family == "gaussian":
-        if design.known_sigma is not None:
-            s2 = design.known_sigma**2
-            if per_row:
-                return np.broadcast_to(s2[rows], (*shape, len(rows))).copy()
-            return np.full(shape, float(np.mean(s2)))
-        s2 = _values(post["sigma"]) ** 2
-        return np.repeat(s2[..., None], len(rows), axis=-1) if per_row else s2
-    if spec.link in ("logit", "probit"):
-        value = float(latent_residual_variance(str(spec.link)))
-        return np.full((*shape, len(rows)) if per_row else shape, value)
-    # Log link: the log-normal approximation with the marginal expected count.
-    idx = np.arange(design.n_obs) if rows is None else np.asarray(rows)
-    lam = np.exp(_fixed_eta(fit, idx) + 0.5 * _row_group_variance(fit, idx))
-    alpha = _values(post["alpha"]) if spec.family == "negative_binomial" else None
+    target = (*shape, len(rows)) if per_row else shape
+    if design.known_sigma is not None:
+        s2 = design.known_sigma**2
+        return np.broadcast_to(s2[rows], target).copy() if per_row else np.full(shape, float(np.mean(s2)))
+    family = get_family(spec.family)
+    params = {name: _values(post[name]) for name in family.parameters()}
     if per_row:
-        a = None if alpha is None else alpha[..., None]
-        return np.asarray(latent_residual_variance("log", mean=lam, alpha=a))
-    return np.asarray(latent_residual_variance("log", mean=lam.mean(axis=-1), alpha=alpha))
+        params = {name: value[..., None] for name, value in params.items()}
+    idx = np.arange(design.n_obs) if rows is None else np.asarray(rows)
+
+    def mean() -> np.ndarray:
+        # The marginal expected count (log link), per row or averaged over the rows.
+        lam = np.exp(_fixed_eta(fit, idx) + 0.5 * _row_group_variance(fit, idx))
+        return lam if per_row else lam.mean(axis=-1)
+
+    value = family.latent_residual_variance(str(spec.link), mean=mean, params=params)
+    return np.broadcast_to(np.asarray(value, dtype=float), target).copy()
 
 
 def scale_label(fit: Fit) -> str:
     """Plain-words description of the scale of variances for this fit's family."""
-    spec = fit.spec
-    if spec.family == "gaussian":
-        if fit.design.known_sigma is not None:
-            return (
-                "data scale (gaussian, identity link; residual = average known sampling variance "
-                f"mean({spec.known_sigma}^2))"
-            )
-        return "data scale (gaussian, identity link)"
-    if spec.link == "logit":
-        return f"latent scale ({spec.family}, logit link; residual variance pi^2/3 = {np.pi**2 / 3:.4f})"
-    if spec.link == "probit":
-        return f"latent scale ({spec.family}, probit link; residual variance 1)"
-    extra = " + 1/alpha" if spec.family == "negative_binomial" else ""
-    return (
-        f"latent scale ({spec.family}, log link; log-normal approximation of the residual variance, "
-        f"log(1 + 1/lambda{extra}))"
-    )
+    return get_family(fit.spec.family).scale_label(str(fit.spec.link), fit.spec.known_sigma)
 
 
 def _stats(values: np.ndarray, prob: float) -> dict[str, float]:

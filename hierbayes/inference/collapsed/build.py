@@ -62,6 +62,7 @@ import xarray as xr
 
 from hierbayes.design import Design, GroupDesign
 from hierbayes.exceptions import SpecError
+from hierbayes.families import get_family
 from hierbayes.inference.build import (
     FixedScaling,
     covariance_factor,
@@ -114,7 +115,7 @@ def _ordered_groups(design: Design) -> tuple[GroupDesign, ...] | None:
 def collapse_problem(design: Design) -> str | None:
     """Why ``design`` cannot be fitted by the collapsed sampler, or ``None`` when it can."""
     spec = design.spec
-    if spec.family != "gaussian":
+    if not get_family(spec.family).collapses:
         return f"the {spec.family} family has no closed-form marginal likelihood (only the Gaussian has)"
     if design.known_sigma is not None:
         return "the residual sd is known per row (se(...)), which the collapsed sampler does not cover"

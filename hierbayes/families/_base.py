@@ -1,0 +1,168 @@
+r"""The :class:`Family` interface: everything the pipeline needs to know about a response family.
+
+A family is one object that knows its links, how to check and convert the response, its PyMC
+likelihood, its pointwise log-likelihood, how to replicate data, and its residual variance on
+the latent scale (for ICCs). Every stage asks the family instead of branching on its name, so
+adding a family is one new module in :mod:`hierbayes.families` plus its tests.
+
+Notation: :math:`\eta` the linear predictor, :math:`\mu = g^{-1}(\eta)` the mean, ``params``
+the family's own parameters per posterior draw (``sigma``, ``alpha``, ...), each broadcastable
+against :math:`\eta` of shape ``(draws, rows)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+
+from hierbayes.exceptions import DataError, SpecError
+
+__all__ = ["Family", "LikelihoodText", "Observed", "as_float", "scale_rv", "show_rows"]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The observed response of a model and the row-level quantities its likelihood needs.
+
+    ``trials`` (binomial: trials per row) and ``known_sigma`` (Gaussian with a known residual
+    sd per row) are ``None`` where the family or model has none.
+    """
+
+    y: np.ndarray | None
+    trials: np.ndarray | None = None
+    known_sigma: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class LikelihoodText:
+    """How a report writes the likelihood: ``y ~ distribution([trials,] mean, *extra)``.
+
+    ``mean`` is the symbol of the mean (``"η"`` itself for the identity link), ``extra`` the
+    symbols of the family's other parameters.
+    """
+
+    distribution: str
+    mean: str
+    extra: tuple[str, ...] = ()
+    trials: bool = False
+
+
+def show_rows(data: pd.DataFrame, mask: np.ndarray, columns: list[str], limit: int = 5) -> str:
+    """The offending rows of ``data`` for an error message."""
+    bad = data.loc[mask, columns].head(limit)
+    return f"{int(mask.sum())} offending row(s), first ones:\n{bad.to_string()}"
+
+
+def as_float(data: pd.DataFrame, column: str, family: str, hint: str = ".") -> np.ndarray:
+    """Column ``column`` as floats; a clear error for a non-numeric column."""
+    series = data[column]
+    if series.dtype == bool:
+        return np.array(series, dtype=float)
+    if not pd.api.types.is_numeric_dtype(series):
+        raise DataError(
+            f"Response column {column!r} must be numeric for the {family} family; it has dtype "
+            f"{series.dtype} (e.g. {series.iloc[0]!r}). Convert it, e.g. "
+            f"data[{column!r}] = pd.to_numeric(data[{column!r}])" + hint
+        )
+    return np.array(series, dtype=float)
+
+
+def scale_rv(name: str, priors: tuple[Any, ...], dims: str | None) -> Any:
+    """A PyMC random variable for a standard deviation from scale-prior values (one per term).
+
+    ``priors`` are :mod:`hierbayes.spec.priors` scale priors (read by their ``kind``, ``scale``
+    and ``nu``); all terms of one variable share the first prior's kind.
+    """
+    scales = np.array([p.scale for p in priors]) if dims else priors[0].scale
+    first = priors[0]
+    if first.kind == "halfstudentt":
+        return pm.HalfStudentT(name, nu=first.nu, sigma=scales, dims=dims)
+    if first.kind == "halfnormal":
+        return pm.HalfNormal(name, sigma=scales, dims=dims)
+    if first.kind == "halfcauchy":
+        return pm.HalfCauchy(name, beta=scales, dims=dims)
+    if first.kind == "exponential":
+        return pm.Exponential(name, scale=scales, dims=dims)
+    raise TypeError(f"Unknown scale prior {first!r}")  # pragma: no cover - priors validate
+
+
+class Family(ABC):
+    """One response family (subclass it, set the class attributes, implement the methods)."""
+
+    #: The family's name, as users write it (``family="poisson"``).
+    name: ClassVar[str]
+    #: Allowed links; the first is the default.
+    links: ClassVar[tuple[str, ...]]
+    #: Integer-valued response (replicated draws are int64).
+    discrete: ClassVar[bool] = True
+    #: The collapsed (random effects integrated out) Gaussian path applies.
+    collapses: ClassVar[bool] = False
+    #: Default priors are scaled by the sd of ``y`` (identity-link families); else by 1 on the link scale.
+    data_scaled_priors: ClassVar[bool] = False
+    #: What comparing two predictions gives: ``"odds_ratio"``, ``"rate_ratio"`` or ``"difference"``.
+    effect_measure: ClassVar[str] = "difference"
+    #: Needs ``trials()`` or ``cbind()`` (binomial).
+    needs_trials: ClassVar[bool] = False
+    #: A 0/1 response.
+    binary: ClassVar[bool] = False
+
+    def check_link(self, link: str | None) -> str:
+        """The link to use (the default for ``None``); a clear error for one the family does not have."""
+        link = link or self.links[0]
+        if link not in self.links:
+            raise SpecError(f"Unknown link {link!r} for family {self.name!r}; allowed: {', '.join(self.links)}.")
+        return link
+
+    def parameters(self, *, known_sigma: bool = False) -> tuple[str, ...]:
+        """Names of the family's own posterior variables (``("sigma",)``, ``("alpha",)``, or none)."""
+        return ()
+
+    @abstractmethod
+    def check_response(
+        self, data: pd.DataFrame, response: str, *, trials: str | None = None, failures: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Check and convert the response; return ``(y, trials or None)``.
+
+        Raises
+        ------
+        DataError
+            Naming the column and showing the offending rows.
+        """
+
+    @abstractmethod
+    def likelihood(self, eta: Any, obs: Observed, link: str, *, sigma_prior: Any = None) -> None:
+        """Declare the observed variable ``y`` (dims ``obs``), and the family's parameters, in the current PyMC model."""
+
+    @abstractmethod
+    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
+                       obs: Observed) -> np.ndarray:
+        r"""Pointwise :math:`\log p(y_i \mid \eta_i, \theta)`, shape of ``eta``."""
+
+    @abstractmethod
+    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
+                  obs: Observed) -> np.ndarray:
+        """Draws of ``y`` given ``eta`` (shape of ``eta``)."""
+
+    def latent_residual_variance(
+        self, link: str, *, mean: Any = None, params: Mapping[str, Any] | None = None
+    ) -> float | np.ndarray:
+        """Residual variance on the latent (link) scale, used by variance partitions (ICCs)."""
+        raise SpecError(f"The {self.name} family has no latent-scale residual variance.")
+
+    def scale_label(self, link: str, known_sigma: str | None = None) -> str:
+        """Plain-words description of the scale of variance partitions for this family."""
+        return f"latent scale ({self.name}, {link} link)"
+
+    def fixed_priors(self) -> tuple[tuple[str, str], ...]:
+        """Priors of the family's own parameters that users cannot set: ``(parameter, prior)`` rows."""
+        return ()
+
+    @abstractmethod
+    def describe(self, link: str) -> LikelihoodText:
+        """How the report writes the likelihood."""
