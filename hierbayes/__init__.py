@@ -7,6 +7,7 @@
 """
 
 from hierbayes import datasets
+from hierbayes._version import __version__ as __version__
 from hierbayes.builders import glmm, group_means, nested, random_intercept, random_slopes
 from hierbayes.design import Design, GroupDesign, NestingWarning, make_design
 from hierbayes.exceptions import (
@@ -44,8 +45,6 @@ from hierbayes.summaries.prediction import (
 )
 from hierbayes.summaries.shrinkage import group_effects, shrinkage
 from hierbayes.summaries.variance import VariancePartition, variance_partition
-
-__version__ = "0.1.0"
 
 __all__ = [
     "LKJ",

@@ -65,9 +65,11 @@ from hierbayes.inference.fit import fit
 from hierbayes.inference.result import Fit
 from hierbayes.inference.sampling import SAMPLERS
 from hierbayes.io import atomic_write_text, save
+from hierbayes.report.page import report
 from hierbayes.spec.formula import parse_formula
 from hierbayes.spec.model import ModelSpec
 from hierbayes.spec.serialise import priors_from_dict
+from hierbayes.summaries.effects import summary
 
 __all__ = [
     "BUILDERS",
@@ -407,7 +409,6 @@ def check_output_folder(out: str | Path, *, overwrite: bool = False) -> Path:
 
 def summary_table(fit: Fit) -> pd.DataFrame:
     """The summary as one long table (random and fixed parts), as written to ``summary.csv``."""
-    from hierbayes.summaries.effects import summary
 
     s = summary(fit)
     random = s.random.assign(part="random")
@@ -428,8 +429,6 @@ def write_results(fit: Fit, out: str | Path) -> dict[str, Path]:
     dict
         File name -> path written.
     """
-    from hierbayes.report.page import report
-    from hierbayes.summaries.effects import summary
 
     out = Path(out)
     paths = {name: out / name for name in OUTPUT_FILES}

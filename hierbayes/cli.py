@@ -25,13 +25,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hierbayes._version import __version__
+from hierbayes.cards import OUTPUT_FILES, check_output_folder, demo_card, load_card, run_card
+from hierbayes.exceptions import HierBayesError
+from hierbayes.inference.sampling import SAMPLERS
+from hierbayes.io import load
+from hierbayes.report.page import report
+from hierbayes.summaries.effects import summary
+
 __all__ = ["build_parser", "main"]
 
 _DEMO_OUT = "results/demo"
 
 
 def _sampler_options(p: argparse.ArgumentParser) -> None:
-    from hierbayes.inference.sampling import SAMPLERS
 
     g = p.add_argument_group("sampler settings (override the card's [sampler] table)")
     g.add_argument("--draws", type=int, metavar="N", help="kept draws per chain")
@@ -110,7 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from hierbayes import __version__
 
     return __version__
 
@@ -121,8 +127,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(card: Any, out: Path, args: argparse.Namespace) -> int:
-    from hierbayes.cards import OUTPUT_FILES, run_card
-    from hierbayes.summaries.effects import summary
 
     fit = run_card(card, out, overwrite=args.overwrite, progressbar=not args.no_progress, **_overrides(args))
     print(summary(fit))
@@ -133,7 +137,6 @@ def _run(card: Any, out: Path, args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from hierbayes.cards import check_output_folder, load_card
 
     card = load_card(args.card)
     out = args.out if args.out is not None else Path("results") / card.name
@@ -142,7 +145,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from hierbayes.cards import check_output_folder, demo_card
 
     out = args.out if args.out is not None else Path(_DEMO_OUT)
     check_output_folder(out, overwrite=args.overwrite)
@@ -150,8 +152,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from hierbayes.io import load
-    from hierbayes.report.page import report
 
     out = args.out if args.out is not None else args.posterior.parent / "report.html"
     if out.is_dir():
@@ -179,7 +179,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # figures are only written to files
-    from hierbayes.exceptions import HierBayesError
 
     try:
         with warnings.catch_warnings():

@@ -40,6 +40,7 @@ import pytensor.tensor as pt
 from hierbayes.design import Design, GroupDesign
 from hierbayes.families import Observed, get_family, scale_rv
 from hierbayes.inference.priors import ResolvedPriors, resolve_priors
+from hierbayes.spec import names
 
 __all__ = [
     "FixedScaling",
@@ -93,12 +94,12 @@ def fixed_scaling(design: Design) -> FixedScaling:
 
 def var_names(design: Design) -> dict[str, list[str]]:
     """Names of the model's variables by role: ``fixed``, ``sd``, ``corr``, ``u``, ``other``."""
-    out: dict[str, list[str]] = {"fixed": ["beta"], "sd": [], "corr": [], "u": [], "other": []}
+    out: dict[str, list[str]] = {"fixed": [names.BETA], "sd": [], "corr": [], "u": [], "other": []}
     for g in design.groups:
-        out["sd"].append(f"sd_{g.name}")
+        out["sd"].append(names.sd(g.name))
         if _is_full(g):
-            out["corr"].append(f"corr_{g.name}")
-        out["u"].append(f"u_{g.name}")
+            out["corr"].append(names.corr(g.name))
+        out["u"].append(names.u(g.name))
     family = get_family(design.spec.family)
     out["other"].extend(family.parameters(known_sigma=design.known_sigma is not None))
     return out
@@ -116,11 +117,11 @@ def covariance_factor(g: GroupDesign, priors: ResolvedPriors) -> tuple[pt.Tensor
     full and the collapsed model (:mod:`hierbayes.inference.collapsed.build`).
     """
     name, cdim = g.name, g.coef_dim
-    sd = scale_rv(f"sd_{name}", priors.group_sd[name], cdim)
+    sd = scale_rv(names.sd(name), priors.group_sd[name], cdim)
     if _is_full(g):
         q = len(g.coef_names)
-        corr_chol = pm.LKJCorr(f"corr_chol_{name}", n=q, eta=priors.lkj_eta)
-        pm.Deterministic(f"corr_{name}", pt.dot(corr_chol, corr_chol.T), dims=(cdim, f"{cdim}_"))
+        corr_chol = pm.LKJCorr(names.corr_chol(name), n=q, eta=priors.lkj_eta)
+        pm.Deterministic(names.corr(name), pt.dot(corr_chol, corr_chol.T), dims=(cdim, f"{cdim}_"))
         return sd[:, None] * corr_chol, True
     return sd, False
 
@@ -146,10 +147,10 @@ def fixed_effects(design: Design, priors: ResolvedPriors, scaling: FixedScaling)
     mean_std = A_inv @ priors.b
     cov_std = A_inv @ priors.B @ A_inv.T
     if np.allclose(cov_std, np.diag(np.diag(cov_std))):
-        beta_std = pm.Normal("beta_std", mu=mean_std, sigma=np.sqrt(np.diag(cov_std)), dims="coef")
+        beta_std = pm.Normal(names.BETA_STD, mu=mean_std, sigma=np.sqrt(np.diag(cov_std)), dims="coef")
     else:
         chol = np.linalg.cholesky((cov_std + cov_std.T) / 2)
-        beta_std = pm.MvNormal("beta_std", mu=mean_std, chol=chol, dims="coef")
+        beta_std = pm.MvNormal(names.BETA_STD, mu=mean_std, chol=chol, dims="coef")
     pm.Deterministic("beta", pt.dot(scaling.A, beta_std), dims="coef")
     return beta_std
 
@@ -168,13 +169,13 @@ def _random_effects(g: GroupDesign, priors: ResolvedPriors) -> pt.TensorVariable
         q = len(g.coef_names)
         chol = factor
         if g.term.centered:
-            return pm.MvNormal(f"u_{name}", mu=np.zeros(q), chol=chol, dims=(name, cdim))
-        z = pm.Normal(f"z_{name}", 0.0, 1.0, dims=(name, cdim))
-        return pm.Deterministic(f"u_{name}", pt.dot(z, chol.T), dims=(name, cdim))
+            return pm.MvNormal(names.u(name), mu=np.zeros(q), chol=chol, dims=(name, cdim))
+        z = pm.Normal(names.z(name), 0.0, 1.0, dims=(name, cdim))
+        return pm.Deterministic(names.u(name), pt.dot(z, chol.T), dims=(name, cdim))
     if g.term.centered:
-        return pm.Normal(f"u_{name}", 0.0, factor, dims=(name, cdim))
-    z = pm.Normal(f"z_{name}", 0.0, 1.0, dims=(name, cdim))
-    return pm.Deterministic(f"u_{name}", z * factor, dims=(name, cdim))
+        return pm.Normal(names.u(name), 0.0, factor, dims=(name, cdim))
+    z = pm.Normal(names.z(name), 0.0, 1.0, dims=(name, cdim))
+    return pm.Deterministic(names.u(name), z * factor, dims=(name, cdim))
 
 
 def _group_contribution(g: GroupDesign, u: pt.TensorVariable) -> pt.TensorVariable:

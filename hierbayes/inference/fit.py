@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import platform
+import sys
 
 import numpy as np
 import pandas as pd
@@ -28,10 +29,9 @@ from hierbayes.spec.priors import Priors
 
 __all__ = ["Fit", "fit", "prior_predictive", "to_spec", "versions"]
 
+# No handler is attached here (the logging docs' advice for libraries): applications choose.
+# The one-line note on the method taken is also shown with the progress output (progressbar=True).
 _log = logging.getLogger("hierbayes")
-if not _log.handlers:  # like PyMC's logger: one-line notes (the method taken) on stderr
-    _log.addHandler(logging.StreamHandler())
-    _log.setLevel(logging.INFO)
 
 
 def versions() -> dict[str, str]:
@@ -137,6 +137,8 @@ def fit(
         random_seed = int(np.random.SeedSequence().generate_state(1)[0])
     chosen, note = choose_method(design, method)
     _log.info(note)
+    if progressbar:
+        print(note, file=sys.stderr)
     pm_model = build_collapsed_model(design) if chosen == "collapsed" else build_model(design)
     backend = resolve_sampler(sampler)
     idata = sample(

@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from hierbayes._version import __version__
 from hierbayes.families import get_family
+from hierbayes.inference.collapsed.build import random_effect_draws
 from hierbayes.inference.diagnostics import ESS_PER_CHAIN_MIN, RHAT_MAX
 from hierbayes.inference.result import Fit
 from hierbayes.io import atomic_write_text
@@ -53,7 +55,13 @@ from hierbayes.report.html import (
     png,
     table,
 )
+from hierbayes.spec import names
+from hierbayes.spec.serialise import jsonable
 from hierbayes.summaries.effects import DEFAULT_PROB, summary, variance_rows
+from hierbayes.summaries.plots import plot_caterpillar, plot_shrinkage
+from hierbayes.summaries.prediction import posterior_predictive
+from hierbayes.summaries.shrinkage import shrinkage
+from hierbayes.summaries.variance import variance_partition
 
 __all__ = ["EFFECT_DRAWS", "PPC_DRAWS", "SHRINKAGE_LEVELS", "render_report", "report"]
 
@@ -157,14 +165,14 @@ def _diagnostics_section(fit: Fit) -> str:
 
 def _rank_plot(fit: Fit) -> str:
     post = fit.posterior
-    names = [f"sd_{g.name}" for g in fit.design.groups] + [n for n in ("sigma", "alpha") if n in post]
-    names = [n for n in names if n in post]
-    if not names or post.sizes["chain"] < 2:
+    params = [names.sd(g.name) for g in fit.design.groups] + [n for n in ("sigma", "alpha") if n in post]
+    params = [n for n in params if n in post]
+    if not params or post.sizes["chain"] < 2:
         return ""
     import arviz_plots as azp
 
     with plotting():
-        pc = azp.plot_rank_dist(fit.idata, var_names=names, backend="matplotlib")
+        pc = azp.plot_rank_dist(fit.idata, var_names=params, backend="matplotlib")
         fig = pc.viz["figure"].item()
         img = png(fig, "Rank plots of the standard deviations")
         close_figure(fig)
@@ -197,12 +205,11 @@ def _effects_fit(fit: Fit) -> tuple[Fit | None, str]:
     conditional draws for at most :data:`EFFECT_DRAWS` posterior draws (seeded by the fit's seed).
     """
     post = fit.posterior
-    missing = [g.name for g in fit.design.groups if f"u_{g.name}" not in post]
+    missing = [g.name for g in fit.design.groups if names.u(g.name) not in post]
     if not missing:
         return fit, ""
     if fit.settings.get("method") != "collapsed":
         return None, f"The posterior has no draws of the random effects of {', '.join(missing)}."
-    from hierbayes.inference.collapsed.build import random_effect_draws
 
     thin = _thinned(fit, EFFECT_DRAWS)
     sub = thin.posterior
@@ -285,7 +292,6 @@ def _ppc_groups(fit: Fit, yrep: np.ndarray) -> str:
 
 
 def _ppc_section(fit: Fit, full: Fit | None, note: str) -> str:
-    from hierbayes.summaries.prediction import posterior_predictive
 
     if full is None:
         return f"<p>{esc(note)} Posterior predictive checks need them; they are left out.</p>"
@@ -305,7 +311,6 @@ def _ppc_section(fit: Fit, full: Fit | None, note: str) -> str:
 def _variance_section(fit: Fit) -> str:
     if not fit.design.groups:
         return ""
-    from hierbayes.summaries.variance import variance_partition
 
     vp = variance_partition(fit)
     pct = f"{round(vp.prob * 100)}%"
@@ -367,8 +372,6 @@ def _shrinkage_section(fit: Fit, full: Fit | None, note: str) -> str:
         return ""
     if full is None:
         return _missing_effects(note)
-    from hierbayes.summaries.plots import plot_shrinkage
-    from hierbayes.summaries.shrinkage import shrinkage
 
     parts = [
         "<p>Each level's own (no-pooling) estimate against the model's partial-pooling estimate "
@@ -399,7 +402,6 @@ def _effects_section(fit: Fit, full: Fit | None, note: str) -> str:
         return ""
     if full is None:
         return _missing_effects(note)
-    from hierbayes.summaries.plots import plot_caterpillar
 
     scale = "" if fit.spec.link == "identity" else f" (on the {esc(fit.spec.link)} scale)"
     parts = [
@@ -420,14 +422,12 @@ def _effects_section(fit: Fit, full: Fit | None, note: str) -> str:
 
 
 def _json_text(value: Any) -> str:
-    from hierbayes.spec.serialise import jsonable
 
     value = jsonable(value)
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
 def _settings_section(fit: Fit) -> str:
-    import hierbayes
 
     settings = dict(fit.settings)
     versions = settings.pop("versions", {}) or {}
@@ -444,7 +444,7 @@ def _settings_section(fit: Fit) -> str:
     rows = [[k, _json_text(attrs[k])] for k in keys if k in attrs]
     if rows:
         parts.append(table(["Posterior attribute", "Value"], rows, ident="posterior-attrs", left=2))
-    parts.append(f'<p class="note">Report written by hierbayes {esc(hierbayes.__version__)}.</p>')
+    parts.append(f'<p class="note">Report written by hierbayes {esc(__version__)}.</p>')
     return "\n".join(parts)
 
 

@@ -20,8 +20,8 @@ import pandas as pd
 import xarray as xr
 
 from hierbayes.exceptions import SpecError
+from hierbayes.inference.posterior import DEFAULT_PROB, check_prob, fixed_effect_draws, interval_stats
 from hierbayes.inference.result import Fit
-from hierbayes.summaries.effects import DEFAULT_PROB
 
 __all__ = [
     "ATTENUATION_C",
@@ -38,36 +38,12 @@ ATTENUATION_C = 16.0 * np.sqrt(3.0) / (15.0 * np.pi)
 _RATIO_NAME = {"logit": "odds_ratio", "log": "rate_ratio"}
 
 
-def _check_prob(prob: float) -> None:
-    if not 0 < prob < 1:
-        raise ValueError(f"prob must be between 0 and 1; received {prob}.")
-
-
-def _beta(fit: Fit) -> xr.DataArray:
-    post = fit.posterior
-    if "beta" not in post:
-        raise SpecError("This model has no fixed effects, so there are no coefficients to contrast.")
-    return post["beta"].transpose("chain", "draw", "coef")
-
-
-def _stats(values: np.ndarray, prob: float) -> dict[str, float]:
-    flat = np.asarray(values, dtype=float).ravel()
-    lo, hi = np.quantile(flat, [(1 - prob) / 2, (1 + prob) / 2])
-    return {
-        "mean": float(flat.mean()),
-        "sd": float(flat.std(ddof=1)),
-        "median": float(np.median(flat)),
-        "lower": float(lo),
-        "upper": float(hi),
-    }
-
-
 def _ratio_table(fit: Fit, prob: float) -> pd.DataFrame:
-    beta = _beta(fit)
+    beta = fixed_effect_draws(fit)
     rows = {}
     for coef in beta.coords["coef"].values:
         ratio = np.exp(beta.sel(coef=coef).values)
-        stats = _stats(ratio, prob)
+        stats = interval_stats(ratio, prob, median=True)
         rows[str(coef)] = {k: stats[k] for k in ("mean", "median", "lower", "upper")} | {
             "p_gt_1": float(np.mean(ratio > 1))
         }
@@ -99,7 +75,7 @@ def odds_ratios(fit: Fit, *, prob: float = DEFAULT_PROB) -> pd.DataFrame:
     SpecError
         For any other link.
     """
-    _check_prob(prob)
+    check_prob(prob)
     if fit.spec.link != "logit":
         hint = (
             " For a log link (poisson, negative_binomial) exp(beta) is a rate ratio: use hb.rate_ratios(fit)."
@@ -123,7 +99,7 @@ def rate_ratios(fit: Fit, *, prob: float = DEFAULT_PROB) -> pd.DataFrame:
     SpecError
         For a model without a log link.
     """
-    _check_prob(prob)
+    check_prob(prob)
     if fit.spec.link != "log":
         hint = " For a logit link use hb.odds_ratios(fit)." if fit.spec.link == "logit" else ""
         raise SpecError(
@@ -289,16 +265,16 @@ def contrast(fit: Fit, expr: str, *, prob: float = DEFAULT_PROB) -> Contrast:
     -------
     Contrast
     """
-    _check_prob(prob)
-    beta = _beta(fit)
+    check_prob(prob)
+    beta = fixed_effect_draws(fit)
     names = [str(c) for c in beta.coords["coef"].values]
     weights = parse_contrast(expr, names)
     w = xr.DataArray([weights.get(n, 0.0) for n in names], dims="coef", coords={"coef": beta.coords["coef"]})
     draws = (beta * w).sum("coef").rename("contrast")
     values = draws.values
-    rows = {"estimate": _stats(values, prob) | {"p_positive": float(np.mean(values > 0))}}
+    rows = {"estimate": interval_stats(values, prob, median=True) | {"p_positive": float(np.mean(values > 0))}}
     ratio = _RATIO_NAME.get(str(fit.spec.link))
     if ratio is not None:
-        rows[ratio] = _stats(np.exp(values), prob) | {"p_positive": rows["estimate"]["p_positive"]}
+        rows[ratio] = interval_stats(np.exp(values), prob, median=True) | {"p_positive": rows["estimate"]["p_positive"]}
     table = pd.DataFrame.from_dict(rows, orient="index")
     return Contrast(expr=expr, weights=weights, draws=draws, table=table, prob=prob)

@@ -16,12 +16,13 @@ import pandas as pd
 import xarray as xr
 
 from hierbayes.inference.diagnostics import draw_stats
+from hierbayes.inference.posterior import DEFAULT_PROB
 from hierbayes.inference.result import Fit
+from hierbayes.spec import names
 
 __all__ = ["DEFAULT_PROB", "Summary", "format_summary", "summary", "variance_rows"]
 
 #: Default probability of the posterior intervals in every hierbayes summary.
-DEFAULT_PROB = 0.94
 
 
 @dataclass(frozen=True)
@@ -87,29 +88,29 @@ def summary(fit: Fit, *, prob: float = DEFAULT_PROB) -> Summary:
     design = fit.design
     rows: list[dict[str, object]] = []
     for g in design.groups:
-        sd = post[f"sd_{g.name}"]
+        sd = post[names.sd(g.name)]
         for name in g.coef_names:
             s = sd.sel({g.coef_dim: name})
             rows.append(_row(s**2, prob, group=g.name, name=name, quantity="variance"))
             rows.append(_row(s, prob, group=g.name, name=name, quantity="sd"))
-        corr_name = f"corr_{g.name}"
+        corr_name = names.corr(g.name)
         if corr_name in post:
-            names = g.coef_names
-            for i in range(len(names)):
-                for j in range(i + 1, len(names)):
+            coefs = g.coef_names
+            for i in range(len(coefs)):
+                for j in range(i + 1, len(coefs)):
                     r = post[corr_name].isel({g.coef_dim: i, f"{g.coef_dim}_": j})
-                    rows.append(_row(r, prob, group=g.name, name=f"{names[i]}:{names[j]}", quantity="corr"))
+                    rows.append(_row(r, prob, group=g.name, name=f"{coefs[i]}:{coefs[j]}", quantity="corr"))
     if "sigma" in post:
-        rows.append(_row(post["sigma"] ** 2, prob, group="Residual", name="", quantity="variance"))
-        rows.append(_row(post["sigma"], prob, group="Residual", name="", quantity="sd"))
+        rows.append(_row(post[names.SIGMA] ** 2, prob, group="Residual", name="", quantity="variance"))
+        rows.append(_row(post[names.SIGMA], prob, group="Residual", name="", quantity="sd"))
     if "alpha" in post:
         rows.append(_row(post["alpha"], prob, group="Shape", name="alpha", quantity="shape"))
     random = pd.DataFrame(rows, columns=["group", "name", "quantity", *_COLUMNS])
 
     fixed_rows = {}
     if "beta" in post:
-        for coef in post["beta"].coords["coef"].values:
-            stats = draw_stats(post["beta"].sel(coef=coef), prob)
+        for coef in post[names.BETA].coords["coef"].values:
+            stats = draw_stats(post[names.BETA].sel(coef=coef), prob)
             fixed_rows[str(coef)] = stats
     fixed = pd.DataFrame.from_dict(fixed_rows, orient="index")
     if not fixed.empty:

@@ -22,8 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from hierbayes.inference.posterior import DEFAULT_PROB
 from hierbayes.inference.result import Fit
-from hierbayes.summaries.effects import DEFAULT_PROB
 from hierbayes.summaries.shrinkage import group_effects, shrinkage
 
 __all__ = ["plot_caterpillar", "plot_shrinkage"]

@@ -48,9 +48,9 @@ import xarray as xr
 
 from hierbayes.exceptions import DataError, SpecError
 from hierbayes.families import get_family
+from hierbayes.inference.posterior import DEFAULT_PROB, check_prob, fixed_effect_draws, interval_stats
 from hierbayes.inference.result import Fit
-from hierbayes.summaries.contrasts import ATTENUATION_C, _beta, _check_prob, _stats
-from hierbayes.summaries.effects import DEFAULT_PROB
+from hierbayes.summaries.contrasts import ATTENUATION_C
 from hierbayes.summaries.prediction import as_frame, group_cov_cholesky, inverse_link, prediction_rows
 
 __all__ = ["PopulationAveraged", "population_averaged"]
@@ -103,7 +103,7 @@ def _mc_means(
     S = int(post.sizes["chain"] * post.sizes["draw"])
     link = str(fit.spec.link)
     if rows.X.shape[1]:
-        beta = _beta(fit).values.reshape(S, -1)
+        beta = fixed_effect_draws(fit).values.reshape(S, -1)
         fixed = beta @ rows.X.T
     else:
         fixed = np.zeros((S, rows.n))
@@ -187,7 +187,7 @@ def population_averaged(
     -------
     PopulationAveraged
     """
-    _check_prob(prob)
+    check_prob(prob)
     if n_draws < 1:
         raise ValueError(f"n_draws must be >= 1; received {n_draws}.")
     rng = np.random.default_rng(random_seed)
@@ -227,7 +227,7 @@ def population_averaged(
 
     table_rows = []
     for i in range(n):
-        c, m = _stats(cond[:, i], prob), _stats(marg[:, i], prob)
+        c, m = interval_stats(cond[:, i], prob, median=True), interval_stats(marg[:, i], prob, median=True)
         table_rows.append(
             {f"conditional_{k}": c[k] for k in ("mean", "lower", "upper")}
             | {f"marginal_{k}": m[k] for k in ("mean", "lower", "upper")}
@@ -239,7 +239,7 @@ def population_averaged(
         me = _effect(marg[:, 2 * n :], marg[:, n : 2 * n], measure)
         eff_rows = []
         for i in range(n):
-            c, m = _stats(ce[:, i], prob), _stats(me[:, i], prob)
+            c, m = interval_stats(ce[:, i], prob, median=True), interval_stats(me[:, i], prob, median=True)
             row: dict[str, object] = {"measure": measure}
             row |= {f"conditional_{k}": c[k] for k in ("mean", "lower", "upper")}
             row |= {f"marginal_{k}": m[k] for k in ("mean", "lower", "upper")}

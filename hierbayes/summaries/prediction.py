@@ -54,7 +54,9 @@ from formulaic import model_matrix
 from hierbayes.design import GroupDesign
 from hierbayes.exceptions import DataError, SpecError
 from hierbayes.families import Observed, check_response, get_family, inverse_link
+from hierbayes.inference import posterior
 from hierbayes.inference.result import Fit
+from hierbayes.spec import names
 
 __all__ = [
     "GroupRows",
@@ -121,14 +123,8 @@ def group_cov_cholesky(fit: Fit, group: str) -> np.ndarray:
         ``(S, q, q)`` lower-triangular factors, ``Omega = L L^T``, draws of all chains stacked.
     """
     g = fit.design.group(group)
-    sd = _stacked(fit, f"sd_{g.name}", g.coef_dim)
-    q = sd.shape[1]
-    corr_name = f"corr_{g.name}"
-    if corr_name in fit.posterior and q > 1:
-        corr = _stacked(fit, corr_name, g.coef_dim, f"{g.coef_dim}_")
-        return sd[:, :, None] * np.linalg.cholesky(corr)
-    eye = np.eye(q)
-    return sd[:, :, None] * eye[None]
+    _stacked(fit, names.sd(g.name), g.coef_dim)  # a clear error when the draws are missing
+    return posterior.group_cov_cholesky(fit.posterior, g)
 
 
 # ----------------------------------------------------------------------------- rows to predict
@@ -345,7 +341,7 @@ def _eta_chunks(
     chains, draws = _n_draws(fit)
     S = chains * draws
     beta = _stacked(fit, "beta", "coef") if rows.X.shape[1] > 0 else np.zeros((S, 0))
-    u = [_stacked(fit, f"u_{gr.design.name}", gr.design.name, gr.design.coef_dim) for gr in rows.groups]
+    u = [_stacked(fit, names.u(gr.design.name), gr.design.name, gr.design.coef_dim) for gr in rows.groups]
     width = max([rows.n] + [rows.n * gr.Z.shape[1] for gr in rows.groups])
     step = max(1, _CHUNK_ELEMENTS // max(width, 1))
     blocks: list[tuple[slice, np.ndarray]] = []

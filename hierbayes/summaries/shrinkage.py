@@ -65,8 +65,9 @@ import pandas as pd
 from hierbayes.design import Design, GroupDesign
 from hierbayes.exceptions import SpecError
 from hierbayes.families import get_family
+from hierbayes.inference.posterior import DEFAULT_PROB
 from hierbayes.inference.result import Fit
-from hierbayes.summaries.effects import DEFAULT_PROB
+from hierbayes.spec import names
 from hierbayes.summaries.variance import group_covariance_draws, nested_in
 
 __all__ = ["group_effects", "shrinkage"]
@@ -103,14 +104,14 @@ def _coefficient_draws(fit: Fit, g: GroupDesign, coef: str) -> tuple[np.ndarray,
     n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
     population = np.zeros((n_chain, n_draw, g.n_levels))
     if coef in design.fixed_names:
-        beta = post["beta"].sel(coef=coef).transpose("chain", "draw").values
+        beta = post[names.BETA].sel(coef=coef).transpose("chain", "draw").values
         population += beta[..., None]
     for name in nested_in(design, g):
         a = design.group(name)
         if coef in a.coef_names:
-            u = post[f"u_{a.name}"].sel({a.coef_dim: coef}).transpose("chain", "draw", a.name).values
+            u = post[names.u(a.name)].sel({a.coef_dim: coef}).transpose("chain", "draw", a.name).values
             population += u[..., _level_map(a, g)]
-    own = post[f"u_{g.name}"].sel({g.coef_dim: coef}).transpose("chain", "draw", g.name).values
+    own = post[names.u(g.name)].sel({g.coef_dim: coef}).transpose("chain", "draw", g.name).values
     return population, population + own
 
 
@@ -217,7 +218,7 @@ def _pooling_factor(
     omega_g = group_covariance_draws(post, g).reshape(-1, q, q)
     S = omega_g.shape[0]
     known = design.known_sigma
-    sigma2 = None if known is not None else post["sigma"].transpose("chain", "draw").values.reshape(S) ** 2
+    sigma2 = None if known is not None else post[names.SIGMA].transpose("chain", "draw").values.reshape(S) ** 2
     out = np.full(g.n_levels, np.nan)
     for j in range(g.n_levels):
         Aj = A[j]
@@ -287,7 +288,7 @@ def shrinkage(fit: Fit, group: str, *, coef: str = "Intercept", prob: float = DE
 
     post = fit.posterior
     if design.X.shape[1] > 0:
-        beta_bar = post["beta"].mean(("chain", "draw")).sel(coef=list(design.fixed_names)).values
+        beta_bar = post[names.BETA].mean(("chain", "draw")).sel(coef=list(design.fixed_names)).values
         other = np.array([name not in g.coef_names for name in design.fixed_names], dtype=bool)
         y_tilde = design.y - design.X[:, other] @ beta_bar[other]
     else:
@@ -295,7 +296,7 @@ def shrinkage(fit: Fit, group: str, *, coef: str = "Intercept", prob: float = DE
     if design.known_sigma is not None:
         residual_mean = design.known_sigma**2
     else:
-        residual_mean = np.full(design.n_obs, float((post["sigma"] ** 2).mean()))
+        residual_mean = np.full(design.n_obs, float((post[names.SIGMA] ** 2).mean()))
 
     rows = [np.flatnonzero(g.index == j) for j in range(g.n_levels)]
     others = _others(fit, g)

@@ -57,8 +57,9 @@ import xarray as xr
 from hierbayes.design import Design, GroupDesign
 from hierbayes.exceptions import SpecError
 from hierbayes.families import get_family
+from hierbayes.inference.posterior import DEFAULT_PROB, group_covariance_draws, interval_stats, values
 from hierbayes.inference.result import Fit
-from hierbayes.summaries.effects import DEFAULT_PROB
+from hierbayes.spec import names
 
 __all__ = ["VariancePartition", "group_covariance_draws", "nested_in", "variance_partition"]
 
@@ -66,29 +67,6 @@ RESIDUAL = "Residual"
 
 
 # ----------------------------------------------------------------------------- shared helpers
-
-
-def _values(da: xr.DataArray, *dims: str) -> np.ndarray:
-    """Values of ``da`` with dims ``(chain, draw, *dims)`` in that order."""
-    return np.asarray(da.transpose("chain", "draw", *dims).values, dtype=float)
-
-
-def group_covariance_draws(posterior: xr.Dataset, g: GroupDesign) -> np.ndarray:
-    r"""Per-draw covariance :math:`\Omega_g` of a grouping factor's varying coefficients.
-
-    Returns
-    -------
-    numpy.ndarray
-        Shape ``(chain, draw, q, q)``, coefficients in ``g.coef_names`` order. Built from
-        ``sd_<g>`` and, for full-covariance terms, the correlation matrix ``corr_<g>``.
-    """
-    sd = _values(posterior[f"sd_{g.name}"].sel({g.coef_dim: list(g.coef_names)}), g.coef_dim)
-    name = f"corr_{g.name}"
-    if name in posterior and len(g.coef_names) > 1:
-        corr = posterior[name].sel({g.coef_dim: list(g.coef_names), f"{g.coef_dim}_": list(g.coef_names)})
-        R = _values(corr, g.coef_dim, f"{g.coef_dim}_")
-        return sd[..., :, None] * R * sd[..., None, :]
-    return sd[..., :, None] * np.eye(len(g.coef_names)) * sd[..., None, :]
 
 
 def nested_in(design: Design, g: GroupDesign) -> list[str]:
@@ -113,7 +91,7 @@ def _fixed_eta(fit: Fit, rows: np.ndarray) -> np.ndarray:
     post = fit.posterior
     X = design.X[rows]
     if X.shape[1] > 0:
-        beta = _values(post["beta"].sel(coef=list(design.fixed_names)), "coef")
+        beta = values(post[names.BETA].sel(coef=list(design.fixed_names)), "coef")
         eta = np.einsum("cdp,np->cdn", beta, X)
     else:
         shape = (post.sizes["chain"], post.sizes["draw"], len(rows))
@@ -156,7 +134,7 @@ def latent_residual_draws(fit: Fit, rows: np.ndarray | None = None) -> np.ndarra
         s2 = design.known_sigma**2
         return np.broadcast_to(s2[rows], target).copy() if per_row else np.full(shape, float(np.mean(s2)))
     family = get_family(spec.family)
-    params = {name: _values(post[name]) for name in family.parameters()}
+    params = {name: values(post[name]) for name in family.parameters()}
     if per_row:
         params = {name: value[..., None] for name, value in params.items()}
     idx = np.arange(design.n_obs) if rows is None else np.asarray(rows)
@@ -173,17 +151,6 @@ def latent_residual_draws(fit: Fit, rows: np.ndarray | None = None) -> np.ndarra
 def scale_label(fit: Fit) -> str:
     """Plain-words description of the scale of variances for this fit's family."""
     return get_family(fit.spec.family).scale_label(str(fit.spec.link), fit.spec.known_sigma)
-
-
-def _stats(values: np.ndarray, prob: float) -> dict[str, float]:
-    flat = np.asarray(values, dtype=float).reshape(-1)
-    lo, hi = np.quantile(flat, [(1 - prob) / 2, (1 + prob) / 2])
-    return {
-        "mean": float(flat.mean()),
-        "sd": float(flat.std(ddof=1)) if flat.size > 1 else 0.0,
-        "lower": float(lo),
-        "upper": float(hi),
-    }
 
 
 # ----------------------------------------------------------------------------- partition
@@ -335,12 +302,12 @@ def variance_partition(
     rows: list[dict[str, object]] = []
     for k, comp in enumerate(comps):
         what = "residual variance" if comp == RESIDUAL else f"variance of the {comp} effects{at_text}"
-        rows.append({"component": comp, "quantity": "variance", **_stats(var[..., k], prob), "description": what})
+        rows.append({"component": comp, "quantity": "variance", **interval_stats(var[..., k], prob), "description": what})
         rows.append(
             {
                 "component": comp,
                 "quantity": "share",
-                **_stats(share[..., k], prob),
+                **interval_stats(share[..., k], prob),
                 "description": f"{comp} variance / total",
             }
         )
@@ -351,7 +318,7 @@ def variance_partition(
             {
                 "component": g.name,
                 "quantity": "icc",
-                **_stats(icc[..., k], prob),
+                **interval_stats(icc[..., k], prob),
                 "description": (
                     f"correlation of two observations in the same {g.name}{outer}: "
                     f"({' + '.join(reversed(members))}) / total"

@@ -73,6 +73,7 @@ from hierbayes.inference.build import (
 )
 from hierbayes.inference.collapsed.likelihood import CollapsedFactor, Factors, NestedFactors, marginal_loglik_from_sums
 from hierbayes.inference.priors import ResolvedPriors, resolve_priors
+from hierbayes.spec import names
 
 __all__ = [
     "CollapsedData",
@@ -122,10 +123,10 @@ def collapse_problem(design: Design) -> str | None:
     if not design.groups:
         return "the model has no random effects"
     if _ordered_groups(design) is None:
-        names = ", ".join(g.name for g in design.groups)
+        factors = ", ".join(g.name for g in design.groups)
         if len(design.groups) == 2:
-            return f"the grouping factors {names} are crossed, not nested"
-        return f"it has {len(design.groups)} grouping factors ({names}); at most two nested ones are covered"
+            return f"the grouping factors {factors} are crossed, not nested"
+        return f"it has {len(design.groups)} grouping factors ({factors}); at most two nested ones are covered"
     return None
 
 
@@ -148,9 +149,9 @@ def choose_method(design: Design, method: str) -> tuple[str, str]:
     if method == "full":
         return "full", "hierbayes: method='full' (non-centred random effects sampled by NUTS)."
     if problem is None:
-        names = " within ".join(g.name for g in reversed(_ordered_groups(design) or ()))
+        levels = " within ".join(g.name for g in reversed(_ordered_groups(design) or ()))
         return "collapsed", (
-            f"hierbayes: method='collapsed' (random effects of {names} integrated out; drawn exactly after sampling)."
+            f"hierbayes: method='collapsed' (random effects of {levels} integrated out; drawn exactly after sampling)."
         )
     return "full", f"hierbayes: method='full' (not collapsible: {problem})."
 
@@ -405,9 +406,9 @@ def _stacked(posterior: xr.Dataset, name: str) -> np.ndarray:
 def _posterior_factors(data: CollapsedData, posterior: xr.Dataset, index: np.ndarray) -> list[np.ndarray]:
     chols = []
     for g in data.groups:
-        sd = _stacked(posterior, f"sd_{g.name}")[index]
-        if f"corr_chol_{g.name}" in posterior:
-            chols.append(sd[:, :, None] * _stacked(posterior, f"corr_chol_{g.name}")[index])
+        sd = _stacked(posterior, names.sd(g.name))[index]
+        if names.corr_chol(g.name) in posterior:
+            chols.append(sd[:, :, None] * _stacked(posterior, names.corr_chol(g.name))[index])
         else:
             chols.append(sd[:, :, None] * np.eye(sd.shape[1]))
     return chols
@@ -422,13 +423,13 @@ def _draw_posterior_effects(
     rngs = [np.random.default_rng(s) for s in seeds]
     S = index.size
     if data.p:
-        beta_std = _stacked(posterior, "beta_std")[index]
+        beta_std = _stacked(posterior, names.BETA_STD)[index]
         v_all = np.column_stack([np.ones(S), data.beta_ref - beta_std])
     else:
         v_all = np.ones((S, 1))
     sigma_all = _stacked(posterior, "sigma")[index]
     chol_all = _posterior_factors(data, posterior, index)
-    out = {f"u_{g.name}": np.empty((S, g.n_levels, len(g.coef_names))) for g in data.groups}
+    out = {names.u(g.name): np.empty((S, g.n_levels, len(g.coef_names))) for g in data.groups}
     q_max = max(len(g.coef_names) for g in data.groups)
     per_draw = max(g.n_levels for g in data.groups) * q_max**3
     chunk = max(1, _CHUNK_FLOATS // max(per_draw, 1))
@@ -436,7 +437,7 @@ def _draw_posterior_effects(
         sl = slice(start, min(S, start + chunk))
         us = conditional_effects(data, v_all[sl], sigma_all[sl], [c[sl] for c in chol_all], rngs)
         for g, u in zip(data.groups, us, strict=True):
-            out[f"u_{g.name}"][sl] = u
+            out[names.u(g.name)][sl] = u
     return out
 
 
@@ -473,8 +474,8 @@ def random_effect_draws(
     arrays = _draw_posterior_effects(design, sub, np.arange(chains * draws), random_seed)
     data_vars = {}
     for g in design.groups:
-        u = arrays[f"u_{g.name}"].reshape(chains, draws, g.n_levels, len(g.coef_names))
-        data_vars[f"u_{g.name}"] = (("chain", "draw", g.name, g.coef_dim), u)
+        u = arrays[names.u(g.name)].reshape(chains, draws, g.n_levels, len(g.coef_names))
+        data_vars[names.u(g.name)] = (("chain", "draw", g.name, g.coef_dim), u)
     coords = {"chain": sub["chain"].values, "draw": sub["draw"].values}
     for g in design.groups:
         coords[g.name] = np.array(g.levels, dtype=object)

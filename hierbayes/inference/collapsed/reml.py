@@ -61,6 +61,7 @@ from hierbayes.inference.collapsed.build import (
     conditional_effects,
 )
 from hierbayes.inference.collapsed.likelihood import CollapsedFactor
+from hierbayes.spec import names
 from hierbayes.spec.formula import parse_formula
 from hierbayes.spec.model import ModelSpec
 
@@ -267,7 +268,7 @@ def fit_design(design: Design, method: Literal["reml", "ml"] = "reml") -> Empiri
     sigma = math.sqrt(prof.sigma2)
 
     # Fixed effects on the data's scale.
-    names = list(design.fixed_names)
+    fixed_names = list(design.fixed_names)
     if data.p:
         beta_std = data.beta_ref + prof.delta
         cov_std = prof.sigma2 * np.linalg.inv(prof.Sxx)
@@ -275,7 +276,7 @@ def fit_design(design: Design, method: Literal["reml", "ml"] = "reml") -> Empiri
         se = np.sqrt(np.diag(A @ cov_std @ A.T))
     else:
         beta = se = np.zeros(0)
-    fixed = pd.DataFrame({"estimate": beta, "se": se, "t": beta / se if data.p else beta}, index=names)
+    fixed = pd.DataFrame({"estimate": beta, "se": se, "t": beta / se if data.p else beta}, index=fixed_names)
 
     # Variance components and BLUPs.
     lambdas = _lambdas(theta, data.groups)
@@ -291,7 +292,7 @@ def fit_design(design: Design, method: Literal["reml", "ml"] = "reml") -> Empiri
         with np.errstate(invalid="ignore", divide="ignore"):
             r = cov / np.outer(s, s)
         np.fill_diagonal(r, 1.0)
-        sd[g.name] = pd.Series(s, index=list(g.coef_names), name=f"sd_{g.name}")
+        sd[g.name] = pd.Series(s, index=list(g.coef_names), name=names.sd(g.name))
         corr[g.name] = pd.DataFrame(r, index=list(g.coef_names), columns=list(g.coef_names))
         blups[g.name] = pd.DataFrame(u[0], index=pd.Index(g.levels, name=g.name), columns=list(g.coef_names))
     # Report groups in the design's order.
