@@ -47,8 +47,11 @@ test: $(VENV)/.dev
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -m "not slow and not sbc"
 
+# Lint, formatting and types (CI runs this before the tests).
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check hierbayes tests
+	$(VENV)/bin/ruff format --check hierbayes
+	$(VENV)/bin/mypy hierbayes
 
 # The documentation site (mkdocs-material + mkdocstrings), warnings as errors; output in site/.
 docs: $(VENV)/.docs
