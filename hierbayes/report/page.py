@@ -27,7 +27,6 @@ from the fit's own ``random_seed``; PNGs are written without a timestamp), so
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -38,7 +37,6 @@ import xarray as xr
 
 from hierbayes._version import __version__
 from hierbayes.families import get_family
-from hierbayes.inference.collapsed.build import random_effect_draws
 from hierbayes.inference.diagnostics import ESS_PER_CHAIN_MIN, RHAT_MAX
 from hierbayes.inference.result import Fit
 from hierbayes.io import atomic_write_text
@@ -57,6 +55,7 @@ from hierbayes.report.html import (
 )
 from hierbayes.spec import names
 from hierbayes.spec.serialise import jsonable
+from hierbayes.summaries.draws import thinned, with_random_effects
 from hierbayes.summaries.effects import DEFAULT_PROB, summary, variance_rows
 from hierbayes.summaries.plots import plot_caterpillar, plot_shrinkage
 from hierbayes.summaries.prediction import posterior_predictive
@@ -189,35 +188,12 @@ def _seed(fit: Fit) -> int:
 
 
 def _thinned(fit: Fit, n_draws: int) -> Fit:
-    """The fit with about ``n_draws`` posterior draws, evenly spaced within each chain."""
-    post = fit.posterior
-    step = max(1, -(-(post.sizes["chain"] * post.sizes["draw"]) // n_draws))
-    if step == 1:
-        return fit
-    tree = xr.DataTree.from_dict({"posterior": post.isel(draw=slice(None, None, step))})
-    return dataclasses.replace(fit, idata=tree)
+    return thinned(fit, n_draws)
 
 
 def _effects_fit(fit: Fit) -> tuple[Fit | None, str]:
-    """A fit whose posterior holds every ``u_<g>``, and a note when they had to be drawn here.
-
-    A collapsed fit saved without its random effects (``store_random_effects=False``) gets exact
-    conditional draws for at most :data:`EFFECT_DRAWS` posterior draws (seeded by the fit's seed).
-    """
-    post = fit.posterior
-    missing = [g.name for g in fit.design.groups if names.u(g.name) not in post]
-    if not missing:
-        return fit, ""
-    if fit.settings.get("method") != "collapsed":
-        return None, f"The posterior has no draws of the random effects of {', '.join(missing)}."
-
-    thin = _thinned(fit, EFFECT_DRAWS)
-    sub = thin.posterior
-    effects = random_effect_draws(fit.design, sub, random_seed=_seed(fit))
-    tree = xr.DataTree.from_dict({"posterior": sub.merge(effects)})
-    note = (f"The fit was saved without its random effects; they were drawn here (exactly, given the "
-            f"parameters) for {sub.sizes['chain'] * sub.sizes['draw']} evenly spaced posterior draws.")
-    return dataclasses.replace(fit, idata=tree), note
+    """A fit whose posterior holds every ``u_<g>`` (see :func:`hierbayes.summaries.draws.with_random_effects`)."""
+    return with_random_effects(fit, EFFECT_DRAWS, random_seed=_seed(fit))
 
 
 def _ppc_distribution(fit: Fit, yrep: np.ndarray) -> str:
