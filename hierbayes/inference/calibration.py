@@ -219,6 +219,25 @@ def _choose_bins(n_sims: int) -> int:
     return int(max(2, min(20, n_sims // 5)))
 
 
+def _min_ess(posterior: xr.Dataset, ranked: list[str]) -> float:
+    """The smallest bulk ESS over the ranked parameters of one refit (NaN if none is finite)."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant corr diagonal: NaN, skipped
+        ess = az.ess(posterior[ranked])
+    values = np.concatenate([np.ravel(v) for v in ess.data_vars.values()])
+    return float(np.nanmin(values)) if np.isfinite(values).any() else np.nan
+
+
+def _uniformity_pvalues(ranks: pd.DataFrame, n_draws: int, bins: int) -> pd.Series:
+    """Chi-square p-value of uniform ranks in ``bins`` equal bins, per parameter."""
+    width = (n_draws + 1) // bins
+    pvalues = {}
+    for label in ranks.columns:
+        r = ranks[label].dropna().to_numpy(dtype=int)
+        pvalues[label] = float(stats.chisquare(np.bincount(r // width, minlength=bins)).pvalue) if r.size else np.nan
+    return pd.Series(pvalues, name="p_value")
+
+
 def check_calibration(
     spec: ModelSpec | str,
     data: pd.DataFrame,
@@ -322,11 +341,7 @@ def check_calibration(
             kept = posterior[label][:n_draws]
             ranks[label][s] = int(np.sum(kept < true[s]))
         divergences[s] = int(trace["sample_stats"]["diverging"].sum())
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)  # constant corr diagonal: NaN, skipped
-            ess = az.ess(trace["posterior"].to_dataset()[[n for n in ranked if n in post]])
-        values = np.concatenate([np.ravel(v) for v in ess.data_vars.values()])
-        min_ess[s] = float(np.nanmin(values)) if np.isfinite(values).any() else np.nan
+        min_ess[s] = _min_ess(trace["posterior"].to_dataset(), [n for n in ranked if n in post])
     if failed:
         warnings.warn(
             f"{len(failed)} of {n_sims} SBC refits failed and are left out of the ranks; first: {failed[0]}",
@@ -335,17 +350,13 @@ def check_calibration(
         )
 
     rank_df = pd.DataFrame(ranks).rename_axis(index="simulation").astype("Int64")
-    width = (n_draws + 1) // bins
-    pvalues = {}
-    for label in rank_df.columns:
-        r = rank_df[label].dropna().to_numpy(dtype=int)
-        pvalues[label] = float(stats.chisquare(np.bincount(r // width, minlength=bins)).pvalue) if r.size else np.nan
+    pvalues = _uniformity_pvalues(rank_df, n_draws, bins)
     return Calibration(
         ranks=rank_df,
         truth=pd.DataFrame(truth).rename_axis(index="simulation"),
         n_draws=n_draws,
         bins=bins,
-        pvalues=pd.Series(pvalues, name="p_value"),
+        pvalues=pvalues,
         sims=pd.DataFrame({"divergences": divergences, "min_ess_bulk": min_ess}).rename_axis(index="simulation"),
         spec=spec,
     )
