@@ -25,7 +25,7 @@ from hierbayes.design import Design, make_design
 from hierbayes.diagnostics import Diagnostics, diagnose, warn_if_problems
 from hierbayes.formula import parse_formula
 from hierbayes.priors import Priors
-from hierbayes.sample import Sampler, resolve_sampler, sample
+from hierbayes.sample import Sampler, reproducible_compilation, resolve_sampler, sample
 from hierbayes.spec import ModelSpec
 
 __all__ = ["Fit", "fit", "prior_predictive", "to_spec", "versions"]
@@ -242,5 +242,5 @@ def prior_predictive(
     """
     spec = to_spec(model, family=family, link=link, priors=priors)
     design = make_design(spec, data)
-    with build_model(design):
+    with build_model(design), reproducible_compilation():  # same draws with a cold or warm cache
         return pm.sample_prior_predictive(draws=draws, random_seed=random_seed)
