@@ -69,7 +69,7 @@ from hierbayes.design import make_design
 from hierbayes.inference.build import build_model, var_names
 from hierbayes.inference.fit import to_spec
 from hierbayes.inference.priors import resolve_priors
-from hierbayes.inference.sampling import resolve_sampler
+from hierbayes.inference.sampling import reproducible_compilation, resolve_sampler
 from hierbayes.spec.model import ModelSpec
 
 __all__ = ["Calibration", "check_calibration"]
@@ -309,12 +309,14 @@ def check_calibration(
         )
 
     seeds = np.random.SeedSequence(random_seed).generate_state(n_sims + 1)
-    prior = pm.sample_prior_predictive(draws=n_sims, model=model, random_seed=int(seeds[0]))
+    with reproducible_compilation():  # same draws with a cold or warm compile cache (hierbayes.inference.sampling)
+        prior = pm.sample_prior_predictive(draws=n_sims, model=model, random_seed=int(seeds[0]))
     truth = _scalars(prior["prior"].to_dataset(), ranked, ("chain", "draw"))
     y_sim = prior["prior_predictive"]["y"].values.reshape(n_sims, -1)
 
     y_shared = pytensor.shared(np.asarray(model.rvs_to_values[model["y"]].data), name=_SHARED_NAME)
-    compiled = nutpie.compile_pymc_model(pm.observe(model, {"y": y_shared}), freeze_model=False)
+    with reproducible_compilation():
+        compiled = nutpie.compile_pymc_model(pm.observe(model, {"y": y_shared}), freeze_model=False)
 
     ranks = {label: np.full(n_sims, np.nan) for label in truth}
     divergences = np.full(n_sims, -1)

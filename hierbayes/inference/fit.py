@@ -22,7 +22,7 @@ from hierbayes.inference.build import build_model, var_names
 from hierbayes.inference.collapsed.build import Method, add_random_effects, build_collapsed_model, choose_method
 from hierbayes.inference.diagnostics import diagnose, warn_if_problems
 from hierbayes.inference.result import Fit
-from hierbayes.inference.sampling import Sampler, resolve_sampler, sample
+from hierbayes.inference.sampling import Sampler, reproducible_compilation, resolve_sampler, sample
 from hierbayes.spec.formula import parse_formula
 from hierbayes.spec.model import ModelSpec
 from hierbayes.spec.priors import Priors
@@ -194,5 +194,5 @@ def prior_predictive(
     """
     spec = to_spec(model, family=family, link=link, priors=priors)
     design = make_design(spec, data)
-    with build_model(design):
+    with build_model(design), reproducible_compilation():  # same draws with a cold or warm cache
         return pm.sample_prior_predictive(draws=draws, random_seed=random_seed)

@@ -36,20 +36,37 @@ Achievement three-level LMM, collapsed (11 parameters), seed 1, total seconds wi
 compilation caches / same data fitted before / new data (a 90 % subsample):
 numpyro 6.3 / 7.2 / 6.2, nutpie 19.5 / 11.7 / 20.2, pymc 68.8 / 7.7 / 17.3
 (min ESS 4625, 3960, 5133).
+
+**Same seed, same draws, cold or warm cache.** Every backend but numpyro compiles the model with
+PyTensor's Numba backend, which by default (``pytensor.config.numba__fastmath=True``) gives LLVM
+the fast-math flags ``reassoc``, ``contract``, ``arcp``, ``afn`` and ``nsz``
+(``pytensor.link.numba.dispatch.basic.numba_njit``) and caches each compiled operation on disk in
+``<base_compiledir>/numba`` (``~/.pytensor/numba``; ``pytensor.link.numba.cache``). With an empty
+cache the operations are compiled in this process and their LLVM IR is linked into the caller
+(nutpie's logp function, PyMC's logp-and-gradient function), with a warm cache their cached
+bitcode is; LLVM then inlines and, allowed to reassociate and contract, vectorises sums and fuses
+multiply-adds differently. The log density came out different in its last bit (the gradient did
+not), enough to change a NUTS decision within a few warm-up steps and every draw after it: the first
+fit on a new machine differed from every later one. :func:`sample` therefore compiles with
+``numba__fastmath=False`` (IEEE arithmetic, which inlining cannot change); see
+:func:`reproducible_compilation`. ``tests/test_determinism_cache.py`` checks it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import warnings
+from collections.abc import Iterator
 from typing import Literal
 
 import pymc as pm
+import pytensor
 import xarray as xr
 
 from hierbayes.exceptions import SamplerNotInstalledError, SpecError
 
-__all__ = ["SAMPLERS", "Sampler", "resolve_sampler", "sample"]
+__all__ = ["SAMPLERS", "Sampler", "reproducible_compilation", "resolve_sampler", "sample"]
 
 Sampler = Literal["auto", "nutpie", "pymc", "numpyro"]
 SAMPLERS: tuple[str, ...] = ("auto", "nutpie", "pymc", "numpyro")
@@ -62,6 +79,22 @@ _INSTALL_HINTS = {
 
 def _installed(*modules: str) -> bool:
     return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+@contextlib.contextmanager
+def reproducible_compilation() -> Iterator[None]:
+    """Compile PyTensor functions so that results do not depend on the state of the compile cache.
+
+    Sets ``pytensor.config.numba__fastmath=False`` for the duration (restored afterwards; no
+    environment variable is touched). With fast-math on, the machine code of a function compiled
+    with the Numba backend depends on whether its operations came from the on-disk cache
+    (``~/.pytensor/numba``) or were compiled in this process, so the same seed gave other draws on a
+    first run (see the module docstring). The cache key of each operation includes the flag
+    (``..._fastmath0``), so compiled operations are still cached and reused. Functions must be
+    compiled inside the block; calling them later is fine.
+    """
+    with pytensor.config.change_flags(numba__fastmath=False):
+        yield
 
 
 def resolve_sampler(sampler: str) -> str:
@@ -134,7 +167,7 @@ def sample(
         raise ValueError(f"draws must be >= 1, tune >= 0 and chains >= 1; received {draws}, {tune}, {chains}.")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must be between 0 and 1; received {target_accept}.")
-    with model, warnings.catch_warnings():
+    with model, reproducible_compilation(), warnings.catch_warnings():
         # ArviZ guesses that dims are swapped whenever chains > draws; PyMC's dims are named, so
         # the guess is noise (too few draws are reported by hierbayes.diagnose instead).
         warnings.filterwarnings("ignore", message="Found chain dimension to be longer than draw dimension")
