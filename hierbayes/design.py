@@ -288,11 +288,12 @@ def _group_index(data: pd.DataFrame, term: GroupTerm) -> tuple[np.ndarray, tuple
 
 def _parent_map(child: np.ndarray, parent: np.ndarray, n_child: int) -> np.ndarray | None:
     """Parent level of each child level if every child level has exactly one parent."""
-    pairs = np.unique(np.stack([child, parent], axis=1), axis=0)
-    if pairs.shape[0] != n_child:
+    m = int(parent.max()) + 1 if parent.size else 1
+    pairs = np.unique(child.astype(np.int64) * m + parent)  # one integer per (child, parent) pair
+    if pairs.size != n_child:
         return None
     out = np.empty(n_child, dtype=np.int64)
-    out[pairs[:, 0]] = pairs[:, 1]
+    out[pairs // m] = pairs % m
     return out
 
 
