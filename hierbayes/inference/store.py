@@ -297,9 +297,23 @@ def save(fit: _Saveable, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _compression(tree: xr.DataTree) -> dict[str, dict[str, dict[str, Any]]]:
+    """Lossless zlib compression (with byte shuffling) for every numeric variable of every group."""
+    encoding: dict[str, dict[str, dict[str, Any]]] = {}
+    for node in tree.subtree:
+        group = {
+            str(name): {"zlib": True, "complevel": 1, "shuffle": True}
+            for name, var in node.data_vars.items()
+            if var.dtype.kind in "biuf" and var.ndim > 0
+        }
+        if group:
+            encoding[node.path] = group
+    return encoding
+
+
 def _write_tree(tree: xr.DataTree, path: Path) -> None:
     with atomic_path(path) as tmp:
-        tree.to_netcdf(tmp, engine=_ENGINE)
+        tree.to_netcdf(str(tmp), engine=_ENGINE, encoding=_compression(tree))
 
 
 def _attr_json(attrs: Mapping[str, Any], key: str, path: Path) -> Any:
