@@ -19,9 +19,13 @@ holds ``u_<g>`` with dims ``(<g>, <g>__coef)`` and the same meaning as in the fu
 (Lai, Domke & Sheldon, *Hierarchical Bayesian models: marginalize the random effects*,
 NeurIPS 2024).
 
-Supported structures: one grouping factor, or two nested factors (the inner factor's
-:attr:`~hierbayes.GroupDesign.parent` is the outer one), each with any number of varying
-terms and a full (LKJ) or diagonal covariance; Gaussian family with a free residual sd.
+Supported structures: one grouping factor, two nested factors (the inner factor's
+:attr:`~hierbayes.GroupDesign.parent` is the outer one), or any other set of two or more
+factors, crossed (subjects x items) or partly nested, through the joint Woodbury form of
+:class:`~hierbayes._collapsed.CrossedFactors` while the factors other than the largest have
+at most :data:`~hierbayes._collapsed.CROSSED_MAX_SMALL` coefficients; each with any number of
+varying terms and a full (LKJ) or diagonal covariance; Gaussian family with a free residual
+sd.
 
 Sufficient statistics
 ---------------------
@@ -56,11 +60,19 @@ from typing import Literal
 
 import numpy as np
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 import scipy.sparse as sp
 import xarray as xr
 
-from hierbayes._collapsed import CollapsedFactor, Factors, NestedFactors, marginal_loglik_from_sums
+from hierbayes._collapsed import (
+    CollapsedFactor,
+    CrossedFactors,
+    Factors,
+    NestedFactors,
+    crossed_conditional_np,
+    marginal_loglik_from_sums,
+)
 from hierbayes.build import (
     FixedScaling,
     covariance_factor,
@@ -83,6 +95,7 @@ __all__ = [
     "collapsed_data",
     "conditional_effects",
     "random_effect_draws",
+    "response_statistics",
 ]
 
 Method = Literal["auto", "collapsed", "full"]
@@ -111,6 +124,10 @@ def _ordered_groups(design: Design) -> tuple[GroupDesign, ...] | None:
     return None
 
 
+def _design_factors(groups: tuple[GroupDesign, ...]) -> list[CollapsedFactor]:
+    return [CollapsedFactor(g.index, g.Z, n_levels=g.n_levels, name=g.name) for g in groups]
+
+
 def collapse_problem(design: Design) -> str | None:
     """Why ``design`` cannot be fitted by the collapsed sampler, or ``None`` when it can."""
     spec = design.spec
@@ -121,10 +138,7 @@ def collapse_problem(design: Design) -> str | None:
     if not design.groups:
         return "the model has no random effects"
     if _ordered_groups(design) is None:
-        names = ", ".join(g.name for g in design.groups)
-        if len(design.groups) == 2:
-            return f"the grouping factors {names} are crossed, not nested"
-        return f"it has {len(design.groups)} grouping factors ({names}); at most two nested ones are covered"
+        return CrossedFactors(tuple(_design_factors(design.groups))).size_problem()
     return None
 
 
@@ -147,7 +161,14 @@ def choose_method(design: Design, method: str) -> tuple[str, str]:
     if method == "full":
         return "full", "hierbayes: method='full' (non-centred random effects sampled by NUTS)."
     if problem is None:
-        names = " within ".join(g.name for g in reversed(_ordered_groups(design) or ()))
+        ordered = _ordered_groups(design)
+        if ordered is None:
+            names = ", ".join(g.name for g in design.groups)
+            return "collapsed", (
+                f"hierbayes: method='collapsed' (random effects of {names} integrated out jointly as "
+                "crossed factors; drawn exactly after sampling)."
+            )
+        names = " within ".join(g.name for g in reversed(ordered))
         return "collapsed", (
             f"hierbayes: method='collapsed' (random effects of {names} integrated out; drawn exactly after sampling)."
         )
@@ -166,10 +187,12 @@ class CollapsedData:
     Attributes
     ----------
     groups
-        ``(g,)`` or ``(outer, inner)``: the design's groups in the order of ``factors``.
+        ``(g,)``, ``(outer, inner)``, or all crossed groups in the design's order: the
+        groups in the order of ``factors``.
     factors
-        The :class:`~hierbayes._collapsed.CollapsedFactor` or
-        :class:`~hierbayes._collapsed.NestedFactors`.
+        The :class:`~hierbayes._collapsed.CollapsedFactor`,
+        :class:`~hierbayes._collapsed.NestedFactors` or
+        :class:`~hierbayes._collapsed.CrossedFactors`.
     scaling
         Map between standardised and reported fixed effects.
     beta_ref
@@ -205,11 +228,13 @@ def collapsed_data(design: Design, scaling: FixedScaling | None = None) -> Colla
     if problem is not None:
         raise SpecError(f"The collapsed sampler cannot fit {design.spec.formula()!r}: {problem}.")
     scaling = scaling if scaling is not None else fixed_scaling(design)
-    groups = _ordered_groups(design)
-    assert groups is not None
-    factors_list = [CollapsedFactor(g.index, g.Z, n_levels=g.n_levels, name=g.name) for g in groups]
+    ordered = _ordered_groups(design)
+    groups = ordered if ordered is not None else design.groups
+    factors_list = _design_factors(groups)
     factors: Factors
-    if len(groups) == 1:
+    if ordered is None:
+        factors = CrossedFactors(tuple(factors_list))
+    elif len(groups) == 1:
         factors = factors_list[0]
     else:
         factors = NestedFactors(factors_list[0], factors_list[1], groups[1].parent_index)
@@ -233,12 +258,25 @@ def collapsed_data(design: Design, scaling: FixedScaling | None = None) -> Colla
     )
 
 
+def response_statistics(data: CollapsedData) -> dict[str, np.ndarray]:
+    """The response-dependent arrays of ``data``, by their shared-variable names.
+
+    The names are those of :func:`build_collapsed_model` with ``shared_statistics=True``:
+    ``collapsed_beta_ref``, ``collapsed_RtR`` and ``collapsed_ZtR_<k>``.
+    """
+    out = {"collapsed_beta_ref": data.beta_ref, "collapsed_RtR": data.RtR}
+    out.update({f"collapsed_ZtR_{k}": a for k, a in enumerate(data.ZtR)})
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # The PyMC model
 # --------------------------------------------------------------------------------------
 
 
-def build_collapsed_model(design: Design, priors: ResolvedPriors | None = None) -> pm.Model:
+def build_collapsed_model(
+    design: Design, priors: ResolvedPriors | None = None, *, shared_statistics: bool = False
+) -> pm.Model:
     r"""Build the collapsed PyMC model of ``design``: same priors and names as the full model.
 
     The likelihood is a ``pm.Potential`` called ``y_marginal`` holding
@@ -253,6 +291,13 @@ def build_collapsed_model(design: Design, priors: ResolvedPriors | None = None) 
         (see :func:`collapse_problem`).
     priors
         Resolved priors; by default :func:`hierbayes.priors.resolve_priors` of the design.
+    shared_statistics
+        Hold the response's sufficient statistics (:math:`\hat\beta`, :math:`R'R`,
+        :math:`Z_j'R_j`) in PyTensor shared variables named ``collapsed_beta_ref``,
+        ``collapsed_RtR`` and ``collapsed_ZtR_<k>`` (``k`` = position in
+        :attr:`CollapsedData.groups`), so that a compiled model can be refitted to another
+        response on the same design (:func:`response_statistics`; used by calibration
+        checks). Default: constants.
 
     Returns
     -------
@@ -264,16 +309,21 @@ def build_collapsed_model(design: Design, priors: ResolvedPriors | None = None) 
         beta_std = fixed_effects(design, priors, data.scaling)
         chols = [covariance_factor(g, priors)[0] for g in data.groups]
         sigma = residual_sd(priors)
+        stats = response_statistics(data)
+        if shared_statistics:
+            held = {k: pytensor.shared(a, name=k) for k, a in stats.items()}
+        else:
+            held = {k: pt.constant(a) for k, a in stats.items()}
         if beta_std is None:
             v = pt.constant(np.ones(1))
         else:
-            v = pt.concatenate([pt.ones(1), data.beta_ref - beta_std])
-        rtr = pt.dot(v, pt.dot(pt.constant(data.RtR), v))
-        sums = [pt.tensordot(pt.constant(a), v, axes=[[2], [0]]) for a in data.ZtR]
+            v = pt.concatenate([pt.ones(1), held["collapsed_beta_ref"] - beta_std])
+        rtr = pt.dot(v, pt.dot(held["collapsed_RtR"], v))
+        sums = [pt.tensordot(held[f"collapsed_ZtR_{k}"], v, axes=[[2], [0]]) for k in range(len(data.ZtR))]
         if isinstance(data.factors, CollapsedFactor):
             logp = marginal_loglik_from_sums(rtr, sums[0], sigma, data.factors, chols[0])
         else:
-            logp = marginal_loglik_from_sums(rtr, (sums[0], sums[1]), sigma, data.factors, (chols[0], chols[1]))
+            logp = marginal_loglik_from_sums(rtr, tuple(sums), sigma, data.factors, tuple(chols))
         pm.Potential("y_marginal", logp)
     return model
 
@@ -373,6 +423,8 @@ def conditional_effects(
     s2 = (sigma**2)[:, None, None, None]
     sums = [np.einsum("gqm,sm->sgq", a, v)[..., None] for a in data.ZtR]  # (S, G, q, 1)
     rng = rngs if rngs is not None else [None] * len(data.groups)
+    if isinstance(data.factors, CrossedFactors):
+        return crossed_conditional_np(data.factors, [b[..., 0] for b in sums], chols, sigma, rngs)
     if isinstance(data.factors, CollapsedFactor):
         L = chols[0]
         q = L.shape[-1]
@@ -430,6 +482,10 @@ def _draw_posterior_effects(
     out = {f"u_{g.name}": np.empty((S, g.n_levels, len(g.coef_names))) for g in data.groups}
     q_max = max(len(g.coef_names) for g in data.groups)
     per_draw = max(g.n_levels for g in data.groups) * q_max**3
+    if isinstance(data.factors, CrossedFactors):  # dense (P, P) Schur complement and (G_B q_B, P) solves
+        cf = data.factors
+        fb = cf.factors[cf.big]
+        per_draw += 3 * cf.n_small * (cf.n_small + fb.n_levels * fb.n_terms)
     chunk = max(1, _CHUNK_FLOATS // max(per_draw, 1))
     for start in range(0, S, chunk):
         sl = slice(start, min(S, start + chunk))
