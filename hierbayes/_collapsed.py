@@ -97,7 +97,8 @@ with :math:`w_j = C_j^{-1}L_B'b_{Bj}`, :math:`t = L_S'(b_S - \sum_j D_j'w_j)`,
     r'V^{-1}r = \sigma^{-2}\Big(r'r - \sum_j w_j'w_j - e'e\Big),
 
 at cost :math:`O(n + G_Bq_B(q_B^2 + P^2) + P^3)` (dense Cholesky of :math:`S`). The dense
-:math:`K` and :math:`Z_S'Z_S` limit :math:`P` (see :data:`CROSSED_MAX_SMALL`).
+:math:`K` and :math:`Z_S'Z_S` limit :math:`P` (see :data:`CROSSED_MAX_SMALL` and, for the
+sampler, :data:`CROSSED_MAX_WORK`).
 
 In all cases :math:`\log p(r) = -\tfrac12\big(n\log 2\pi + \log|V| + r'V^{-1}r\big)`.
 
@@ -130,6 +131,7 @@ from hierbayes.exceptions import DataError, SpecError
 
 __all__ = [
     "CROSSED_MAX_SMALL",
+    "CROSSED_MAX_WORK",
     "CollapsedFactor",
     "CrossedFactors",
     "Factors",
@@ -142,14 +144,18 @@ __all__ = [
 _LOG_2PI = math.log(2.0 * math.pi)
 
 #: Largest number of coefficients :math:`P` of the "small" crossed factors (all but the
-#: factor with the most levels x terms) for which :class:`CrossedFactors` is used: the dense
-#: Cholesky of the :math:`P \times P` Schur complement costs :math:`P^3/3` per evaluation, and
-#: its gradient a few times that. Measured (2 cores, NumPy/Numba): about 1 ms at P = 200,
-#: 25 ms at P = 1000, 150 ms at P = 2000 for log density plus gradient, where the full model's
-#: gradient costs O(n) ~ 1 ms: beyond about 1000 the collapsed sampler loses its advantage.
-CROSSED_MAX_SMALL = 1000
+#: factor with the most levels x terms) for which :class:`CrossedFactors` is used at all (by
+#: REML/ML too): a dense :math:`P \times P` Cholesky per evaluation.
+CROSSED_MAX_SMALL = 2000
 #: Largest dense cross-product :math:`K` (:math:`G_Bq_B \times P` floats) kept in memory.
 CROSSED_MAX_CROSS = 20_000_000
+#: Largest work per evaluation, :math:`G_Bq_BP^2 + P^3`, for the collapsed *sampler*. Measured
+#: (``_bench`` in the issue-16 notes; one BLAS thread on a shared 2-core machine, Numba
+#: backend, :math:`G_B = 2000`, intercepts): log density + gradient 11 ms at :math:`P = 100`
+#: (work 2e7), 29 ms at 300 (2e8), 139 ms at 600 (9e8), 377 ms at 1000 (3e9), against about
+#: 1-2 ms for the full model's gradient at the same :math:`n = 20000`. NUTS needs a few times
+#: fewer gradients on the collapsed model, so it pays up to roughly 1e8 (about 10-20 ms).
+CROSSED_MAX_WORK = 100_000_000
 
 
 # --------------------------------------------------------------------------------------
@@ -433,16 +439,28 @@ class CrossedFactors:
         """:math:`Q`, the number of coefficients of all factors."""
         return sum(f.n_levels * f.n_terms for f in self.factors)
 
-    def size_problem(self) -> str | None:
-        """Why the dense Schur complement would be too large, or ``None``."""
+    @property
+    def work(self) -> int:
+        """Floating-point work of one evaluation, about :math:`G_Bq_BP^2 + P^3`."""
+        fb = self.factors[self.big]
+        return fb.n_levels * fb.n_terms * self.n_small**2 + self.n_small**3
+
+    def size_problem(self, sampler: bool = True) -> str | None:
+        """Why the dense Schur complement is too large (for the sampler, or at all), or ``None``."""
         fb = self.factors[self.big]
         P = self.n_small
         names = ", ".join(self.factors[i].name for i in self.small)
         if P > CROSSED_MAX_SMALL:
             return (
                 f"the crossed factors {names} have {P} coefficients besides the largest factor "
-                f"{fb.name!r} (more than {CROSSED_MAX_SMALL}, where a dense {P} x {P} Cholesky "
-                "per evaluation costs more than sampling the effects)"
+                f"{fb.name!r} (more than {CROSSED_MAX_SMALL}, the limit of the dense {P} x {P} "
+                "Cholesky of the crossed Woodbury form)"
+            )
+        if sampler and self.work > CROSSED_MAX_WORK:
+            return (
+                f"the crossed factors {names} ({P} coefficients besides the largest factor "
+                f"{fb.name!r}, {fb.n_levels} levels) need about {self.work:.1e} operations per "
+                f"log density (more than {CROSSED_MAX_WORK:.0e}), more than sampling the effects"
             )
         if fb.n_levels * fb.n_terms * P > CROSSED_MAX_CROSS:
             return (

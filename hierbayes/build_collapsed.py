@@ -128,8 +128,12 @@ def _design_factors(groups: tuple[GroupDesign, ...]) -> list[CollapsedFactor]:
     return [CollapsedFactor(g.index, g.Z, n_levels=g.n_levels, name=g.name) for g in groups]
 
 
-def collapse_problem(design: Design) -> str | None:
-    """Why ``design`` cannot be fitted by the collapsed sampler, or ``None`` when it can."""
+def collapse_problem(design: Design, sampler: bool = True) -> str | None:
+    """Why ``design`` cannot be fitted by the collapsed sampler, or ``None`` when it can.
+
+    ``sampler=False`` asks about the marginal likelihood alone (REML/ML), which allows larger
+    crossed designs (no gradients, a few hundred evaluations).
+    """
     spec = design.spec
     if spec.family != "gaussian":
         return f"the {spec.family} family has no closed-form marginal likelihood (only the Gaussian has)"
@@ -138,7 +142,7 @@ def collapse_problem(design: Design) -> str | None:
     if not design.groups:
         return "the model has no random effects"
     if _ordered_groups(design) is None:
-        return CrossedFactors(tuple(_design_factors(design.groups))).size_problem()
+        return CrossedFactors(tuple(_design_factors(design.groups))).size_problem(sampler)
     return None
 
 
@@ -224,7 +228,7 @@ class CollapsedData:
 
 def collapsed_data(design: Design, scaling: FixedScaling | None = None) -> CollapsedData:
     """Precompute the collapsed model's structure and sufficient statistics from ``design``."""
-    problem = collapse_problem(design)
+    problem = collapse_problem(design, sampler=False)
     if problem is not None:
         raise SpecError(f"The collapsed sampler cannot fit {design.spec.formula()!r}: {problem}.")
     scaling = scaling if scaling is not None else fixed_scaling(design)

@@ -415,7 +415,7 @@ def fit_design(design: Design, method: Literal["reml", "ml"] = "reml") -> Empiri
     """ML/REML fit of a design (see :func:`empirical_bayes`)."""
     if method not in ("reml", "ml"):
         raise SpecError(f"Unknown empirical-Bayes method {method!r}; allowed: 'reml', 'ml'.")
-    problem = collapse_problem(design)
+    problem = collapse_problem(design, sampler=False)
     if problem is not None:
         raise SpecError(
             f"method={method!r} cannot fit {design.spec.formula()!r}: {problem}. "

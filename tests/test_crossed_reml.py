@@ -159,10 +159,22 @@ def test_issue_case_same_optimum_for_both_syntaxes(seed):
     assert crossed.sd["lea"].iloc[0] > 0.05
 
 
+def test_sampler_falls_back_to_full_beyond_the_work_limit():
+    rng = np.random.default_rng(1)
+    n = 6000
+    df = pd.DataFrame({"y": rng.normal(size=n), "a": rng.integers(0, 1000, n), "b": rng.integers(0, 400, n)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hb.NestingWarning)
+        design = hb.make_design(hb.parse_formula("y ~ 1 + (1 | a) + (1 | b)"), df)
+    chosen, note = bc.choose_method(design, "auto")
+    assert chosen == "full" and "operations per log density" in note
+    assert bc.collapse_problem(design, sampler=False) is None  # REML still fits it
+
+
 def test_too_large_crossed_design_is_refused_with_reason():
     rng = np.random.default_rng(0)
-    n = 4000
-    df = pd.DataFrame({"y": rng.normal(size=n), "a": rng.integers(0, 1500, n), "b": rng.integers(0, 1200, n)})
+    n = 10000
+    df = pd.DataFrame({"y": rng.normal(size=n), "a": rng.integers(0, 4000, n), "b": rng.integers(0, 3000, n)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", hb.NestingWarning)
         design = hb.make_design(hb.parse_formula("y ~ 1 + (1 | a) + (1 | b)"), df)
