@@ -150,7 +150,7 @@ CROSSED_MAX_SMALL = 2000
 #: Largest dense cross-product :math:`K` (:math:`G_Bq_B \times P` floats) kept in memory.
 CROSSED_MAX_CROSS = 20_000_000
 #: Largest work per evaluation, :math:`G_Bq_BP^2 + P^3`, for the collapsed *sampler*. Measured
-#: (``_bench`` in the issue-16 notes; one BLAS thread on a shared 2-core machine, Numba
+#: (compiled log density + gradient, timed; one BLAS thread on a shared 2-core machine, Numba
 #: backend, :math:`G_B = 2000`, intercepts): log density + gradient 11 ms at :math:`P = 100`
 #: (work 2e7), 29 ms at 300 (2e8), 139 ms at 600 (9e8), 377 ms at 1000 (3e9), against about
 #: 1-2 ms for the full model's gradient at the same :math:`n = 20000`. NUTS needs a few times
