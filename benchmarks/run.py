@@ -4,6 +4,7 @@ Usage (from the repository root; ``make bench`` creates ``.bench-venv`` with bam
 
     python benchmarks/run.py                       # everything, 4 chains x 1000 draws (+1000 tune)
     python benchmarks/run.py --cases achievement   # one case
+    python benchmarks/run.py --cases crossed --no-bambi --method full   # the full model of a case
     python benchmarks/run.py --no-bambi            # hierbayes only
 
 Every fit runs in its own Python process (``--worker``), so one fit's compilation caches in
@@ -38,6 +39,26 @@ GUATEMALAN_HB = "immun ~ kid2p + momEdPri + momEdSec + husEdPri + husEdSec + rur
 GUATEMALAN_BMB = GUATEMALAN_HB.replace("(1 | cluster/mom)", "(1 | cluster) + (1 | mom)")
 SIMULATED = "y ~ x1 + x2 + (1 | g1/g2)"
 SIM_TRUTH = {"Intercept": 1.0, "x1": 0.5, "x2": -0.3, "sd_g1": 0.5, "sd_g1:g2": 0.8, "sigma": 1.0}
+CROSSED = "rt ~ cond + (1 | subj) + (1 | item)"
+
+
+def crossed_data(seed: int = 16):
+    """Subjects x items, fully crossed: 60 subjects x 40 items, one trial per pair (2,400 rows)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    n_subj, n_item = 60, 40
+    subj, item = (a.ravel() for a in np.meshgrid(np.arange(n_subj), np.arange(n_item), indexing="ij"))
+    cond = np.where(item % 2 == 0, -0.5, 0.5)
+    rt = (
+        600.0
+        + 30.0 * cond
+        + rng.normal(0, 40.0, n_subj)[subj]
+        + rng.normal(0, 25.0, n_item)[item]
+        + rng.normal(0, 50.0, subj.size)
+    )
+    return pd.DataFrame({"rt": rt, "cond": cond, "subj": [f"s{s}" for s in subj], "item": [f"i{i}" for i in item]})
 
 
 def simulated_data(seed: int = 2024):
@@ -103,6 +124,8 @@ def _worker_hierbayes(case: str, args) -> dict:
         data, formula, family = hb.datasets.load("achievement"), ACHIEVEMENT, "gaussian"
     elif case == "guatemalan":
         data, formula, family = hb.datasets.load("guatemalan"), GUATEMALAN_HB, "bernoulli"
+    elif case == "crossed":
+        data, formula, family = crossed_data(), CROSSED, "gaussian"
     else:
         data, formula, family = simulated_data(), SIMULATED, "gaussian"
     with warnings.catch_warnings():
@@ -155,6 +178,8 @@ def _worker_bambi(case: str, args) -> dict:
         data, formula, family = hb.datasets.load("achievement"), ACHIEVEMENT, "gaussian"
     elif case == "guatemalan":
         data, formula, family = hb.datasets.load("guatemalan"), GUATEMALAN_BMB, "bernoulli"
+    elif case == "crossed":
+        data, formula, family = crossed_data(), CROSSED, "gaussian"
     else:
         raise SystemExit("bambi is not run on the simulated case")
     with warnings.catch_warnings():
@@ -228,7 +253,7 @@ def _table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", default="achievement,guatemalan,simulated")
+    p.add_argument("--cases", default="achievement,guatemalan,crossed,simulated")
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--tune", type=int, default=1000)

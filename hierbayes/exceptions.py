@@ -14,6 +14,7 @@ __all__ = [
     "HierBayesError",
     "PriorError",
     "SamplerNotInstalledError",
+    "SingularFitWarning",
     "SpecError",
 ]
 
@@ -44,3 +45,7 @@ class SamplerNotInstalledError(HierBayesError, ImportError):
 
 class ConvergenceWarning(UserWarning):
     """The sampler's diagnostics suggest the posterior draws are not trustworthy yet."""
+
+
+class SingularFitWarning(UserWarning):
+    """An ML/REML fit is singular: a variance component at 0 or a correlation at +-1 (lme4's ``isSingular``)."""

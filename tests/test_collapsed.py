@@ -18,8 +18,8 @@ import xarray as xr
 from scipy import stats
 
 import hierbayes as hb
-from hierbayes.inference.collapsed import build as bc
 from hierbayes.inference.build import fixed_scaling
+from hierbayes.inference.collapsed import build as bc
 from hierbayes.inference.collapsed.likelihood import draw_random_effects
 
 # --------------------------------------------------------------------------------------------
@@ -221,10 +221,10 @@ def test_random_effect_draws_reproducible_thinned_and_chunk_free(nested_df, monk
         ("y ~ x + (1 + x | school)", "gaussian", "collapsed", "school"),
         ("y ~ x + (1 | school/cls)", "gaussian", "collapsed", "school:cls within school"),
         ("y ~ x + (1 | school) + (1 | cls)", "gaussian", "collapsed", "cls within school"),
-        ("y ~ x + (1 | school) + (1 | g2)", "gaussian", "full", "crossed"),
+        ("y ~ x + (1 | school) + (1 | g2)", "gaussian", "collapsed", "crossed"),
         ("y ~ x", "gaussian", "full", "no random effects"),
         ("b ~ x + (1 | school)", "bernoulli", "full", "bernoulli family"),
-        ("y ~ x + (1 | school/cls/g3)", "gaussian", "full", "3 grouping factors"),
+        ("y ~ x + (1 | school/cls/g3)", "gaussian", "collapsed", "school, school:cls, school:cls:g3"),
     ],
 )
 def test_auto_method_choice(nested_df, formula, family, expected, reason):

@@ -14,9 +14,9 @@ import xarray as xr
 
 import hierbayes as hb
 from hierbayes import io as hio
-from hierbayes.inference import store
 from hierbayes.cards import load_card
 from hierbayes.exceptions import PriorError, SpecError
+from hierbayes.inference import store
 from hierbayes.spec.serialise import priors_from_dict, priors_to_dict, spec_from_dict, spec_to_dict
 
 MODELS = Path(__file__).resolve().parent.parent / "models"

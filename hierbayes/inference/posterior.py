@@ -60,7 +60,7 @@ def fixed_effect_draws(fit: Fit) -> xr.DataArray:
 
 def values(da: xr.DataArray, *dims: str) -> np.ndarray:
     """Values of ``da`` as floats with dims ``(chain, draw, *dims)`` in that order."""
-    return np.asarray(da.transpose("chain", "draw", *dims).values, dtype=float)
+    return np.asarray(da.transpose("chain", "draw", *dims, ...).values, dtype=float)
 
 
 def stacked(posterior: xr.Dataset, name: str, *dims: str) -> np.ndarray:

@@ -19,9 +19,13 @@ holds ``u_<g>`` with dims ``(<g>, <g>__coef)`` and the same meaning as in the fu
 (Lai, Domke & Sheldon, *Hierarchical Bayesian models: marginalize the random effects*,
 NeurIPS 2024).
 
-Supported structures: one grouping factor, or two nested factors (the inner factor's
-:attr:`~hierbayes.GroupDesign.parent` is the outer one), each with any number of varying
-terms and a full (LKJ) or diagonal covariance; Gaussian family with a free residual sd.
+Supported structures: one grouping factor, two nested factors (the inner factor's
+:attr:`~hierbayes.GroupDesign.parent` is the outer one), or any other set of two or more
+factors, crossed (subjects x items) or partly nested, through the joint Woodbury form of
+:class:`~hierbayes.inference.collapsed.likelihood.CrossedFactors` while the factors other than the largest have
+at most :data:`~hierbayes.inference.collapsed.likelihood.CROSSED_MAX_SMALL` coefficients; each with any number of
+varying terms and a full (LKJ) or diagonal covariance; Gaussian family with a free residual
+sd.
 
 Sufficient statistics
 ---------------------
@@ -56,6 +60,7 @@ from typing import Literal
 
 import numpy as np
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 import scipy.sparse as sp
 import xarray as xr
@@ -71,7 +76,16 @@ from hierbayes.inference.build import (
     model_coords,
     residual_sd,
 )
-from hierbayes.inference.collapsed.likelihood import CollapsedFactor, Factors, NestedFactors, marginal_loglik_from_sums
+from hierbayes.inference.collapsed.likelihood import (
+    CollapsedFactor,
+    CrossedFactors,
+    Factors,
+    NestedFactors,
+    crossed_conditional_np,
+    marginal_loglik_from_sums,
+)
+from hierbayes.inference.collapsed.linalg import backward, chol, forward, sum_outer, swap_last
+from hierbayes.inference.posterior import stacked
 from hierbayes.inference.priors import ResolvedPriors, resolve_priors
 from hierbayes.spec import names
 
@@ -85,6 +99,7 @@ __all__ = [
     "collapsed_data",
     "conditional_effects",
     "random_effect_draws",
+    "response_statistics",
 ]
 
 Method = Literal["auto", "collapsed", "full"]
@@ -113,8 +128,16 @@ def _ordered_groups(design: Design) -> tuple[GroupDesign, ...] | None:
     return None
 
 
-def collapse_problem(design: Design) -> str | None:
-    """Why ``design`` cannot be fitted by the collapsed sampler, or ``None`` when it can."""
+def _design_factors(groups: tuple[GroupDesign, ...]) -> list[CollapsedFactor]:
+    return [CollapsedFactor(g.index, g.Z, n_levels=g.n_levels, name=g.name) for g in groups]
+
+
+def collapse_problem(design: Design, sampler: bool = True) -> str | None:
+    """Why ``design`` cannot be fitted by the collapsed sampler, or ``None`` when it can.
+
+    ``sampler=False`` asks about the marginal likelihood alone (REML/ML), which allows larger
+    crossed designs (no gradients, a few hundred evaluations).
+    """
     spec = design.spec
     if not get_family(spec.family).collapses:
         return f"the {spec.family} family has no closed-form marginal likelihood (only the Gaussian has)"
@@ -123,10 +146,7 @@ def collapse_problem(design: Design) -> str | None:
     if not design.groups:
         return "the model has no random effects"
     if _ordered_groups(design) is None:
-        factors = ", ".join(g.name for g in design.groups)
-        if len(design.groups) == 2:
-            return f"the grouping factors {factors} are crossed, not nested"
-        return f"it has {len(design.groups)} grouping factors ({factors}); at most two nested ones are covered"
+        return CrossedFactors(tuple(_design_factors(design.groups))).size_problem(sampler)
     return None
 
 
@@ -149,7 +169,14 @@ def choose_method(design: Design, method: str) -> tuple[str, str]:
     if method == "full":
         return "full", "hierbayes: method='full' (non-centred random effects sampled by NUTS)."
     if problem is None:
-        levels = " within ".join(g.name for g in reversed(_ordered_groups(design) or ()))
+        ordered = _ordered_groups(design)
+        if ordered is None:
+            factors = ", ".join(g.name for g in design.groups)
+            return "collapsed", (
+                f"hierbayes: method='collapsed' (random effects of {factors} integrated out jointly as "
+                "crossed factors; drawn exactly after sampling)."
+            )
+        levels = " within ".join(g.name for g in reversed(ordered))
         return "collapsed", (
             f"hierbayes: method='collapsed' (random effects of {levels} integrated out; drawn exactly after sampling)."
         )
@@ -168,10 +195,12 @@ class CollapsedData:
     Attributes
     ----------
     groups
-        ``(g,)`` or ``(outer, inner)``: the design's groups in the order of ``factors``.
+        ``(g,)``, ``(outer, inner)``, or all crossed groups in the design's order: the
+        groups in the order of ``factors``.
     factors
-        The :class:`~hierbayes.inference.collapsed.likelihood.CollapsedFactor` or
-        :class:`~hierbayes.inference.collapsed.likelihood.NestedFactors`.
+        The :class:`~hierbayes.inference.collapsed.likelihood.CollapsedFactor`,
+        :class:`~hierbayes.inference.collapsed.likelihood.NestedFactors` or
+        :class:`~hierbayes.inference.collapsed.likelihood.CrossedFactors`.
     scaling
         Map between standardised and reported fixed effects.
     beta_ref
@@ -203,15 +232,17 @@ class CollapsedData:
 
 def collapsed_data(design: Design, scaling: FixedScaling | None = None) -> CollapsedData:
     """Precompute the collapsed model's structure and sufficient statistics from ``design``."""
-    problem = collapse_problem(design)
+    problem = collapse_problem(design, sampler=False)
     if problem is not None:
         raise SpecError(f"The collapsed sampler cannot fit {design.spec.formula()!r}: {problem}.")
     scaling = scaling if scaling is not None else fixed_scaling(design)
-    groups = _ordered_groups(design)
-    assert groups is not None
-    factors_list = [CollapsedFactor(g.index, g.Z, n_levels=g.n_levels, name=g.name) for g in groups]
+    ordered = _ordered_groups(design)
+    groups = ordered if ordered is not None else design.groups
+    factors_list = _design_factors(groups)
     factors: Factors
-    if len(groups) == 1:
+    if ordered is None:
+        factors = CrossedFactors(tuple(factors_list))
+    elif len(groups) == 1:
         factors = factors_list[0]
     else:
         factors = NestedFactors(factors_list[0], factors_list[1], groups[1].parent_index)
@@ -235,12 +266,25 @@ def collapsed_data(design: Design, scaling: FixedScaling | None = None) -> Colla
     )
 
 
+def response_statistics(data: CollapsedData) -> dict[str, np.ndarray]:
+    """The response-dependent arrays of ``data``, by their shared-variable names.
+
+    The names are those of :func:`build_collapsed_model` with ``shared_statistics=True``:
+    ``collapsed_beta_ref``, ``collapsed_RtR`` and ``collapsed_ZtR_<k>``.
+    """
+    out = {"collapsed_beta_ref": data.beta_ref, "collapsed_RtR": data.RtR}
+    out.update({f"collapsed_ZtR_{k}": a for k, a in enumerate(data.ZtR)})
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # The PyMC model
 # --------------------------------------------------------------------------------------
 
 
-def build_collapsed_model(design: Design, priors: ResolvedPriors | None = None) -> pm.Model:
+def build_collapsed_model(
+    design: Design, priors: ResolvedPriors | None = None, *, shared_statistics: bool = False
+) -> pm.Model:
     r"""Build the collapsed PyMC model of ``design``: same priors and names as the full model.
 
     The likelihood is a ``pm.Potential`` called ``y_marginal`` holding
@@ -254,7 +298,14 @@ def build_collapsed_model(design: Design, priors: ResolvedPriors | None = None) 
         A Gaussian design with one grouping factor or two nested ones
         (see :func:`collapse_problem`).
     priors
-        Resolved priors; by default :func:`hierbayes.spec.priors.resolve_priors` of the design.
+        Resolved priors; by default :func:`hierbayes.inference.priors.resolve_priors` of the design.
+    shared_statistics
+        Hold the response's sufficient statistics (:math:`\hat\beta`, :math:`R'R`,
+        :math:`Z_j'R_j`) in PyTensor shared variables named ``collapsed_beta_ref``,
+        ``collapsed_RtR`` and ``collapsed_ZtR_<k>`` (``k`` = position in
+        :attr:`CollapsedData.groups`), so that a compiled model can be refitted to another
+        response on the same design (:func:`response_statistics`; used by calibration
+        checks). Default: constants.
 
     Returns
     -------
@@ -266,16 +317,21 @@ def build_collapsed_model(design: Design, priors: ResolvedPriors | None = None) 
         beta_std = fixed_effects(design, priors, data.scaling)
         chols = [covariance_factor(g, priors)[0] for g in data.groups]
         sigma = residual_sd(priors)
+        stats = response_statistics(data)
+        if shared_statistics:
+            held = {k: pytensor.shared(a, name=k) for k, a in stats.items()}
+        else:
+            held = {k: pt.constant(a) for k, a in stats.items()}
         if beta_std is None:
             v = pt.constant(np.ones(1))
         else:
-            v = pt.concatenate([pt.ones(1), data.beta_ref - beta_std])
-        rtr = pt.dot(v, pt.dot(pt.constant(data.RtR), v))
-        sums = [pt.tensordot(pt.constant(a), v, axes=[[2], [0]]) for a in data.ZtR]
+            v = pt.concatenate([pt.ones(1), held["collapsed_beta_ref"] - beta_std])
+        rtr = pt.dot(v, pt.dot(held["collapsed_RtR"], v))
+        sums = [pt.tensordot(held[f"collapsed_ZtR_{k}"], v, axes=[[2], [0]]) for k in range(len(data.ZtR))]
         if isinstance(data.factors, CollapsedFactor):
             logp = marginal_loglik_from_sums(rtr, sums[0], sigma, data.factors, chols[0])
         else:
-            logp = marginal_loglik_from_sums(rtr, (sums[0], sums[1]), sigma, data.factors, (chols[0], chols[1]))
+            logp = marginal_loglik_from_sums(rtr, tuple(sums), sigma, data.factors, tuple(chols))
         pm.Potential("y_marginal", logp)
     return model
 
@@ -285,57 +341,14 @@ def build_collapsed_model(design: Design, priors: ResolvedPriors | None = None) 
 # --------------------------------------------------------------------------------------
 
 
-def _chol(M: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factors of a stack of small SPD matrices ``(..., q, q)``."""
-    if M.shape[-1] == 1:
-        return np.sqrt(M)
-    return np.linalg.cholesky(M)
-
-
-def _forward(C: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Solve :math:`C X = B` for lower-triangular ``C`` (``(..., q, q)``), ``B`` (``(..., q, k)``)."""
-    q = C.shape[-1]
-    rows: list[np.ndarray] = []
-    for i in range(q):
-        s = B[..., i, :]
-        for k in range(i):
-            s = s - C[..., i, k, None] * rows[k]
-        rows.append(s / C[..., i, i, None])
-    return np.stack(rows, axis=-2)
-
-
-def _backward(C: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Solve :math:`C' X = B` for lower-triangular ``C``."""
-    q = C.shape[-1]
-    rows: list[np.ndarray] = [np.empty(0)] * q
-    for i in reversed(range(q)):
-        s = B[..., i, :]
-        for k in range(i + 1, q):
-            s = s - C[..., k, i, None] * rows[k]
-        rows[i] = s / C[..., i, i, None]
-    return np.stack(rows, axis=-2)
-
-
-def _t(a: np.ndarray) -> np.ndarray:
-    return np.swapaxes(a, -1, -2)
-
-
-def _sum_outer(P: sp.csr_matrix, x: np.ndarray) -> np.ndarray:
-    """Sum ``x`` (``(S, J, ...)``) over the inner levels of each outer level: ``(S, K, ...)``."""
-    S, J = x.shape[:2]
-    flat = np.moveaxis(x, 1, 0).reshape(J, -1)
-    out = np.asarray(P @ flat)
-    return np.moveaxis(out.reshape(P.shape[0], S, *x.shape[2:]), 0, 1)
-
-
 def _level_draw(
     C: np.ndarray, c: np.ndarray, L: np.ndarray, sigma: np.ndarray, rng: np.random.Generator | None
 ) -> np.ndarray:
     r""":math:`u = Lv`, :math:`v = C^{-T}(C^{-1}c + \sigma z)`; ``c`` is ``(S, G, q, 1)``; mean if no rng."""
-    w = _forward(C, c)
+    w = forward(C, c)
     if rng is not None:
         w = w + sigma[:, None, None, None] * rng.standard_normal(w.shape)
-    v = _backward(C, w)
+    v = backward(C, w)
     return (L[:, None] @ v)[..., 0]
 
 
@@ -375,40 +388,37 @@ def conditional_effects(
     s2 = (sigma**2)[:, None, None, None]
     sums = [np.einsum("gqm,sm->sgq", a, v)[..., None] for a in data.ZtR]  # (S, G, q, 1)
     rng = rngs if rngs is not None else [None] * len(data.groups)
+    if isinstance(data.factors, CrossedFactors):
+        return crossed_conditional_np(data.factors, [b[..., 0] for b in sums], chols, sigma, rngs)
     if isinstance(data.factors, CollapsedFactor):
         L = chols[0]
         q = L.shape[-1]
-        C = _chol(s2 * np.eye(q) + _t(L)[:, None] @ data.factors.gram[None] @ L[:, None])
-        return [_level_draw(C, _t(L)[:, None] @ sums[0], L, sigma, rng[0])]
+        C = chol(s2 * np.eye(q) + swap_last(L)[:, None] @ data.factors.gram[None] @ L[:, None])
+        return [_level_draw(C, swap_last(L)[:, None] @ sums[0], L, sigma, rng[0])]
     nf = data.factors
     L1, L2 = chols
     q1, q2 = L1.shape[-1], L2.shape[-1]
     P = data.outer_sum
     A21 = nf.cross_gram[None]  # (1, J, q2, q1)
-    C2 = _chol(s2 * np.eye(q2) + _t(L2)[:, None] @ nf.inner.gram[None] @ L2[:, None])
-    L2t = _t(L2)[:, None]
-    wb = _forward(C2, np.concatenate([L2t @ sums[1], L2t @ A21], axis=-1))  # (S, J, q2, 1 + q1)
+    C2 = chol(s2 * np.eye(q2) + swap_last(L2)[:, None] @ nf.inner.gram[None] @ L2[:, None])
+    L2t = swap_last(L2)[:, None]
+    wb = forward(C2, np.concatenate([L2t @ sums[1], L2t @ A21], axis=-1))  # (S, J, q2, 1 + q1)
     w, B = wb[..., :1], wb[..., 1:]
-    t = sums[0] - _sum_outer(P, _t(B) @ w)  # (S, K, q1, 1)
-    Q = nf.outer.gram[None] - _sum_outer(P, _t(B) @ B)
-    C1 = _chol(s2 * np.eye(q1) + _t(L1)[:, None] @ Q @ L1[:, None])
-    u1 = _level_draw(C1, _t(L1)[:, None] @ t, L1, sigma, rng[0])  # (S, K, q1)
+    t = sums[0] - sum_outer(P, swap_last(B) @ w)  # (S, K, q1, 1)
+    Q = nf.outer.gram[None] - sum_outer(P, swap_last(B) @ B)
+    C1 = chol(s2 * np.eye(q1) + swap_last(L1)[:, None] @ Q @ L1[:, None])
+    u1 = _level_draw(C1, swap_last(L1)[:, None] @ t, L1, sigma, rng[0])  # (S, K, q1)
     b2 = sums[1] - A21 @ u1[:, nf.parent, :, None]
     u2 = _level_draw(C2, L2t @ b2, L2, sigma, rng[1])
     return [u1, u2]
 
 
-def _stacked(posterior: xr.Dataset, name: str) -> np.ndarray:
-    da = posterior[name]
-    return da.values.reshape(-1, *da.shape[2:])
-
-
 def _posterior_factors(data: CollapsedData, posterior: xr.Dataset, index: np.ndarray) -> list[np.ndarray]:
     chols = []
     for g in data.groups:
-        sd = _stacked(posterior, names.sd(g.name))[index]
+        sd = stacked(posterior, names.sd(g.name))[index]
         if names.corr_chol(g.name) in posterior:
-            chols.append(sd[:, :, None] * _stacked(posterior, names.corr_chol(g.name))[index])
+            chols.append(sd[:, :, None] * stacked(posterior, names.corr_chol(g.name))[index])
         else:
             chols.append(sd[:, :, None] * np.eye(sd.shape[1]))
     return chols
@@ -423,15 +433,19 @@ def _draw_posterior_effects(
     rngs = [np.random.default_rng(s) for s in seeds]
     S = index.size
     if data.p:
-        beta_std = _stacked(posterior, names.BETA_STD)[index]
+        beta_std = stacked(posterior, names.BETA_STD)[index]
         v_all = np.column_stack([np.ones(S), data.beta_ref - beta_std])
     else:
         v_all = np.ones((S, 1))
-    sigma_all = _stacked(posterior, "sigma")[index]
+    sigma_all = stacked(posterior, names.SIGMA)[index]
     chol_all = _posterior_factors(data, posterior, index)
     out = {names.u(g.name): np.empty((S, g.n_levels, len(g.coef_names))) for g in data.groups}
     q_max = max(len(g.coef_names) for g in data.groups)
     per_draw = max(g.n_levels for g in data.groups) * q_max**3
+    if isinstance(data.factors, CrossedFactors):  # dense (P, P) Schur complement and (G_B q_B, P) solves
+        cf = data.factors
+        fb = cf.factors[cf.big]
+        per_draw += 3 * cf.n_small * (cf.n_small + fb.n_levels * fb.n_terms)
     chunk = max(1, _CHUNK_FLOATS // max(per_draw, 1))
     for start in range(0, S, chunk):
         sl = slice(start, min(S, start + chunk))

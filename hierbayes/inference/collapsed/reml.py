@@ -28,8 +28,28 @@ and the profiled criteria (:math:`-2` log-likelihood and lme4's REML criterion) 
         + (n-p)\Big(1 + \log\frac{2\pi\,\mathrm{pwrss}_\theta}{n-p}\Big),
 
 with :math:`\hat\sigma^2 = \mathrm{pwrss}/n` (ML) or :math:`\mathrm{pwrss}/(n-p)` (REML).
-:math:`\theta` is found with ``scipy.optimize.minimize`` (L-BFGS-B, bounds
-:math:`\Lambda_{kk} \ge 0`). Standard errors of :math:`\hat\beta` are the square roots of the
+:math:`R'V_\theta^{-1}R` comes from the single-factor, nested or crossed Woodbury algebra of
+:mod:`hierbayes.inference.collapsed.likelihood` (crossed factors: the joint :math:`I + \Lambda'Z'Z\Lambda` over all
+levels of all factors, the largest factor eliminated level by level and a dense Cholesky of
+the others' Schur complement).
+
+Optimiser (:func:`_optimise_theta`, after lme4): the criterion is minimised over
+:math:`\theta` with bounds :math:`\Lambda_{kk} \ge 0` by ``scipy.optimize.minimize``
+(L-BFGS-B, central finite differences) from lme4's start :math:`\theta = 1` (identity
+:math:`\Lambda`) and from :math:`\theta = 0.1`. Since the criterion is even in each diagonal
+:math:`\Lambda_{kk}`, its derivative vanishes on the boundary, and a gradient method that
+reaches :math:`\Lambda_{kk} = 0` stops there even when the criterion falls as
+:math:`\Lambda_{kk}` grows. So the boundary is checked explicitly: every diagonal entry at
+(or near) 0 is probed at small and moderate values, every other one is set to 0 with the
+rest re-optimised, and the best point found is kept, until a round improves nothing by more
+than ``1e-9``. ``converged`` is true only when the local run did not stop at its iteration
+limit and no probe of :math:`\pm 10^{-4}` (relative) around the optimum lowers the criterion
+by more than ``1e-6`` (an "ABNORMAL" line-search stop of L-BFGS-B at the optimum passes).
+A diagonal entry below ``1e-4`` (lme4's ``isSingular`` tolerance) makes the fit singular (a
+variance at 0, or a correlation at :math:`\pm 1`):
+:class:`~hierbayes.exceptions.SingularFitWarning`.
+
+Standard errors of :math:`\hat\beta` are the square roots of the
 diagonal of :math:`\hat\sigma^2 S_{XX}^{-1}` (as lme4's ``vcov``). The BLUPs are the
 conditional means :math:`E[u \mid y]` at the estimates
 (:func:`hierbayes.inference.collapsed.build.conditional_effects`).
@@ -41,26 +61,25 @@ estimates, standard errors and the REML criterion are reported for the data's ow
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from scipy.linalg import solve_triangular
 from scipy.optimize import minimize
 
 from hierbayes.design import Design, GroupDesign, make_design
-from hierbayes.exceptions import SpecError
+from hierbayes.exceptions import SingularFitWarning, SpecError
 from hierbayes.inference.collapsed.build import (
     CollapsedData,
-    _chol,
-    _forward,
-    _sum_outer,
-    _t,
     collapse_problem,
     collapsed_data,
     conditional_effects,
 )
-from hierbayes.inference.collapsed.likelihood import CollapsedFactor
+from hierbayes.inference.collapsed.likelihood import CollapsedFactor, CrossedFactors, apply_small_lt_np
+from hierbayes.inference.collapsed.linalg import chol, forward, sum_outer, swap_last
 from hierbayes.spec import names
 from hierbayes.spec.formula import parse_formula
 from hierbayes.spec.model import ModelSpec
@@ -96,9 +115,13 @@ class EmpiricalBayes:
     theta
         Relative covariance factors at the optimum (lme4's ``theta``).
     converged
-        Whether the optimiser reported success.
+        Whether the optimum passed the checks of the module docstring (local optimiser
+        success, no better point within :math:`\pm\delta` or on the boundary).
+    singular
+        Whether a diagonal entry of some :math:`\Lambda_g` is below ``1e-4`` (lme4's
+        ``isSingular``): a variance at 0 or a correlation at :math:`\pm 1`.
     settings
-        Optimiser details (iterations, message).
+        Optimiser details (starts, local runs, boundary checks, evaluations, message).
     """
 
     spec: ModelSpec
@@ -114,6 +137,7 @@ class EmpiricalBayes:
     theta: np.ndarray
     converged: bool
     settings: dict[str, Any] = field(default_factory=dict)
+    singular: bool = False
 
     @property
     def variances(self) -> pd.DataFrame:
@@ -173,24 +197,47 @@ def _lambdas(theta: np.ndarray, groups: tuple[GroupDesign, ...]) -> list[np.ndar
 def _weighted_cross_products(data: CollapsedData, lambdas: list[np.ndarray]) -> tuple[float, np.ndarray]:
     r"""Return :math:`\log|V_\theta|` and :math:`R'V_\theta^{-1}R` (``(m, m)``)."""
     S = data.RtR.copy()
+    if isinstance(data.factors, CrossedFactors):
+        return _crossed_cross_products(data, lambdas, S)
     if isinstance(data.factors, CollapsedFactor):
         Lam = lambdas[0]
-        C = _chol(np.eye(Lam.shape[0]) + Lam.T @ data.factors.gram @ Lam)
-        W = _forward(C, Lam.T @ data.ZtR[0])  # (G, q, m)
+        C = chol(np.eye(Lam.shape[0]) + Lam.T @ data.factors.gram @ Lam)
+        W = forward(C, Lam.T @ data.ZtR[0])  # (G, q, m)
         S -= np.einsum("gqa,gqb->ab", W, W)
         return 2.0 * float(np.log(np.diagonal(C, axis1=1, axis2=2)).sum()), S
     nf = data.factors
     Lam1, Lam2 = lambdas
-    C2 = _chol(np.eye(Lam2.shape[0]) + Lam2.T @ nf.inner.gram @ Lam2)
-    W = _forward(C2, Lam2.T @ data.ZtR[1])  # (J, q2, m)
-    B = _forward(C2, Lam2.T @ nf.cross_gram)  # (J, q2, q1)
+    C2 = chol(np.eye(Lam2.shape[0]) + Lam2.T @ nf.inner.gram @ Lam2)
+    W = forward(C2, Lam2.T @ data.ZtR[1])  # (J, q2, m)
+    B = forward(C2, Lam2.T @ nf.cross_gram)  # (J, q2, q1)
     P = data.outer_sum
-    T = data.ZtR[0] - _sum_outer(P, (_t(B) @ W)[None])[0]  # (K, q1, m)
-    Q = nf.outer.gram - _sum_outer(P, (_t(B) @ B)[None])[0]
-    C1 = _chol(np.eye(Lam1.shape[0]) + Lam1.T @ Q @ Lam1)
-    E = _forward(C1, Lam1.T @ T)
+    T = data.ZtR[0] - sum_outer(P, (swap_last(B) @ W)[None])[0]  # (K, q1, m)
+    Q = nf.outer.gram - sum_outer(P, (swap_last(B) @ B)[None])[0]
+    C1 = chol(np.eye(Lam1.shape[0]) + Lam1.T @ Q @ Lam1)
+    E = forward(C1, Lam1.T @ T)
     S -= np.einsum("gqa,gqb->ab", W, W) + np.einsum("gqa,gqb->ab", E, E)
     logdet = np.log(np.diagonal(C2, axis1=1, axis2=2)).sum() + np.log(np.diagonal(C1, axis1=1, axis2=2)).sum()
+    return 2.0 * float(logdet), S
+
+
+def _crossed_cross_products(data: CollapsedData, lambdas: list[np.ndarray], S: np.ndarray) -> tuple[float, np.ndarray]:
+    """:func:`_weighted_cross_products` for crossed factors (dense Schur complement, :mod:`hierbayes.inference.collapsed.likelihood`)."""
+    cf = data.factors
+    assert isinstance(cf, CrossedFactors)
+    fb = cf.factors[cf.big]
+    LB = lambdas[cf.big]
+    m, P = S.shape[0], cf.n_small
+    CB = chol(np.eye(LB.shape[0]) + LB.T @ fb.gram @ LB)
+    W = forward(CB, LB.T @ data.ZtR[cf.big]).reshape(-1, m)
+    D = forward(CB, LB.T @ cf.cross_gram).reshape(-1, P)
+    RS = np.concatenate([data.ZtR[i].reshape(-1, m) for i in cf.small])
+    T = apply_small_lt_np(RS - D.T @ W, cf, lambdas)
+    half = apply_small_lt_np(cf.small_gram - D.T @ D, cf, lambdas)
+    Schur = apply_small_lt_np(half.T, cf, lambdas) + np.eye(P)
+    CS = np.linalg.cholesky(0.5 * (Schur + Schur.T))
+    E = solve_triangular(CS, T, lower=True)
+    S -= W.T @ W + E.T @ E
+    logdet = np.log(np.diagonal(CB, axis1=1, axis2=2)).sum() + np.log(np.diag(CS)).sum()
     return 2.0 * float(logdet), S
 
 
@@ -235,15 +282,143 @@ def _theta_start_and_bounds(groups: tuple[GroupDesign, ...]) -> tuple[np.ndarray
     return np.array(start), bounds
 
 
+#: lme4's ``isSingular`` tolerance on the diagonal of the relative covariance factors.
+SINGULAR_TOL = 1e-4
+#: Values at which a diagonal entry of theta sitting on (or near) the boundary is probed.
+_BOUNDARY_PROBES = (1e-3, 1e-2, 0.05, 0.2, 0.5, 1.0, 2.0)
+#: Improvement that counts (criterion units) in the boundary rounds, and in the final check.
+_IMPROVE_TOL = 1e-9
+_CHECK_TOL = 1e-6
+#: Criterion reported where it cannot be evaluated (finite, so finite differences stay finite).
+_FAILED = 1e100
+
+
+@dataclass
+class _Optimum:
+    x: np.ndarray
+    fun: float
+    success: bool
+    message: str
+    nit: int
+
+
+def _optimise_theta(
+    objective: Any, starts: list[np.ndarray], bounds: list[tuple[float | None, None]]
+) -> tuple[_Optimum, dict[str, Any]]:
+    r"""Minimise the profiled criterion over :math:`\theta`, boundary included (module docstring).
+
+    Returns the optimum and the settings (``starts``, ``local_runs``, ``boundary_rounds``,
+    ``evaluations``, ``checks``).
+    """
+    diag = [k for k, (lo, _) in enumerate(bounds) if lo is not None]
+    lower = np.array([-np.inf if lo is None else lo for lo, _ in bounds])
+    count = [0]
+    cache: dict[bytes, float] = {}
+
+    def f(x: np.ndarray) -> float:
+        x = np.maximum(np.asarray(x, dtype=float), lower)
+        key = x.tobytes()
+        if key not in cache:
+            count[0] += 1
+            try:
+                val = float(objective(x))
+            except np.linalg.LinAlgError:  # numerically indefinite at absurd theta (e.g. 1e8)
+                val = _FAILED
+            cache[key] = val if np.isfinite(val) else _FAILED
+        return cache[key]
+
+    runs = [0]
+
+    def local(x0: np.ndarray) -> _Optimum:
+        runs[0] += 1
+        res = minimize(
+            f,
+            np.maximum(x0, lower),
+            method="L-BFGS-B",
+            jac="3-point",
+            bounds=bounds,
+            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000},
+        )
+        x = np.maximum(np.asarray(res.x, dtype=float), lower)
+        return _Optimum(x, f(x), bool(res.success), str(res.message), int(res.nit))
+
+    best: _Optimum | None = None
+    for x0 in starts:
+        opt = local(x0)
+        if best is None or opt.fun < best.fun - _IMPROVE_TOL:
+            best = opt
+    assert best is not None
+
+    rounds = 0
+    for _ in range(7):
+        rounds += 1
+        improved = False
+        for k in diag:
+            if best.x[k] < SINGULAR_TOL:
+                # On the boundary the derivative vanishes: look along the axis instead.
+                probes = []
+                for h in _BOUNDARY_PROBES:
+                    x = best.x.copy()
+                    x[k] = h
+                    probes.append((f(x), x))
+                fx, x = min(probes, key=lambda p: p[0])
+                if fx < best.fun - _IMPROVE_TOL:
+                    opt = local(x)
+                    if opt.fun < best.fun - _IMPROVE_TOL:
+                        best, improved = opt, True
+            else:
+                # The boundary itself: this component at 0, the others re-optimised.
+                x = best.x.copy()
+                x[k] = 0.0
+                opt = local(x)
+                if opt.fun < best.fun - _IMPROVE_TOL:
+                    best, improved = opt, True
+        if not improved:
+            break
+    # Report an exact 0 where the optimiser stopped a hair above it and 0 is no worse.
+    for k in diag:
+        if 0.0 < best.x[k] < SINGULAR_TOL:
+            x = best.x.copy()
+            x[k] = 0.0
+            fx = f(x)
+            if fx <= best.fun + _IMPROVE_TOL:
+                best = _Optimum(x, fx, best.success, best.message, best.nit)
+    # Honest convergence: nothing better within +-delta of the optimum.
+    worse_by = 0.0
+    for k in range(best.x.size):
+        delta = 1e-4 * max(1.0, abs(best.x[k]))
+        for sign in (-1.0, 1.0):
+            x = best.x.copy()
+            x[k] += sign * delta
+            if x[k] < lower[k]:
+                continue
+            worse_by = max(worse_by, best.fun - f(x))
+    checks_ok = worse_by <= _CHECK_TOL
+    # L-BFGS-B ends "ABNORMAL" when its line search cannot improve on finite-difference noise
+    # at the optimum; the probes above decide. Running out of iterations is never convergence.
+    best.success = checks_ok and np.isfinite(best.fun) and best.fun < _FAILED and "ITERATIONS" not in best.message
+    if not checks_ok:
+        best.message += f"; a point within 1e-4 of the optimum is better by {worse_by:.3g}"
+    settings = {
+        "starts": len(starts),
+        "local_runs": runs[0],
+        "boundary_rounds": rounds,
+        "evaluations": count[0],
+        "checks": "passed" if checks_ok else f"failed (better by {worse_by:.3g})",
+    }
+    return best, settings
+
+
 def fit_design(design: Design, method: Literal["reml", "ml"] = "reml") -> EmpiricalBayes:
     """ML/REML fit of a design (see :func:`empirical_bayes`)."""
     if method not in ("reml", "ml"):
         raise SpecError(f"Unknown empirical-Bayes method {method!r}; allowed: 'reml', 'ml'.")
-    problem = collapse_problem(design)
+    problem = collapse_problem(design, sampler=False)
     if problem is not None:
         raise SpecError(
             f"method={method!r} cannot fit {design.spec.formula()!r}: {problem}. "
-            "ML/REML here covers Gaussian models with one grouping factor or two nested ones; "
+            "ML/REML here covers Gaussian models with grouping factors that are single, nested or "
+            "crossed (within the size limit of the dense crossed algebra); "
             "use hb.fit(..., method='full') for a Bayesian fit."
         )
     data = collapsed_data(design)
@@ -255,15 +430,8 @@ def fit_design(design: Design, method: Literal["reml", "ml"] = "reml") -> Empiri
     def objective(theta: np.ndarray) -> float:
         return _profile(theta, data, reml, log_det_A).criterion
 
-    res = minimize(
-        objective,
-        start,
-        method="L-BFGS-B",
-        jac="3-point",
-        bounds=bounds,
-        options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 1000},
-    )
-    theta = np.asarray(res.x, dtype=float)
+    res, opt_settings = _optimise_theta(objective, [start, 0.1 * start], bounds)
+    theta = res.x
     prof = _profile(theta, data, reml, log_det_A)
     sigma = math.sqrt(prof.sigma2)
 
@@ -295,6 +463,22 @@ def fit_design(design: Design, method: Literal["reml", "ml"] = "reml") -> Empiri
         sd[g.name] = pd.Series(s, index=list(g.coef_names), name=names.sd(g.name))
         corr[g.name] = pd.DataFrame(r, index=list(g.coef_names), columns=list(g.coef_names))
         blups[g.name] = pd.DataFrame(u[0], index=pd.Index(g.levels, name=g.name), columns=list(g.coef_names))
+    # Singular fit (lme4's isSingular): a diagonal entry of some Lambda_g below the tolerance.
+    zero_terms = [
+        f"{g.name}:{g.coef_names[i]}"
+        for g, pos, Lam in zip(data.groups, _theta_layout(data.groups), lambdas, strict=True)
+        for i in range(Lam.shape[0])
+        if (i, i) in pos and Lam[i, i] < SINGULAR_TOL
+    ]
+    if zero_terms:
+        warnings.warn(
+            f"Singular fit of {design.spec.formula()!r}: the relative sd factor of "
+            f"{', '.join(zero_terms)} is below {SINGULAR_TOL:g} (a variance component at 0, or a "
+            "correlation at +-1; lme4's isSingular). The data do not support that term: consider "
+            "removing it or a Bayesian fit (hb.fit), whose prior keeps it away from 0.",
+            SingularFitWarning,
+            stacklevel=3,
+        )
     # Report groups in the design's order.
     order = [g.name for g in design.groups]
     return EmpiricalBayes(
@@ -310,7 +494,14 @@ def fit_design(design: Design, method: Literal["reml", "ml"] = "reml") -> Empiri
         loglik=-0.5 * prof.criterion,
         theta=theta,
         converged=bool(res.success),
-        settings={"method": method, "optimizer": "L-BFGS-B", "iterations": int(res.nit), "message": str(res.message)},
+        settings={
+            "method": method,
+            "optimizer": "L-BFGS-B + boundary checks",
+            "iterations": res.nit,
+            "message": res.message,
+            **opt_settings,
+        },
+        singular=bool(zero_terms),
     )
 
 
@@ -327,7 +518,8 @@ def empirical_bayes(
     ----------
     model
         An lme4-style formula or a :class:`ModelSpec` (Gaussian family; one grouping factor,
-        or two nested ones, with any varying terms). Priors in the spec are ignored.
+        two nested ones, or crossed ones such as ``(1 | subject) + (1 | item)``, with any
+        varying terms). Priors in the spec are ignored.
     data
         The data frame.
     method
@@ -340,6 +532,11 @@ def empirical_bayes(
     EmpiricalBayes
         GLS fixed effects with standard errors, variance components, residual sd, BLUPs and
         the criterion (see the module docstring).
+
+    Warns
+    -----
+    SingularFitWarning
+        When the fit is singular (a variance component at 0 or a correlation at +-1).
 
     Examples
     --------
