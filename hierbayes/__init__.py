@@ -16,6 +16,7 @@ from hierbayes.exceptions import (
     FormulaError,
     PriorError,
     SamplerNotInstalledError,
+    SingularFitWarning,
     SpecError,
 )
 from hierbayes.inference.build import build_model
@@ -70,6 +71,7 @@ __all__ = [
     "PriorError",
     "Priors",
     "SamplerNotInstalledError",
+    "SingularFitWarning",
     "SpecError",
     "Summary",
     "VariancePartition",
