@@ -55,6 +55,7 @@ from hierbayes.design import GroupDesign
 from hierbayes.exceptions import DataError, SpecError
 from hierbayes.families import Observed, check_response, get_family, inverse_link
 from hierbayes.inference.result import Fit
+from hierbayes.spec.transforms import EVAL_CONTEXT
 
 __all__ = [
     "GroupRows",
@@ -215,6 +216,53 @@ def _level_keys(data: pd.DataFrame, fitted: pd.DataFrame, columns: list[str]) ->
     return pd.DataFrame(keys, index=data.index)
 
 
+def _check_finite_columns(values: np.ndarray, names: tuple[str, ...], data: pd.DataFrame, what: str) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        k = int(np.flatnonzero(bad.any(axis=0))[0])
+        row = data.index[int(np.flatnonzero(bad[:, k])[0])]
+        raise DataError(
+            f"Column {names[k]!r} of the {what} is not finite for the new data (e.g. row {row!r}): a "
+            "missing value in a predictor, or a transform undefined there (log or sqrt of 0 or a "
+            "negative number). Fill or drop those rows."
+        )
+
+
+def _varying_columns(g: GroupDesign, data: pd.DataFrame) -> np.ndarray:
+    """``Z`` of the new rows, built by the fitted term's own formulaic spec.
+
+    Stateful transforms (``center``, ``scale``, ``poly``, splines) keep the fitted data's
+    state and categorical columns keep the fitted levels, so a row copied from the fitted
+    data gets exactly its fitted ``Z``.
+    """
+    try:
+        with np.errstate(all="ignore"):
+            if g.model_spec is not None:
+                mm = g.model_spec.get_model_matrix(data, context=EVAL_CONTEXT)
+            else:  # a GroupDesign made by hand, without formulaic's spec
+                rhs = " + ".join((["1"] if g.term.intercept else ["0"]) + list(g.term.terms))
+                mm = model_matrix(rhs, data, na_action="ignore", context=EVAL_CONTEXT)
+    except Exception as err:
+        raise DataError(
+            f"Could not build the varying columns of {g.term.formula()} for the new data: {err}. Give the "
+            "new data the columns (and categorical levels) of the fitted data."
+        ) from None
+    names = tuple(str(c) for c in mm.columns)
+    if names != g.coef_names:
+        raise DataError(
+            f"The varying columns of {g.term.formula()} in the new data are {names}, but the model has "
+            f"{g.coef_names}; give the new data the same columns (and categorical levels) as the fitted data."
+        )
+    Z = np.asarray(mm, dtype=float)
+    if Z.shape[0] != len(data):
+        raise DataError(
+            f"The new data give {Z.shape[0]} rows of the varying columns of {g.term.formula()} for "
+            f"{len(data)} rows; check for missing values in its predictors."
+        )
+    _check_finite_columns(Z, names, data, f"varying columns of {g.term.formula()}")
+    return Z
+
+
 def _group_rows(g: GroupDesign, data: pd.DataFrame, fitted: pd.DataFrame) -> GroupRows:
     for col in g.term.factor:
         _need(data, col, f"grouping factor of {g.term.formula()}")
@@ -230,20 +278,7 @@ def _group_rows(g: GroupDesign, data: pd.DataFrame, fitted: pd.DataFrame) -> Gro
         new_index[unseen] = codes
         n_new = len(uniques)
     if g.term.terms:
-        rhs = " + ".join((["1"] if g.term.intercept else ["0"]) + list(g.term.terms))
-        try:
-            mm = model_matrix(rhs, data, na_action="raise", context={"np": np})
-        except Exception as err:
-            raise DataError(
-                f"Could not build the varying columns of {g.term.formula()} for the new data: {err}"
-            ) from None
-        names = tuple(str(c) for c in mm.columns)
-        if names != g.coef_names:
-            raise DataError(
-                f"The varying columns of {g.term.formula()} in the new data are {names}, but the model has "
-                f"{g.coef_names}; give the new data the same columns (and categorical levels) as the fitted data."
-            )
-        Z = np.asarray(mm, dtype=float)
+        Z = _varying_columns(g, data)
     else:
         Z = np.ones((len(data), 1))
     return GroupRows(
@@ -269,7 +304,8 @@ def _rows_of_data(fit: Fit, data: Any) -> PredictionRows:
         if design.fixed_model_spec is None:  # pragma: no cover - make_design always sets it
             raise SpecError("This fit's design has no formulaic model spec; cannot rebuild X for new data.")
         try:
-            mm = design.fixed_model_spec.get_model_matrix(data, context={"np": np})
+            with np.errstate(all="ignore"):
+                mm = design.fixed_model_spec.get_model_matrix(data, context=EVAL_CONTEXT)
         except Exception as err:
             raise DataError(
                 f"Could not build the fixed-effect columns ({', '.join(design.fixed_names)}) for the new data: {err}"
@@ -280,6 +316,7 @@ def _rows_of_data(fit: Fit, data: Any) -> PredictionRows:
                 f"The new data give {X.shape[0]} rows x {X.shape[1]} fixed-effect columns, expected "
                 f"{len(data)} x {len(design.fixed_names)}; check for missing values in the predictors."
             )
+        _check_finite_columns(X, design.fixed_names, data, "fixed-effect columns")
     else:
         X = np.zeros((len(data), 0))
     groups = tuple(_group_rows(g, data, design.data) for g in design.groups)
@@ -515,9 +552,10 @@ def log_likelihood(fit: Fit, data: pd.DataFrame | dict[str, Any] | None = None) 
     spec = fit.spec
     rows = prediction_rows(fit, data)
     if rows.y is None:
+        needs_trials = get_family(spec.family).needs_trials
         raise DataError(
             f"The log-likelihood needs the response column {spec.response!r} in the data"
-            + (f" and the trials/failures column {spec.trials or spec.failures!r}" if get_family(spec.family).needs_trials else "")
+            + (f" and the trials/failures column {spec.trials or spec.failures!r}" if needs_trials else "")
             + "."
         )
     y = rows.y
