@@ -23,6 +23,7 @@ from hierbayes.inference.collapsed.reml import EmpiricalBayes, empirical_bayes
 from hierbayes.inference.diagnostics import Diagnostics, diagnose
 from hierbayes.inference.fit import fit, prior_predictive
 from hierbayes.inference.priors import resolve_priors
+from hierbayes.inference.pymc_model import pymc_model
 from hierbayes.inference.result import Fit
 from hierbayes.inference.sampling import sample
 from hierbayes.io import load, save
@@ -100,6 +101,7 @@ __all__ = [
     "posterior_predictive",
     "predict",
     "prior_predictive",
+    "pymc_model",
     "random_intercept",
     "random_slopes",
     "rate_ratios",

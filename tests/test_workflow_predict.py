@@ -90,3 +90,32 @@ def test_new_data_with_a_missing_predictor_value_names_the_column(sleep, synthet
     new["Days"] = [1.0, np.nan]
     with pytest.raises(hb.DataError, match="Days"):
         hb.linear_predictor(fit, new)
+
+
+def test_pymc_model_posterior_predictive_keeps_the_posterior_random_effects(sleep, synthetic_fit, caplog):
+    """Issue 13: PyMC's sample_posterior_predictive must sample only y, not redraw z/u from the prior.
+
+    The synthetic posterior holds only what a collapsed fit reports (beta, sd, corr, u, sigma):
+    ``beta_std``, ``corr_chol`` and ``z`` are derived from it.
+    """
+    import logging
+
+    import pymc as pm
+
+    formula = "Reaction ~ Days + (Days | Subject)"
+    design = hb.make_design(hb.parse_formula(formula), sleep)
+    rng = np.random.default_rng(4)
+    values = _values(design, rng) | {"corr_Subject": np.array([[1.0, 0.3], [0.3, 1.0]])}
+    values["sd_Subject"] = np.array([20.0, 5.0])
+    fit = synthetic_fit(formula, sleep, values)
+    model, idata = hb.pymc_model(fit)
+    assert {rv.name for rv in model.free_RVs} <= set(idata["posterior"].data_vars)
+    assert hb.pymc_model(fit)[0] is model  # cached on the fit
+    with caplog.at_level(logging.INFO, logger="pymc"), model:
+        pp = pm.sample_posterior_predictive(
+            idata, var_names=["y", "u_Subject", "beta"], random_seed=1, progressbar=False
+        )
+    assert "Sampling: [y]" in caplog.text
+    replicated = pp["posterior_predictive"]
+    np.testing.assert_allclose(replicated["u_Subject"].values, fit.posterior["u_Subject"].values, atol=1e-9)
+    np.testing.assert_allclose(replicated["beta"].values, fit.posterior["beta"].values, atol=1e-9)
