@@ -22,6 +22,7 @@ from hierbayes.inference.calibration import Calibration, check_calibration
 from hierbayes.inference.collapsed.reml import EmpiricalBayes, empirical_bayes
 from hierbayes.inference.diagnostics import Diagnostics, diagnose
 from hierbayes.inference.fit import fit, prior_predictive
+from hierbayes.inference.pointwise import add_log_likelihood, add_posterior_predictive
 from hierbayes.inference.priors import resolve_priors
 from hierbayes.inference.pymc_model import pymc_model
 from hierbayes.inference.result import Fit
@@ -75,6 +76,8 @@ __all__ = [
     "SpecError",
     "Summary",
     "VariancePartition",
+    "add_log_likelihood",
+    "add_posterior_predictive",
     "build_model",
     "check_calibration",
     "compare",
