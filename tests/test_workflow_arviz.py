@@ -102,3 +102,22 @@ def test_fit_with_log_likelihood_and_posterior_predictive(frame):
     assert {"log_likelihood", "posterior_predictive", "observed_data"} <= set(fit.idata.children)
     np.testing.assert_array_equal(fit.idata["log_likelihood"]["y"].values, hb.log_likelihood(fit).values)
     assert fit.idata["posterior_predictive"]["y"].shape == (1, 30, len(frame))
+
+
+def test_internal_variables_live_outside_the_posterior(synthetic_fit, frame):
+    import xarray as xr
+
+    from hierbayes.inference.result import INTERNAL_GROUP, move_internal
+
+    rng = np.random.default_rng(7)
+    fit = synthetic_fit("y ~ x + (1 | g)", frame, _posterior(rng), chains=CHAINS, draws=DRAWS)
+    post = fit.idata["posterior"].to_dataset()
+    post["beta_std"] = post["beta"] * 2.0
+    post["z_g"] = post["u_g"] / 0.8
+    fit.idata["posterior"] = xr.DataTree(post)
+    move_internal(fit.idata)
+    assert set(fit.idata["posterior"].data_vars) == {"beta", "sd_g", "u_g", "sigma"}
+    assert set(fit.idata[INTERNAL_GROUP].data_vars) == {"beta_std", "z_g"}
+    assert {"beta_std", "z_g", "beta"} <= set(fit.posterior.data_vars)  # summaries still see everything
+    table = arviz_stats.summary(fit.idata)
+    assert not any(str(i).startswith(("beta_std", "z_")) for i in table.index)

@@ -21,7 +21,7 @@ from hierbayes.inference.build import build_model, var_names
 from hierbayes.inference.collapsed.build import Method, add_random_effects, build_collapsed_model, choose_method
 from hierbayes.inference.diagnostics import diagnose, warn_if_problems
 from hierbayes.inference.pointwise import add_log_likelihood, add_posterior_predictive
-from hierbayes.inference.result import Fit
+from hierbayes.inference.result import Fit, move_internal
 from hierbayes.inference.sampling import Sampler, resolve_sampler, sample
 from hierbayes.spec.formula import parse_formula
 from hierbayes.spec.model import ModelSpec
@@ -180,6 +180,7 @@ def fit(
         "store_random_effects": store_random_effects or chosen == "full",
         "versions": versions(),
     }
+    idata = move_internal(idata)  # az.summary(fit.idata) shows only interpretable parameters
     result = Fit(spec=spec, design=design, idata=idata, settings=settings, diagnostics=diagnostics)
     if log_likelihood:
         add_log_likelihood(result)

@@ -20,7 +20,27 @@ from hierbayes.inference import store
 from hierbayes.inference.diagnostics import Diagnostics
 from hierbayes.spec.model import ModelSpec
 
-__all__ = ["Fit"]
+__all__ = ["INTERNAL_GROUP", "Fit", "is_internal", "move_internal"]
+
+#: DataTree group holding the sampler's internal variables (standardised ``beta_std``,
+#: non-centred ``z_<g>``, Cholesky factors ``corr_chol_<g>``), kept out of ``posterior`` so that
+#: ``arviz_stats.summary(fit.idata)`` shows only interpretable parameters.
+INTERNAL_GROUP = "posterior_internal"
+
+
+def is_internal(name: str) -> bool:
+    """Whether a posterior variable is internal to the sampler's parametrisation."""
+    return name == "beta_std" or name.startswith(("z_", "corr_chol_"))
+
+
+def move_internal(idata: xr.DataTree) -> xr.DataTree:
+    """Move the internal variables of ``idata["posterior"]`` into the group :data:`INTERNAL_GROUP` (in place)."""
+    post = idata["posterior"].to_dataset()
+    internal = [str(n) for n in post.data_vars if is_internal(str(n))]
+    if internal:
+        idata[INTERNAL_GROUP] = xr.DataTree(post[internal])
+        idata["posterior"] = xr.DataTree(post.drop_vars(internal))
+    return idata
 
 
 @dataclass(eq=False)
@@ -34,7 +54,10 @@ class Fit:
     design
         The design the model was built from (``design.data`` are the rows used).
     idata
-        PyMC's result, an ``xarray.DataTree`` (groups ``posterior``, ``sample_stats``, ...).
+        PyMC's result, an ``xarray.DataTree`` (groups ``posterior`` with the interpretable
+        parameters, ``posterior_internal`` with the sampler's ``beta_std``, ``z_<g>``,
+        ``corr_chol_<g>``, ``sample_stats``, and ``log_likelihood``, ``posterior_predictive``,
+        ``observed_data``, ``prior`` when added).
     settings
         Sampler settings, seed, method and library versions.
     diagnostics
@@ -49,8 +72,15 @@ class Fit:
 
     @property
     def posterior(self) -> xr.Dataset:
-        """The posterior draws as an ``xarray.Dataset`` (dims ``chain``, ``draw``, ...)."""
-        return self.idata["posterior"].to_dataset()
+        """All posterior draws as an ``xarray.Dataset`` (dims ``chain``, ``draw``, ...).
+
+        The interpretable parameters of ``idata["posterior"]`` together with the internal ones of
+        ``idata["posterior_internal"]``.
+        """
+        post = self.idata["posterior"].to_dataset()
+        if INTERNAL_GROUP in self.idata.children:
+            post = post.merge(self.idata[INTERNAL_GROUP].to_dataset(), combine_attrs="override")
+        return post
 
     @property
     def data(self) -> pd.DataFrame:
