@@ -31,6 +31,7 @@ from hierbayes.io import load, save
 from hierbayes.spec.formula import parse_formula
 from hierbayes.spec.model import GroupTerm, ModelSpec
 from hierbayes.spec.priors import LKJ, Exponential, HalfCauchy, HalfNormal, HalfStudentT, Normal, Priors
+from hierbayes.summaries.checks import KFold, bayes_r2, kfold, plot_ppc
 from hierbayes.summaries.compare import compare
 from hierbayes.summaries.contrasts import Contrast, contrast, odds_ratios, rate_ratios
 from hierbayes.summaries.covariance import implied_covariance, implied_covariance_draws
@@ -66,6 +67,7 @@ __all__ = [
     "HalfCauchy",
     "HalfNormal",
     "HalfStudentT",
+    "KFold",
     "ModelSpec",
     "NestingWarning",
     "Normal",
@@ -78,6 +80,7 @@ __all__ = [
     "VariancePartition",
     "add_log_likelihood",
     "add_posterior_predictive",
+    "bayes_r2",
     "build_model",
     "check_calibration",
     "compare",
@@ -91,6 +94,7 @@ __all__ = [
     "group_means",
     "implied_covariance",
     "implied_covariance_draws",
+    "kfold",
     "linear_predictor",
     "load",
     "log_likelihood",
@@ -99,6 +103,7 @@ __all__ = [
     "odds_ratios",
     "parse_formula",
     "plot_caterpillar",
+    "plot_ppc",
     "plot_shrinkage",
     "population_averaged",
     "posterior_predictive",

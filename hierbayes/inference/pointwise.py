@@ -253,8 +253,13 @@ def replicate_rows(
     return _to_array(fit, rows, out, "y")
 
 
-def log_likelihood_of_rows(fit: Fit, rows: PredictionRows) -> xr.DataArray:
-    r"""Pointwise :math:`\log p(y_i \mid \theta^{(s)})`, dims ``(chain, draw, obs)``, named ``"y"``."""
+def log_likelihood_of_rows(
+    fit: Fit, rows: PredictionRows, new_effects: list[np.ndarray | None] | None = None
+) -> xr.DataArray:
+    r"""Pointwise :math:`\log p(y_i \mid \theta^{(s)})`, dims ``(chain, draw, obs)``, named ``"y"``.
+
+    ``new_effects`` holds, per group, the effects of unseen levels (``None``: :math:`u = 0`).
+    """
     spec = fit.spec
     if rows.y is None:
         needs_trials = get_family(spec.family).needs_trials
@@ -264,7 +269,8 @@ def log_likelihood_of_rows(fit: Fit, rows: PredictionRows) -> xr.DataArray:
             + "."
         )
     y = rows.y
-    chains, draws, blocks = _eta_chunks(fit, rows, [None] * len(rows.groups))
+    new_effects = new_effects if new_effects is not None else [None] * len(rows.groups)
+    chains, draws, blocks = _eta_chunks(fit, rows, new_effects)
     out = np.empty((chains * draws, rows.n))
     family = get_family(spec.family)
     observed = _observed(fit, rows)

@@ -343,7 +343,13 @@ def posterior_predictive(
     return replicate_rows(fit, rows, rng, _new_level_effects(fit, rows, new_levels, rng))
 
 
-def log_likelihood(fit: Fit, data: pd.DataFrame | dict[str, Any] | None = None) -> xr.DataArray:
+def log_likelihood(
+    fit: Fit,
+    data: pd.DataFrame | dict[str, Any] | None = None,
+    *,
+    new_levels: NewLevels = "population",
+    random_seed: int | np.random.Generator | None = None,
+) -> xr.DataArray:
     r"""Pointwise log density :math:`\log p(y_i \mid \theta^{(s)})` of every row at every draw.
 
     The density is conditional on the row's random effects (the same likelihood the model
@@ -358,13 +364,21 @@ def log_likelihood(fit: Fit, data: pd.DataFrame | dict[str, Any] | None = None) 
         A fitted model.
     data
         New rows with the response; ``None`` uses the fit's own rows (what LOO needs).
+    new_levels
+        For rows of levels the model has not seen: ``"population"`` (:math:`u = 0`) or
+        ``"sample"`` (a fresh :math:`u \sim N(0, \Omega_k^{(s)})` per draw, what
+        leave-one-group-out CV needs); see :func:`linear_predictor`.
+    random_seed
+        Seed for ``new_levels="sample"``.
 
     Returns
     -------
     xarray.DataArray
         Dims ``(chain, draw, obs)``, named ``"y"``.
     """
-    return log_likelihood_of_rows(fit, prediction_rows(fit, data))
+    rows = prediction_rows(fit, data)
+    rng = np.random.default_rng(random_seed)
+    return log_likelihood_of_rows(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
 
 
 def with_log_likelihood(fit: Fit) -> xr.DataTree:
