@@ -33,6 +33,7 @@ from hierbayes.spec.model import GroupTerm, ModelSpec
 from hierbayes.spec.priors import LKJ, Exponential, HalfCauchy, HalfNormal, HalfStudentT, Normal, Priors
 from hierbayes.summaries.checks import KFold, bayes_r2, kfold, plot_ppc
 from hierbayes.summaries.compare import compare
+from hierbayes.summaries.conditional import average_comparison, conditional_effects, plot_conditional_effects
 from hierbayes.summaries.contrasts import Contrast, contrast, odds_ratios, rate_ratios
 from hierbayes.summaries.covariance import implied_covariance, implied_covariance_draws
 from hierbayes.summaries.effects import Summary, summary
@@ -80,10 +81,12 @@ __all__ = [
     "VariancePartition",
     "add_log_likelihood",
     "add_posterior_predictive",
+    "average_comparison",
     "bayes_r2",
     "build_model",
     "check_calibration",
     "compare",
+    "conditional_effects",
     "contrast",
     "datasets",
     "diagnose",
@@ -103,6 +106,7 @@ __all__ = [
     "odds_ratios",
     "parse_formula",
     "plot_caterpillar",
+    "plot_conditional_effects",
     "plot_ppc",
     "plot_shrinkage",
     "population_averaged",

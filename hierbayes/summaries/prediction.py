@@ -43,6 +43,7 @@ Memory: the returned arrays hold :math:`S \times n` numbers (7230 rows x 4000 dr
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 import numpy as np
@@ -156,7 +157,12 @@ def _varying_columns(g: GroupDesign, data: pd.DataFrame) -> np.ndarray:
 
 def _group_rows(g: GroupDesign, data: pd.DataFrame, fitted: pd.DataFrame) -> GroupRows:
     for col in g.term.factor:
-        _need(data, col, f"grouping factor of {g.term.formula()}")
+        _need(
+            data,
+            col,
+            f"grouping factor of {g.term.formula()}; or predict at the population level, without it, "
+            "with include_group_effects=False",
+        )
     keys = _level_keys(data, fitted, list(g.term.factor))
     labels = keys.iloc[:, 0] if len(g.term.factor) == 1 else keys.agg(":".join, axis=1)
     lookup = {lab: k for k, lab in enumerate(g.levels)}
@@ -186,7 +192,7 @@ def as_frame(data: Any) -> pd.DataFrame:
     return data
 
 
-def _rows_of_data(fit: Fit, data: Any) -> PredictionRows:
+def _rows_of_data(fit: Fit, data: Any, include_group_effects: bool = True) -> PredictionRows:
     data = as_frame(data)
     if len(data) == 0:
         raise DataError("The new data frame is empty (0 rows); nothing to predict.")
@@ -210,7 +216,7 @@ def _rows_of_data(fit: Fit, data: Any) -> PredictionRows:
         _check_finite_columns(X, design.fixed_names, data, "fixed-effect columns")
     else:
         X = np.zeros((len(data), 0))
-    groups = tuple(_group_rows(g, data, design.data) for g in design.groups)
+    groups = tuple(_group_rows(g, data, design.data) for g in design.groups) if include_group_effects else ()
     offset = None
     if spec.offset is not None:
         _need(data, spec.offset, "the offset")
@@ -238,12 +244,17 @@ def _rows_of_data(fit: Fit, data: Any) -> PredictionRows:
     )
 
 
-def prediction_rows(fit: Fit, data: Any = None) -> PredictionRows:
+def prediction_rows(fit: Fit, data: Any = None, *, include_group_effects: bool = True) -> PredictionRows:
     """The design arrays of the rows to predict: ``X``, per-term level index and ``Z``, offset, trials.
 
     ``data=None`` gives the fit's own rows; new data are built as the module docstring says.
+    ``include_group_effects=False`` leaves every random term out (:math:`u = 0`, the grouping
+    columns are not needed): brms ``re_formula = NA``, bambi ``include_group_specific=False``.
     """
-    return _rows_of_fit(fit) if data is None else _rows_of_data(fit, data)
+    if data is None:
+        rows = _rows_of_fit(fit)
+        return rows if include_group_effects else dataclasses.replace(rows, groups=())
+    return _rows_of_data(fit, data, include_group_effects)
 
 
 # ----------------------------------------------------------------------------- linear predictor
@@ -280,6 +291,7 @@ def linear_predictor(
     *,
     new_levels: NewLevels = "population",
     random_seed: int | np.random.Generator | None = None,
+    include_group_effects: bool = True,
 ) -> xr.DataArray:
     r"""Posterior draws of the linear predictor :math:`\eta` (link scale).
 
@@ -295,13 +307,16 @@ def linear_predictor(
         :math:`u \sim N(0, \Omega_k)` per draw; needs ``random_seed`` for reproducibility).
     random_seed
         Seed (or generator) for ``new_levels="sample"``.
+    include_group_effects
+        ``False``: the population-level prediction :math:`x_i^\top\beta + o_i` with every
+        random effect at 0; the new data need no grouping columns (brms ``re_formula = NA``).
 
     Returns
     -------
     xarray.DataArray
         Dims ``(chain, draw, obs)``, named ``"eta"``.
     """
-    rows = prediction_rows(fit, data)
+    rows = prediction_rows(fit, data, include_group_effects=include_group_effects)
     rng = np.random.default_rng(random_seed)
     return _to_array(fit, rows, _eta(fit, rows, new_levels, rng), "eta")
 
@@ -315,6 +330,7 @@ def posterior_predictive(
     random_seed: int | np.random.Generator | None,
     data: pd.DataFrame | dict[str, Any] | None = None,
     new_levels: NewLevels = "population",
+    include_group_effects: bool = True,
 ) -> xr.DataArray:
     """Replicated responses, one per posterior draw and row, on the response scale.
 
@@ -329,7 +345,7 @@ def posterior_predictive(
         New rows; ``None`` uses the fit's own rows. Binomial models need the trials column
         (or the successes and failures columns of ``cbind``), Gaussian models with a known sd
         the sd column.
-    new_levels
+    new_levels, include_group_effects
         See :func:`linear_predictor`.
 
     Returns
@@ -338,7 +354,7 @@ def posterior_predictive(
         Dims ``(chain, draw, obs)``, named ``"y"``: floats for the Gaussian family, integers
         (int64) otherwise (0/1 for bernoulli, ``0..trials`` for binomial).
     """
-    rows = prediction_rows(fit, data)
+    rows = prediction_rows(fit, data, include_group_effects=include_group_effects)
     rng = np.random.default_rng(random_seed)
     return replicate_rows(fit, rows, rng, _new_level_effects(fit, rows, new_levels, rng))
 
@@ -405,6 +421,7 @@ def predict(
     prob: float = 0.94,
     random_seed: int | np.random.Generator | None = None,
     new_levels: NewLevels = "population",
+    include_group_effects: bool = True,
 ) -> pd.DataFrame:
     r"""Posterior mean, sd and equal-tailed interval of a prediction for every row.
 
@@ -424,7 +441,7 @@ def predict(
         Probability of the equal-tailed interval (default 0.94, as every hierbayes summary).
     random_seed
         Seed for ``kind="response"`` and ``new_levels="sample"``.
-    new_levels
+    new_levels, include_group_effects
         See :func:`linear_predictor`.
 
     Returns
@@ -436,9 +453,13 @@ def predict(
     if not 0 < prob < 1:
         raise ValueError(f"prob must be between 0 and 1; received {prob}.")
     if kind == "response":
-        values = posterior_predictive(fit, random_seed=random_seed, data=data, new_levels=new_levels).values
+        values = posterior_predictive(
+            fit, random_seed=random_seed, data=data, new_levels=new_levels, include_group_effects=include_group_effects
+        ).values
     elif kind in ("linear", "mean"):
-        values = linear_predictor(fit, data, new_levels=new_levels, random_seed=random_seed).values
+        values = linear_predictor(
+            fit, data, new_levels=new_levels, random_seed=random_seed, include_group_effects=include_group_effects
+        ).values
         if kind == "mean":
             values = inverse_link(str(fit.spec.link), values)
     else:
