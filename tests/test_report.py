@@ -53,10 +53,11 @@ def test_report_is_self_contained(html_path):
 @pytest.mark.slow
 def test_report_sections(tiny_nested_fit, html_path):
     text = html_path.read_text(encoding="utf-8")
-    for section in ("model", "data", "summary", "diagnostics", "ppc", "variance", "shrinkage", "effects", "settings"):
+    for section in ("model", "data", "summary", "diagnostics", "ppc", "fit-quality", "conditional", "variance",
+                    "shrinkage", "effects", "settings"):
         assert f'<section id="{section}">' in text
     for table in ("priors", "data-groups", "summary-random", "summary-fixed", "diagnostics", "variance-partition",
-                  "settings", "versions"):
+                  "settings", "versions", "loo", "pareto-k", "bayes-r2"):
         assert f'<table id="{table}">' in text
     assert "<math" in text and "school:child" in text
     s = hb.summary(tiny_nested_fit)
