@@ -60,3 +60,22 @@ def test_caterpillar_of_a_large_factor_shows_extremes_and_a_histogram(synthetic_
     assert len(fig.axes) == 2
     assert len(fig.axes[0].get_yticklabels()) == 30
     assert "1595" in fig.axes[1].get_title()
+
+
+def test_result_objects_show_concisely_in_jupyter(synthetic_fit, frame):
+    rng = np.random.default_rng(4)
+    fit = synthetic_fit("y ~ x + (1 | g)", frame, _vals(rng), family="bernoulli", draws=200)
+    fit.settings.update({"method": "full", "random_seed": 1})
+    objects = [
+        hb.summary(fit),
+        hb.variance_partition(fit),
+        hb.contrast(fit, "x - Intercept"),
+        hb.population_averaged(fit, {"x": [0.0, 1.0]}, coef="x", n_draws=10, random_seed=1),
+        fit,
+    ]
+    for obj in objects:
+        text, page = repr(obj), obj._repr_html_()
+        assert len(text) < 5_000 and len(page) < 20_000, type(obj).__name__
+        assert "array(" not in text and "DataArray" not in text and "Dataset" not in text
+        assert page.startswith("<div>")
+    assert "posterior" in fit._repr_html_()

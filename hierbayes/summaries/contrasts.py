@@ -274,6 +274,14 @@ class Contrast:
         combo = " ".join(f"{'+' if w >= 0 else '-'} {abs(w):g}*{k}" for k, w in self.weights.items())
         return f"Contrast {self.expr!r} = {combo.lstrip('+ ')} (posterior, {pct} intervals)\n{self.table.to_string()}"
 
+    def __repr__(self) -> str:
+        return self.__str__()
+
+    def _repr_html_(self) -> str:
+        from hierbayes.summaries.display import html_block
+
+        return html_block(f"Contrast {self.expr}", [f"{round(self.prob * 100)}% intervals"], [("", self.table)])
+
 
 def contrast(fit: Fit, expr: str, *, prob: float = DEFAULT_PROB) -> Contrast:
     """Posterior of a linear combination of fixed effects, e.g. ``"kid2p + husEdPri"``, ``"a - b"``.
