@@ -24,7 +24,7 @@ from hierbayes.inference.diagnostics import Diagnostics, diagnose
 from hierbayes.inference.fit import fit, prior_predictive
 from hierbayes.inference.pointwise import add_log_likelihood, add_posterior_predictive
 from hierbayes.inference.priors import resolve_priors
-from hierbayes.inference.pymc_model import pymc_model
+from hierbayes.inference.pymc_model import add_log_prior, pymc_model
 from hierbayes.inference.result import Fit
 from hierbayes.inference.sampling import sample
 from hierbayes.io import load, save
@@ -80,6 +80,7 @@ __all__ = [
     "Summary",
     "VariancePartition",
     "add_log_likelihood",
+    "add_log_prior",
     "add_posterior_predictive",
     "average_comparison",
     "bayes_r2",

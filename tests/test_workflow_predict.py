@@ -119,3 +119,34 @@ def test_pymc_model_posterior_predictive_keeps_the_posterior_random_effects(slee
     replicated = pp["posterior_predictive"]
     np.testing.assert_allclose(replicated["u_Subject"].values, fit.posterior["u_Subject"].values, atol=1e-9)
     np.testing.assert_allclose(replicated["beta"].values, fit.posterior["beta"].values, atol=1e-9)
+
+
+def test_add_log_prior_makes_psense_work(sleep, synthetic_fit):
+    """Prior sensitivity by power-scaling runs on fit.idata once log_prior and log_likelihood are added."""
+    import warnings
+
+    import arviz_stats
+
+    formula = "Reaction ~ Days + (Days | Subject)"
+    design = hb.make_design(hb.parse_formula(formula), sleep)
+    rng = np.random.default_rng(5)
+    draws = 100
+    values = {
+        "beta": rng.normal([250.0, 10.0], [5.0, 1.0], size=(1, draws, 2)),
+        "sd_Subject": np.abs(rng.normal([20.0, 5.0], [2.0, 0.5], size=(1, draws, 2))),
+        "corr_Subject": np.array([[1.0, 0.2], [0.2, 1.0]]),
+        "u_Subject": rng.normal(0, [20.0, 5.0], size=(1, draws, design.groups[0].n_levels, 2)),
+        "sigma": np.abs(rng.normal(25.0, 1.0, size=(1, draws))),
+    }
+    fit = synthetic_fit(formula, sleep, values, draws=draws)
+    hb.add_log_likelihood(fit)
+    hb.add_log_prior(fit)
+    lp = fit.idata["log_prior"]
+    assert set(lp.data_vars) == {"beta_std", "sd_Subject", "corr_chol_Subject", "sigma"}
+    assert hb.resolve_priors(design).lkj_eta == 1.0
+    # LKJ(eta = 1) of a 2 x 2 correlation is uniform on [-1, 1]: log density log(1/2) at every draw
+    np.testing.assert_allclose(lp["corr_chol_Subject"].values, np.log(0.5), atol=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        table = arviz_stats.psense_summary(fit.idata, var_names=["beta", "sigma"])
+    assert len(table) >= 2
