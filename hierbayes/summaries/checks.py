@@ -376,4 +376,8 @@ def plot_ppc(
         allowed = ", ".join(map(repr, ["auto", *functions, "group"]))
         raise ValueError(f"kind must be one of {allowed}; received {kind!r}.")
     pc = functions[kind](tree, var_names=["y"], backend="matplotlib")
-    return pc.viz["figure"].item()
+    fig = pc.viz["figure"].item()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)  # returned, not shown: keep pyplot's global list of open figures empty
+    return fig
