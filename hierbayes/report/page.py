@@ -58,6 +58,7 @@ from hierbayes.summaries.effects import DEFAULT_PROB, summary, variance_rows
 __all__ = [
     "CATERPILLAR_EXTREMES",
     "CHECK_DRAWS",
+    "EBFMI_MIN",
     "EFFECT_DRAWS",
     "PPC_DRAWS",
     "SHRINKAGE_LEVELS",
@@ -75,6 +76,8 @@ EFFECT_DRAWS = 1000
 CATERPILLAR_EXTREMES = 15
 #: Posterior draws used for LOO, Bayes R2 and the conditional-effects plot.
 CHECK_DRAWS = 1000
+#: E-BFMI below this (per chain) means the sampler explored the energy distribution poorly (Betancourt 2016).
+EBFMI_MIN = 0.3
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 _CSS = """
@@ -155,6 +158,9 @@ def _diagnostics_section(fit: Fit) -> str:
          _verdict(not np.isfinite(d.min_ess_tail[1]) or d.min_ess_tail[1] >= need)],
         ["Draws at maximum tree depth", str(d.treedepth_hits), "0", _verdict(d.treedepth_hits == 0)],
     ]
+    bfmi = _min_bfmi(fit)
+    if bfmi is not None:
+        rows.append([f"Smallest E-BFMI ({bfmi[0]})", fmt(bfmi[1]), f"≥ {EBFMI_MIN}", _verdict(bfmi[1] >= EBFMI_MIN)])
     checks = table(["Check", "Value", "Wanted", "Verdict"], rows, ident="diagnostics")
     where = f"{d.chains} chain(s) × {d.draws} draws"
     if d.ok:
@@ -165,6 +171,18 @@ def _diagnostics_section(fit: Fit) -> str:
         verdict = (f'<div class="verdict bad">{len(d.problems)} problem(s) found ({where}); '
                    f"treat the numbers above with care:<ul>{items}</ul></div>")
     return "\n".join([verdict, checks, _rank_plot(fit)])
+
+
+def _min_bfmi(fit: Fit) -> tuple[str, float] | None:
+    """The smallest energy Bayesian fraction of missing information over chains (``arviz_stats.bfmi``)."""
+    tree = fit.idata
+    if "sample_stats" not in tree.children or "energy" not in tree["sample_stats"].data_vars:
+        return None
+    import arviz_stats
+
+    values = arviz_stats.bfmi(tree).to_dataset()["energy"]
+    k = int(np.argmin(values.values))
+    return f"chain {values.coords['chain'].values[k]}", float(values.values[k])
 
 
 def _rank_plot(fit: Fit) -> str:
