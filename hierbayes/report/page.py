@@ -61,6 +61,7 @@ __all__ = [
     "EBFMI_MIN",
     "EFFECT_DRAWS",
     "PPC_DRAWS",
+    "RANK_PLOT_ROWS",
     "SHRINKAGE_LEVELS",
     "render_report",
     "report",
@@ -76,6 +77,8 @@ EFFECT_DRAWS = 1000
 CATERPILLAR_EXTREMES = 15
 #: Posterior draws used for LOO, Bayes R2 and the conditional-effects plot.
 CHECK_DRAWS = 1000
+#: Most parameters in the rank plot of the fixed effects and correlations.
+RANK_PLOT_ROWS = 12
 #: E-BFMI below this (per chain) means the sampler explored the energy distribution poorly (Betancourt 2016).
 EBFMI_MIN = 0.3
 
@@ -170,7 +173,7 @@ def _diagnostics_section(fit: Fit) -> str:
         items = "".join(f"<li>{esc(p)}</li>" for p in d.problems)
         verdict = (f'<div class="verdict bad">{len(d.problems)} problem(s) found ({where}); '
                    f"treat the numbers above with care:<ul>{items}</ul></div>")
-    return "\n".join([verdict, checks, _rank_plot(fit)])
+    return "\n".join([verdict, checks, _rank_plot(fit), _rank_plot_fixed(fit)])
 
 
 def _min_bfmi(fit: Fit) -> tuple[str, float] | None:
@@ -200,6 +203,42 @@ def _rank_plot(fit: Fit) -> str:
         close_figure(fig)
     return figure(img, "Posterior densities per chain (left) and rank plots (right) of the standard "
                         "deviations: with well-mixed chains the densities overlap and the ranks are uniform.")
+
+
+def _rank_plot_fixed(fit: Fit) -> str:
+    """Rank plots of the fixed effects and the off-diagonal correlations, one row each, chains in the legend."""
+    post = fit.idata["posterior"]
+    if post.sizes.get("chain", 1) < 2:
+        return ""
+    columns: dict[str, Any] = {}
+    if "beta" in post.data_vars:
+        for coef in post["beta"].coords["coef"].values[:RANK_PLOT_ROWS]:
+            columns[f"beta[{coef}]"] = post["beta"].sel(coef=coef).drop_vars("coef")
+    for g in fit.design.groups:
+        name = f"corr_{g.name}"
+        if name not in post.data_vars:
+            continue
+        q = len(g.coef_names)
+        for i in range(q):
+            for j in range(i + 1, q):
+                da = post[name].isel({g.coef_dim: i, f"{g.coef_dim}_": j})
+                columns[f"corr_{g.name}[{g.coef_names[i]}, {g.coef_names[j]}]"] = da.drop_vars(
+                    [c for c in da.coords if c not in ("chain", "draw")]
+                )
+    columns = dict(list(columns.items())[:RANK_PLOT_ROWS])
+    if not columns:
+        return ""
+    import arviz_plots as azp
+
+    tree = xr.DataTree.from_dict({"posterior": xr.Dataset(columns)})
+    with plotting():
+        pc = azp.plot_rank_dist(tree, backend="matplotlib")
+        pc.add_legend("chain")
+        fig = pc.viz["figure"].item()
+        img = png(fig, "Rank plots of the fixed effects and correlations")
+        close_figure(fig)
+    return figure(img, "Posterior densities per chain (left) and rank plots (right) of the fixed effects and the "
+                        "correlations of the random effects (chains in the legend).")
 
 
 # ------------------------------------------------------------------------------- PPC
