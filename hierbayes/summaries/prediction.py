@@ -24,8 +24,13 @@ family                 :math:`y^{\mathrm{rep}}_i \mid \mu_i`
 
 New data
 --------
-With ``data=`` the fixed-effect columns are rebuilt by the fit's own formulaic model spec (the
-same coding of categorical columns and the same transforms), and each row's group levels are
+With ``data=`` the fixed-effect columns and every random term's varying columns are rebuilt by
+the fit's own formulaic model specs (``Design.fixed_model_spec``, ``GroupDesign.model_spec``):
+the same coding of categorical columns (a new frame holding one level still gets every fitted
+column), the same state of stateful transforms (``center`` and ``scale`` use the *fitted* data's
+mean and sd, not the new rows') and the same whitelisted functions
+(:data:`hierbayes.spec.transforms.EVAL_CONTEXT`), so a row copied from the fitted data gets
+exactly its fitted :math:`x_i` and :math:`z_{ik}`. Each row's group levels are
 matched to the fitted levels **by label** (the column values as strings, joined by ``:`` for
 nested terms such as ``school:child``). A level the model has not seen gets
 
@@ -35,7 +40,8 @@ nested terms such as ``school:child``). A level the model has not seen gets
   i.e. a prediction for a *new, random* level that carries the between-level uncertainty.
 
 For a nested term only the unseen part is new: a new mother in a known community keeps the
-community's effect.
+community's effect. ``include_group_effects=False`` predicts at the population level, every
+:math:`u = 0`, and needs no grouping columns (brms ``re_formula = NA``).
 
 Memory: the returned arrays hold :math:`S \times n` numbers (7230 rows x 4000 draws is
 230 MB in float64); intermediate arrays are built in chunks of posterior draws.
