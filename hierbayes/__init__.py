@@ -24,14 +24,18 @@ from hierbayes.inference.calibration import Calibration, check_calibration
 from hierbayes.inference.collapsed.reml import EmpiricalBayes, empirical_bayes
 from hierbayes.inference.diagnostics import Diagnostics, diagnose
 from hierbayes.inference.fit import fit, prior_predictive
+from hierbayes.inference.pointwise import add_log_likelihood, add_posterior_predictive
 from hierbayes.inference.priors import resolve_priors
+from hierbayes.inference.pymc_model import add_log_prior, pymc_model
 from hierbayes.inference.result import Fit
 from hierbayes.inference.sampling import sample
 from hierbayes.io import load, save
 from hierbayes.spec.formula import parse_formula
 from hierbayes.spec.model import GroupTerm, ModelSpec
 from hierbayes.spec.priors import LKJ, Exponential, HalfCauchy, HalfNormal, HalfStudentT, Normal, Priors
+from hierbayes.summaries.checks import KFold, bayes_r2, kfold, plot_ppc
 from hierbayes.summaries.compare import compare
+from hierbayes.summaries.conditional import average_comparison, conditional_effects, plot_conditional_effects
 from hierbayes.summaries.contrasts import Contrast, contrast, odds_ratios, rate_ratios
 from hierbayes.summaries.covariance import implied_covariance, implied_covariance_draws
 from hierbayes.summaries.effects import Summary, summary
@@ -64,6 +68,7 @@ __all__ = [
     "HalfCauchy",
     "HalfNormal",
     "HalfStudentT",
+    "KFold",
     "ModelSpec",
     "NestingWarning",
     "Normal",
@@ -75,9 +80,15 @@ __all__ = [
     "SpecError",
     "Summary",
     "VariancePartition",
+    "add_log_likelihood",
+    "add_log_prior",
+    "add_posterior_predictive",
+    "average_comparison",
+    "bayes_r2",
     "build_model",
     "check_calibration",
     "compare",
+    "conditional_effects",
     "contrast",
     "datasets",
     "diagnose",
@@ -88,6 +99,7 @@ __all__ = [
     "group_means",
     "implied_covariance",
     "implied_covariance_draws",
+    "kfold",
     "linear_predictor",
     "load",
     "log_likelihood",
@@ -96,11 +108,14 @@ __all__ = [
     "odds_ratios",
     "parse_formula",
     "plot_caterpillar",
+    "plot_conditional_effects",
+    "plot_ppc",
     "plot_shrinkage",
     "population_averaged",
     "posterior_predictive",
     "predict",
     "prior_predictive",
+    "pymc_model",
     "random_intercept",
     "random_slopes",
     "rate_ratios",

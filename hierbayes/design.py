@@ -54,6 +54,9 @@ class GroupDesign:
     parent, parent_index
         The random term this one is nested in (each level belongs to one parent level), and the
         parent level of each of this term's levels; ``None`` when not nested.
+    model_spec
+        formulaic's model spec of ``Z`` (stateful transforms such as ``center``/``scale`` and
+        categorical levels as fitted), so new rows are coded exactly as the fitted ones.
     """
 
     term: GroupTerm
@@ -63,6 +66,7 @@ class GroupDesign:
     coef_names: tuple[str, ...]
     parent: str | None = None
     parent_index: np.ndarray | None = None
+    model_spec: FormulaicSpec | None = None
 
     @property
     def name(self) -> str:
@@ -327,7 +331,7 @@ def _check_groups(spec: ModelSpec, groups: list[GroupDesign], n: int) -> list[Gr
         if best is None:
             out.append(g)
         else:
-            out.append(GroupDesign(g.term, g.index, g.levels, g.Z, g.coef_names, best[0], best[1]))
+            out.append(GroupDesign(g.term, g.index, g.levels, g.Z, g.coef_names, best[0], best[1], g.model_spec))
     # A nesting path whose inner term adds nothing: each inner level is one outer level.
     for g in out:
         f = g.term.factor
@@ -422,8 +426,8 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False) -> Design:
     for term in spec.groups:
         index, levels = _group_index(data, term)
         z_rhs = " + ".join((["1"] if term.intercept else ["0"]) + list(term.terms))
-        Z, znames, _ = _model_matrix(z_rhs, data, f"varying-term ({term.formula()})")
-        groups.append(GroupDesign(term, index, levels, Z, znames))
+        Z, znames, zspec = _model_matrix(z_rhs, data, f"varying-term ({term.formula()})")
+        groups.append(GroupDesign(term, index, levels, Z, znames, model_spec=zspec))
     groups = _check_groups(spec, groups, len(data))
 
     offset = np.array(data[spec.offset], dtype=float) if spec.offset else None

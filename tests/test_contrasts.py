@@ -143,7 +143,21 @@ def test_odds_ratios_and_rate_ratios(synthetic_fit, frame):
     pois = _correlated_fit(synthetic_fit, frame, rho=0.0, family="poisson", response="cnt", draws=20)
     with pytest.raises(hb.SpecError, match=r"logit link.*rate ratio.*hb\.rate_ratios"):
         hb.odds_ratios(pois)
-    assert list(hb.rate_ratios(pois).index) == ["Intercept", "a", "b"]
+    rr = hb.rate_ratios(pois)
+    assert list(rr.index) == ["Intercept", "a", "b"]
+    assert list(rr["quantity"]) == ["baseline rate", "rate ratio", "rate ratio"]
+    assert np.isnan(rr.loc["Intercept", "p_gt_1"])
+
+
+def test_odds_ratio_intercept_is_the_baseline_odds_not_a_ratio(synthetic_fit, frame):
+    """Issue 13: the intercept is reported as the baseline odds, with no P(ratio > 1)."""
+    fit = _correlated_fit(synthetic_fit, frame, rho=0.0, draws=50)
+    table = hb.odds_ratios(fit)
+    assert table.loc["Intercept", "quantity"] == "baseline odds"
+    assert np.isnan(table.loc["Intercept", "p_gt_1"])
+    assert (table.loc[["a", "b"], "quantity"] == "odds ratio").all()
+    odds = np.exp(fit.posterior["beta"].sel(coef="Intercept").values)
+    assert table.loc["Intercept", "mean"] == pytest.approx(odds.mean(), rel=1e-12)
 
 
 def test_odds_ratios_reject_probit(synthetic_fit, frame):

@@ -53,10 +53,11 @@ def test_report_is_self_contained(html_path):
 @pytest.mark.slow
 def test_report_sections(tiny_nested_fit, html_path):
     text = html_path.read_text(encoding="utf-8")
-    for section in ("model", "data", "summary", "diagnostics", "ppc", "variance", "shrinkage", "effects", "settings"):
+    for section in ("model", "data", "summary", "diagnostics", "ppc", "fit-quality", "conditional", "variance",
+                    "shrinkage", "effects", "settings"):
         assert f'<section id="{section}">' in text
     for table in ("priors", "data-groups", "summary-random", "summary-fixed", "diagnostics", "variance-partition",
-                  "settings", "versions"):
+                  "settings", "versions", "loo", "pareto-k", "bayes-r2"):
         assert f'<table id="{table}">' in text
     assert "<math" in text and "school:child" in text
     s = hb.summary(tiny_nested_fit)
@@ -65,6 +66,7 @@ def test_report_sections(tiny_nested_fit, html_path):
     for problem in tiny_nested_fit.diagnostics.problems:
         assert problem.split(":")[0] in text
     assert "random_seed" in text and tiny_nested_fit.settings["versions"]["pymc"] in text
+    assert "E-BFMI" in text and "Rank plots of the fixed effects" in text and "baseline" not in text  # a Gaussian model has no odds-ratio section
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ from hierbayes.design import make_design
 from hierbayes.inference.build import build_model, var_names
 from hierbayes.inference.collapsed.build import Method, add_random_effects, build_collapsed_model, choose_method
 from hierbayes.inference.diagnostics import diagnose, warn_if_problems
-from hierbayes.inference.result import Fit
+from hierbayes.inference.pointwise import add_log_likelihood, add_posterior_predictive
+from hierbayes.inference.result import Fit, move_internal
 from hierbayes.inference.sampling import Sampler, reproducible_compilation, resolve_sampler, sample
 from hierbayes.spec.formula import parse_formula
 from hierbayes.spec.model import ModelSpec
@@ -84,6 +85,8 @@ def fit(
     dropna: bool = False,
     method: Method = "auto",
     store_random_effects: bool = True,
+    log_likelihood: bool = False,
+    posterior_predictive: bool = False,
 ) -> Fit:
     """Fit a Bayesian multilevel model with NUTS.
 
@@ -114,6 +117,13 @@ def fit(
         Collapsed method only: store the exact draws of the random effects ``u_<g>``
         (``chains * draws * levels * terms * 8`` bytes). ``False`` keeps only the other
         parameters; draw them later with :func:`hierbayes.inference.collapsed.build.random_effect_draws`.
+    log_likelihood
+        Add the pointwise log-likelihood as ``fit.idata["log_likelihood"]`` (see
+        :func:`hierbayes.add_log_likelihood`), for ``arviz_stats.loo(fit.idata)``.
+    posterior_predictive
+        Add replicated responses as ``fit.idata["posterior_predictive"]`` (see
+        :func:`hierbayes.add_posterior_predictive`; seeded from ``random_seed``), for
+        ``arviz_plots.plot_ppc_dist(fit.idata)``.
 
     Returns
     -------
@@ -172,12 +182,18 @@ def fit(
         "store_random_effects": store_random_effects or chosen == "full",
         "versions": versions(),
     }
-    return Fit(spec=spec, design=design, idata=idata, settings=settings, diagnostics=diagnostics)
+    idata = move_internal(idata)  # az.summary(fit.idata) shows only interpretable parameters
+    result = Fit(spec=spec, design=design, idata=idata, settings=settings, diagnostics=diagnostics)
+    if log_likelihood:
+        add_log_likelihood(result)
+    if posterior_predictive:
+        add_posterior_predictive(result)
+    return result
 
 
 def prior_predictive(
-    model: str | ModelSpec,
-    data: pd.DataFrame,
+    model: str | ModelSpec | Fit,
+    data: pd.DataFrame | None = None,
     *,
     family: str | None = None,
     link: str | None = None,
@@ -187,11 +203,37 @@ def prior_predictive(
 ) -> xr.DataTree:
     """Draw parameters and data from the prior (for prior predictive checks).
 
+    Parameters
+    ----------
+    model
+        A formula or spec (with ``data``), or a :class:`Fit`: then the fit's own design and
+        priors are used and the groups ``prior`` and ``prior_predictive`` are also put into
+        ``fit.idata`` (ArviZ's names), next to its posterior, for ``arviz_plots`` and
+        ``arviz_stats.psense``.
+    data
+        The data frame (not used with a ``Fit``).
+    family, link, priors
+        As for :func:`fit` (formula strings only).
+    draws
+        Number of prior draws.
+    random_seed
+        Seed; ``None`` with a ``Fit`` uses the fit's own seed.
+
     Returns
     -------
     xarray.DataTree
         Groups ``prior`` (parameters) and ``prior_predictive`` (replicated ``y``).
     """
+    if isinstance(model, Fit):
+        if random_seed is None:
+            random_seed = model.settings.get("random_seed")
+        with build_model(model.design):
+            tree = pm.sample_prior_predictive(draws=draws, random_seed=random_seed)
+        for group in ("prior", "prior_predictive"):
+            model.idata[group] = xr.DataTree(tree[group].to_dataset())
+        return tree
+    if data is None:
+        raise ValueError("prior_predictive needs data= with a formula or spec (or pass a fitted hb.Fit).")
     spec = to_spec(model, family=family, link=link, priors=priors)
     design = make_design(spec, data)
     with build_model(design), reproducible_compilation():  # same draws with a cold or warm cache

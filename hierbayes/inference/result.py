@@ -18,9 +18,30 @@ import xarray as xr
 from hierbayes.design import Design
 from hierbayes.inference import store
 from hierbayes.inference.diagnostics import Diagnostics
+from hierbayes.spec import names
 from hierbayes.spec.model import ModelSpec
 
-__all__ = ["Fit"]
+__all__ = ["INTERNAL_GROUP", "Fit", "is_internal", "move_internal"]
+
+#: DataTree group holding the sampler's internal variables (standardised ``beta_std``,
+#: non-centred ``z_<g>``, Cholesky factors ``corr_chol_<g>``), kept out of ``posterior`` so that
+#: ``arviz_stats.summary(fit.idata)`` shows only interpretable parameters.
+INTERNAL_GROUP = "posterior_internal"
+
+
+def is_internal(name: str) -> bool:
+    """Whether a posterior variable is internal to the sampler's parametrisation."""
+    return name == names.BETA_STD or name.startswith((names.z(""), names.corr_chol("")))
+
+
+def move_internal(idata: xr.DataTree) -> xr.DataTree:
+    """Move the internal variables of ``idata["posterior"]`` into the group :data:`INTERNAL_GROUP` (in place)."""
+    post = idata["posterior"].to_dataset()
+    internal = [str(n) for n in post.data_vars if is_internal(str(n))]
+    if internal:
+        idata[INTERNAL_GROUP] = xr.DataTree(post[internal])
+        idata["posterior"] = xr.DataTree(post.drop_vars(internal))
+    return idata
 
 
 @dataclass(eq=False)
@@ -34,7 +55,10 @@ class Fit:
     design
         The design the model was built from (``design.data`` are the rows used).
     idata
-        PyMC's result, an ``xarray.DataTree`` (groups ``posterior``, ``sample_stats``, ...).
+        PyMC's result, an ``xarray.DataTree`` (groups ``posterior`` with the interpretable
+        parameters, ``posterior_internal`` with the sampler's ``beta_std``, ``z_<g>``,
+        ``corr_chol_<g>``, ``sample_stats``, and ``log_likelihood``, ``posterior_predictive``,
+        ``observed_data``, ``prior`` when added).
     settings
         Sampler settings, seed, method and library versions.
     diagnostics
@@ -49,8 +73,15 @@ class Fit:
 
     @property
     def posterior(self) -> xr.Dataset:
-        """The posterior draws as an ``xarray.Dataset`` (dims ``chain``, ``draw``, ...)."""
-        return self.idata["posterior"].to_dataset()
+        """All posterior draws as an ``xarray.Dataset`` (dims ``chain``, ``draw``, ...).
+
+        The interpretable parameters of ``idata["posterior"]`` together with the internal ones of
+        ``idata["posterior_internal"]``.
+        """
+        post = self.idata["posterior"].to_dataset()
+        if INTERNAL_GROUP in self.idata.children:
+            post = post.merge(self.idata[INTERNAL_GROUP].to_dataset(), combine_attrs="override")
+        return post
 
     @property
     def data(self) -> pd.DataFrame:
@@ -60,6 +91,28 @@ class Fit:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save the fit (draws, spec, data, settings) to one NetCDF file; see :func:`hierbayes.save`."""
         return store.save(self, path)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        post = self.idata["posterior"]
+        groups = ", ".join(sorted(self.idata.children))
+        levels = "; ".join(f"{g.name}: {g.n_levels} levels" for g in self.design.groups) or "no grouping factor"
+        diag = "not recorded" if self.diagnostics is None else (
+            "all checks passed" if self.diagnostics.ok else f"{len(self.diagnostics.problems)} problem(s)"
+        )
+        rows = [
+            ("Formula", self.spec.formula()),
+            ("Family", f"{self.spec.family} ({self.spec.link} link)"),
+            ("Data", f"{self.design.n_obs} rows; {levels}"),
+            ("Draws", f"{post.sizes['chain']} chains x {post.sizes['draw']} draws, method "
+                      f"{self.settings.get('method', '?')}, seed {self.settings.get('random_seed', '?')}"),
+            ("Diagnostics", diag),
+            ("idata groups", groups),
+        ]
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{html.escape(str(v))}"
+                       "</td></tr>" for k, v in rows)
+        return f"<div><b>hierbayes.Fit</b><table>{body}</table></div>"
 
     def __repr__(self) -> str:
         post = self.posterior

@@ -62,7 +62,17 @@ from hierbayes.summaries.prediction import posterior_predictive
 from hierbayes.summaries.shrinkage import shrinkage
 from hierbayes.summaries.variance import variance_partition
 
-__all__ = ["EFFECT_DRAWS", "PPC_DRAWS", "SHRINKAGE_LEVELS", "render_report", "report"]
+__all__ = [
+    "CATERPILLAR_EXTREMES",
+    "CHECK_DRAWS",
+    "EBFMI_MIN",
+    "EFFECT_DRAWS",
+    "PPC_DRAWS",
+    "RANK_PLOT_ROWS",
+    "SHRINKAGE_LEVELS",
+    "render_report",
+    "report",
+]
 
 #: Number of posterior draws replicated for the posterior predictive checks.
 PPC_DRAWS = 100
@@ -70,6 +80,14 @@ PPC_DRAWS = 100
 SHRINKAGE_LEVELS = 300
 #: Posterior draws used when a collapsed fit's random effects have to be drawn for the report.
 EFFECT_DRAWS = 1000
+#: Levels shown at each end of a caterpillar plot of a large grouping factor (the rest as a histogram).
+CATERPILLAR_EXTREMES = 15
+#: Posterior draws used for LOO, Bayes R2 and the conditional-effects plot.
+CHECK_DRAWS = 1000
+#: Most parameters in the rank plot of the fixed effects and correlations.
+RANK_PLOT_ROWS = 12
+#: E-BFMI below this (per chain) means the sampler explored the energy distribution poorly (Betancourt 2016).
+EBFMI_MIN = 0.3
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 _CSS = """
@@ -150,6 +168,9 @@ def _diagnostics_section(fit: Fit) -> str:
          _verdict(not np.isfinite(d.min_ess_tail[1]) or d.min_ess_tail[1] >= need)],
         ["Draws at maximum tree depth", str(d.treedepth_hits), "0", _verdict(d.treedepth_hits == 0)],
     ]
+    bfmi = _min_bfmi(fit)
+    if bfmi is not None:
+        rows.append([f"Smallest E-BFMI ({bfmi[0]})", fmt(bfmi[1]), f"≥ {EBFMI_MIN}", _verdict(bfmi[1] >= EBFMI_MIN)])
     checks = table(["Check", "Value", "Wanted", "Verdict"], rows, ident="diagnostics")
     where = f"{d.chains} chain(s) × {d.draws} draws"
     if d.ok:
@@ -159,7 +180,19 @@ def _diagnostics_section(fit: Fit) -> str:
         items = "".join(f"<li>{esc(p)}</li>" for p in d.problems)
         verdict = (f'<div class="verdict bad">{len(d.problems)} problem(s) found ({where}); '
                    f"treat the numbers above with care:<ul>{items}</ul></div>")
-    return "\n".join([verdict, checks, _rank_plot(fit)])
+    return "\n".join([verdict, checks, _rank_plot(fit), _rank_plot_fixed(fit)])
+
+
+def _min_bfmi(fit: Fit) -> tuple[str, float] | None:
+    """The smallest energy Bayesian fraction of missing information over chains (``arviz_stats.bfmi``)."""
+    tree = fit.idata
+    if "sample_stats" not in tree.children or "energy" not in tree["sample_stats"].data_vars:
+        return None
+    import arviz_stats
+
+    values = arviz_stats.bfmi(tree).to_dataset()["energy"]
+    k = int(np.argmin(values.values))
+    return f"chain {values.coords['chain'].values[k]}", float(values.values[k])
 
 
 def _rank_plot(fit: Fit) -> str:
@@ -177,6 +210,42 @@ def _rank_plot(fit: Fit) -> str:
         close_figure(fig)
     return figure(img, "Posterior densities per chain (left) and rank plots (right) of the standard "
                         "deviations: with well-mixed chains the densities overlap and the ranks are uniform.")
+
+
+def _rank_plot_fixed(fit: Fit) -> str:
+    """Rank plots of the fixed effects and the off-diagonal correlations, one row each, chains in the legend."""
+    post = fit.idata["posterior"]
+    if post.sizes.get("chain", 1) < 2:
+        return ""
+    columns: dict[str, Any] = {}
+    if names.BETA in post.data_vars:
+        for coef in post[names.BETA].coords["coef"].values[:RANK_PLOT_ROWS]:
+            columns[f"beta[{coef}]"] = post[names.BETA].sel(coef=coef).drop_vars("coef")
+    for g in fit.design.groups:
+        name = names.corr(g.name)
+        if name not in post.data_vars:
+            continue
+        q = len(g.coef_names)
+        for i in range(q):
+            for j in range(i + 1, q):
+                da = post[name].isel({g.coef_dim: i, f"{g.coef_dim}_": j})
+                columns[f"corr_{g.name}[{g.coef_names[i]}, {g.coef_names[j]}]"] = da.drop_vars(
+                    [c for c in da.coords if c not in ("chain", "draw")]
+                )
+    columns = dict(list(columns.items())[:RANK_PLOT_ROWS])
+    if not columns:
+        return ""
+    import arviz_plots as azp
+
+    tree = xr.DataTree.from_dict({"posterior": xr.Dataset(columns)})
+    with plotting():
+        pc = azp.plot_rank_dist(tree, backend="matplotlib")
+        pc.add_legend("chain")
+        fig = pc.viz["figure"].item()
+        img = png(fig, "Rank plots of the fixed effects and correlations")
+        close_figure(fig)
+    return figure(img, "Posterior densities per chain (left) and rank plots (right) of the fixed effects and the "
+                        "correlations of the random effects (chains in the legend).")
 
 
 # ------------------------------------------------------------------------------- PPC
@@ -275,8 +344,8 @@ def _ppc_section(fit: Fit, full: Fit | None, note: str) -> str:
     yrep = np.asarray(posterior_predictive(small, random_seed=_seed(fit)).values, dtype=float)
     yrep = yrep.reshape(-1, yrep.shape[-1])
     intro = (f"<p>{len(yrep)} data sets were replicated from evenly spaced posterior draws (seed "
-             f"{_seed(fit)}) with <code>hierbayes.summaries.prediction.posterior_predictive</code>. If the model describes "
-             "the data, the observed data look like a typical replicated data set.</p>")
+             f"{_seed(fit)}) with <code>hierbayes.summaries.prediction.posterior_predictive</code>. If the model "
+             "describes the data, the observed data look like a typical replicated data set.</p>")
     extra = f'<p class="note">{esc(note)}</p>' if note else ""
     return "\n".join([intro, extra, _ppc_distribution(fit, yrep), _ppc_groups(fit, yrep)])
 
@@ -343,6 +412,16 @@ def _some_levels(shrink: Any) -> Any:
     return shrink.iloc[keep]
 
 
+def _pooling_caption(factor: np.ndarray) -> str:
+    """The pooling factors in words; one value (balanced data) is said once, not as a range."""
+    if not factor.size:
+        return "no level has a no-pooling estimate"
+    lo, hi = float(factor.min()), float(factor.max())
+    if fmt(lo) == fmt(hi):
+        return f"pooling factor {fmt(lo)} for every level (all levels have the same amount of data)"
+    return f"pooling factor median {fmt(np.median(factor))} (from {fmt(lo)} to {fmt(hi)})"
+
+
 def _shrinkage_section(fit: Fit, full: Fit | None, note: str) -> str:
     if not get_family(fit.spec.family).collapses or not fit.design.groups:
         return ""
@@ -364,9 +443,8 @@ def _shrinkage_section(fit: Fit, full: Fit | None, note: str) -> str:
             with plotting():
                 fig = plot_shrinkage(shown)
                 _fixed_legend(fig)
-                img = png(fig, f"Shrinkage of the {g.name} {coef}s")
-            stats = (f"pooling factor median {fmt(np.median(factor))} (from {fmt(factor.min())} to "
-                     f"{fmt(factor.max())})" if factor.size else "no level has a no-pooling estimate")
+                img = png(fig, f"Shrinkage of {coef} by {g.name}")
+            stats = _pooling_caption(factor)
             subset = (f" The plot shows {len(shown)} of the {len(shrink)} levels, evenly spread over the group "
                       "sizes." if len(shown) < len(shrink) else "")
             parts.append(figure(img, f"<code>{esc(g.name)}</code>, {esc(coef)}: {g.n_levels} levels; {stats}.{subset}"))
@@ -387,11 +465,115 @@ def _effects_section(fit: Fit, full: Fit | None, note: str) -> str:
     ]
     for g in fit.design.groups:
         for coef in g.coef_names:
+            many = g.n_levels > 2 * CATERPILLAR_EXTREMES + 20
             with plotting():
-                fig = plot_caterpillar(full, g.name, coef=coef)
+                fig = plot_caterpillar(full, g.name, coef=coef, extremes=CATERPILLAR_EXTREMES if many else None)
                 img = png(fig, f"Effects of the levels of {g.name} on {coef}")
-            parts.append(figure(img, f"<code>{esc(g.name)}</code>: effects on the {esc(coef)}."))
+            extra = (f" With {g.n_levels} levels, the {CATERPILLAR_EXTREMES} lowest and highest are shown with "
+                     "their intervals, and the histogram shows the posterior means of all levels." if many else "")
+            parts.append(figure(img, f"<code>{esc(g.name)}</code>: effects on the {esc(coef)}.{extra}"))
     return "\n".join(parts)
+
+
+# ------------------------------------------------------------ ratios, fit quality, effects
+
+
+def _ratios_section(fit: Fit) -> str:
+    """Odds ratios (logit link) or rate ratios (log link) of the fixed effects."""
+    from hierbayes.summaries.contrasts import odds_ratios, rate_ratios
+
+    if fit.spec.link == "logit":
+        tab, what = odds_ratios(fit), "odds ratios"
+    elif fit.spec.link == "log":
+        tab, what = rate_ratios(fit), "rate ratios"
+    else:
+        return ""
+    if tab.empty:
+        return ""
+    pct = f"{round(DEFAULT_PROB * 100)}%"
+    rows = [
+        [name, r["quantity"], fmt(r["mean"]), fmt(r["median"]), fmt(r["lower"]), fmt(r["upper"]),
+         "" if not np.isfinite(r["p_gt_1"]) else fmt(r["p_gt_1"])]
+        for name, r in tab.iterrows()
+    ]
+    return "\n".join([
+        f"<p>Conditional {what} <i>exp(β)</i> (for the same level of every grouping factor), posterior mean, "
+        f"median and {pct} interval (<code>hierbayes.{what.replace(' ', '_')}</code>). The intercept row is the "
+        "baseline (every predictor 0, random effects 0), not a ratio. Population-averaged comparisons: "
+        "<code>hierbayes.average_comparison</code>.</p>",
+        table(["", "Quantity", "Mean", "Median", f"{pct} lower", f"{pct} upper", "P(ratio > 1)"], rows,
+              ident="ratios", left=2),
+    ])
+
+
+def _fit_quality_section(fit: Fit, full: Fit | None, note: str) -> str:
+    """PSIS-LOO with its Pareto k diagnostics, and Bayes R2 (conditional and marginal)."""
+    import warnings
+
+    import arviz_stats
+
+    from hierbayes.summaries.checks import bayes_r2
+    from hierbayes.summaries.prediction import log_likelihood
+
+    if full is None:
+        return f"<p>{esc(note)} LOO and Bayes R² need them; they are left out.</p>"
+    small = _thinned(full, CHECK_DRAWS)
+    tree = small.idata.copy()
+    tree["log_likelihood"] = xr.DataTree(xr.Dataset({"y": log_likelihood(small)}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # high Pareto k is reported in the table, not as a warning
+        loo = arviz_stats.loo(tree, pointwise=True)
+    k = np.asarray(loo.pareto_k).ravel()
+    good = float(loo.good_k)
+    counts = [int(np.sum(k <= good)), int(np.sum((k > good) & (k <= 1))), int(np.sum(k > 1))]
+    n = k.size
+    loo_rows = [
+        ["elpd (LOO)", fmt(loo.elpd), fmt(loo.se)],
+        ["effective number of parameters p", fmt(loo.p), ""],
+    ]
+    k_rows = [
+        [f"k ≤ {fmt(good)} (good)", str(counts[0]), f"{fmt(100 * counts[0] / n)}%"],
+        [f"{fmt(good)} < k ≤ 1 (unreliable)", str(counts[1]), f"{fmt(100 * counts[1] / n)}%"],
+        ["k > 1 (bad)", str(counts[2]), f"{fmt(100 * counts[2] / n)}%"],
+    ]
+    r2 = bayes_r2(small)
+    pct = f"{round(DEFAULT_PROB * 100)}%"
+    r2_rows = [[name, fmt(r["mean"]), fmt(r["lower"]), fmt(r["upper"])] for name, r in r2.iterrows()]
+    draws = small.posterior.sizes["chain"] * small.posterior.sizes["draw"]
+    return "\n".join([
+        f"<p>Pareto-smoothed importance-sampling leave-one-out cross-validation (<code>arviz_stats.loo</code>) "
+        f"from {draws} posterior draws: each observation is left out of its own known group. For new groups "
+        "use <code>hierbayes.kfold(fit, group=...)</code> (refits).</p>",
+        table(["", "Estimate", "SE"], loo_rows, ident="loo", left=1),
+        table(["Pareto k", "Observations", "Share"], k_rows, ident="pareto-k", left=1),
+        "<p>The Pareto k diagnostic says how reliable each observation's LOO estimate is; with many large "
+        "k values (common with few observations per level) prefer K-fold cross-validation.</p>",
+        f"<p>Bayesian R² (Gelman et al. 2019, <code>hierbayes.bayes_r2</code>): the share of the variance "
+        f"explained by the fixed and random effects (conditional) and by the fixed effects alone (marginal), "
+        f"posterior mean and {pct} interval.</p>",
+        table(["R²", "Mean", f"{pct} lower", f"{pct} upper"], r2_rows, ident="bayes-r2", left=1),
+    ])
+
+
+def _conditional_section(fit: Fit) -> str:
+    """Conditional effect of the first predictor at the population level."""
+    from hierbayes.summaries.conditional import _predictor_columns, plot_conditional_effects
+
+    predictors = _predictor_columns(fit)
+    if not predictors or "beta" not in fit.posterior:
+        return ""
+    first = predictors[0]
+    small = _thinned(fit, CHECK_DRAWS)
+    with plotting():
+        fig = plot_conditional_effects(small, first, n_points=40)
+        img = png(fig, f"Conditional effect of {first}")
+    others = [p for p in predictors if p != first]
+    held = (f" Other predictors are held at their means (numeric) or most frequent values: "
+            f"{esc(', '.join(others))}." if others else "")
+    scale = "expected response" if fit.spec.link == "identity" else f"expected response (inverse {fit.spec.link} link)"
+    return figure(img, f"The {scale} as <code>{esc(first)}</code> varies, at the population level (random "
+                       f"effects 0), with its {round(DEFAULT_PROB * 100)}% interval "
+                       f"(<code>hierbayes.conditional_effects</code>).{held}")
 
 
 # ------------------------------------------------------------------------- settings
@@ -433,8 +615,11 @@ def _sections(fit: Fit) -> list[tuple[str, str, str]]:
         ("model", "Model", model_section(fit)),
         ("data", "Data", data_section(fit)),
         ("summary", "Summary", _summary_section(fit)),
+        ("ratios", "Odds and rate ratios", _ratios_section(fit)),
         ("diagnostics", "Convergence diagnostics", _diagnostics_section(fit)),
         ("ppc", "Posterior predictive checks", _ppc_section(fit, full, note)),
+        ("fit-quality", "Predictive performance: LOO and Bayes R²", _fit_quality_section(fit, full, note)),
+        ("conditional", "Conditional effects", _conditional_section(fit)),
         ("variance", "Variance partition", _variance_section(fit)),
         ("shrinkage", "Shrinkage", _shrinkage_section(fit, full, note)),
         ("effects", "Group-level effects", _effects_section(fit, full, note)),

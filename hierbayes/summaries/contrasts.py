@@ -38,15 +38,18 @@ ATTENUATION_C = 16.0 * np.sqrt(3.0) / (15.0 * np.pi)
 _RATIO_NAME = {"logit": "odds_ratio", "log": "rate_ratio"}
 
 
-def _ratio_table(fit: Fit, prob: float) -> pd.DataFrame:
+def _ratio_table(fit: Fit, prob: float, baseline: str, ratio_name: str) -> pd.DataFrame:
     beta = fixed_effect_draws(fit)
     rows = {}
     for coef in beta.coords["coef"].values:
         ratio = np.exp(beta.sel(coef=coef).values)
         stats = interval_stats(ratio, prob, median=True)
-        rows[str(coef)] = {k: stats[k] for k in ("mean", "median", "lower", "upper")} | {
-            "p_gt_1": float(np.mean(ratio > 1))
-        }
+        is_baseline = str(coef) == "Intercept"
+        row: dict[str, object] = {"quantity": baseline if is_baseline else ratio_name}
+        row |= {k: stats[k] for k in ("mean", "median", "lower", "upper")}
+        # the intercept is a level (odds or rate at the reference), not a ratio: "> 1" means nothing
+        row["p_gt_1"] = float("nan") if is_baseline else float(np.mean(ratio > 1))
+        rows[str(coef)] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -54,8 +57,9 @@ def odds_ratios(fit: Fit, *, prob: float = DEFAULT_PROB) -> pd.DataFrame:
     r"""Posterior odds ratios :math:`\exp(\beta_k)` of a logit model, one row per fixed effect.
 
     These are conditional (cluster-specific) odds ratios; see the module docstring and
-    :func:`population_averaged` for population-averaged ones. The ``Intercept`` row is the
-    odds (not a ratio) when every predictor is 0 and :math:`u = 0`.
+    :func:`population_averaged` for population-averaged ones. The ``Intercept`` row is not a
+    ratio: it is the baseline odds :math:`\exp(\beta_0)` when every predictor is 0 and
+    :math:`u = 0` (``quantity == "baseline odds"``, ``p_gt_1`` NaN).
 
     Parameters
     ----------
@@ -67,8 +71,9 @@ def odds_ratios(fit: Fit, *, prob: float = DEFAULT_PROB) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Index: coefficient; columns ``mean``, ``median``, ``lower``, ``upper`` of
-        :math:`\exp(\beta_k)` and ``p_gt_1``, the posterior probability that it exceeds 1.
+        Index: coefficient; columns ``quantity`` (``"odds ratio"``, or ``"baseline odds"`` for
+        the intercept), ``mean``, ``median``, ``lower``, ``upper`` of :math:`\exp(\beta_k)` and
+        ``p_gt_1``, the posterior probability that the ratio exceeds 1 (NaN for the baseline).
 
     Raises
     ------
@@ -85,14 +90,16 @@ def odds_ratios(fit: Fit, *, prob: float = DEFAULT_PROB) -> pd.DataFrame:
         raise SpecError(
             f"Odds ratios need a logit link; this model is {fit.spec.family} with the {fit.spec.link} link.{hint}"
         )
-    return _ratio_table(fit, prob)
+    return _ratio_table(fit, prob, "baseline odds", "odds ratio")
 
 
 def rate_ratios(fit: Fit, *, prob: float = DEFAULT_PROB) -> pd.DataFrame:
     r"""Posterior rate ratios :math:`\exp(\beta_k)` of a log-link model, one row per fixed effect.
 
-    The ``Intercept`` row is the rate (per unit of exposure when there is a log-exposure
-    offset) when every predictor is 0 and :math:`u = 0`. Columns as :func:`odds_ratios`.
+    The ``Intercept`` row is not a ratio but the baseline rate (per unit of exposure when
+    there is a log-exposure offset) when every predictor is 0 and :math:`u = 0`: its
+    ``quantity`` is ``"baseline rate"`` and its ``p_gt_1`` NaN. Other rows have ``quantity``
+    ``"rate ratio"``. Columns as :func:`odds_ratios`.
 
     Raises
     ------
@@ -106,7 +113,7 @@ def rate_ratios(fit: Fit, *, prob: float = DEFAULT_PROB) -> pd.DataFrame:
             f"Rate ratios are for log links (poisson, negative_binomial); this model is {fit.spec.family} "
             f"with the {fit.spec.link} link.{hint}"
         )
-    return _ratio_table(fit, prob)
+    return _ratio_table(fit, prob, "baseline rate", "rate ratio")
 
 
 # ----------------------------------------------------------------------------- contrasts
@@ -242,6 +249,14 @@ class Contrast:
         pct = f"{round(self.prob * 100)}%"
         combo = " ".join(f"{'+' if w >= 0 else '-'} {abs(w):g}*{k}" for k, w in self.weights.items())
         return f"Contrast {self.expr!r} = {combo.lstrip('+ ')} (posterior, {pct} intervals)\n{self.table.to_string()}"
+
+    def __repr__(self) -> str:
+        return self.__str__()
+
+    def _repr_html_(self) -> str:
+        from hierbayes.summaries.display import html_block
+
+        return html_block(f"Contrast {self.expr}", [f"{round(self.prob * 100)}% intervals"], [("", self.table)])
 
 
 def contrast(fit: Fit, expr: str, *, prob: float = DEFAULT_PROB) -> Contrast:

@@ -59,6 +59,18 @@ class Summary:
     def __str__(self) -> str:
         return format_summary(self)
 
+    def __repr__(self) -> str:
+        return format_summary(self)
+
+    def _repr_html_(self) -> str:
+        from hierbayes.summaries.display import html_block
+
+        pct = f"{round(self.prob * 100)}%"
+        notes = [f"{self.formula} ({self.family}, {self.link} link); {self.nobs} observations",
+                 f"posterior means and {pct} intervals", *self.problems]
+        return html_block("Bayesian multilevel model", notes, [("Random effects", self.random),
+                                                               ("Fixed effects", self.fixed)])
+
 
 _COLUMNS = ["mean", "sd", "lower", "upper", "r_hat", "ess_bulk"]
 

@@ -114,7 +114,7 @@ def plot_shrinkage(
     what = table.attrs.get("coef", coef)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{what} of each {name}")
-    ax.set_title(f"Shrinkage of the {name} {what}s")
+    ax.set_title(f"Shrinkage of {what} by {name}")  # no plural suffix: "Days" would become "Dayss"
     ax.legend(loc="best", fontsize="small")
     return fig
 
@@ -127,6 +127,7 @@ def plot_caterpillar(
     total: bool = False,
     prob: float = DEFAULT_PROB,
     ax: Axes | None = None,
+    extremes: int | None = None,
 ) -> Figure:
     """The levels' effects with equal-tailed intervals, sorted by posterior mean.
 
@@ -138,15 +139,22 @@ def plot_caterpillar(
         Passed to :func:`hierbayes.group_effects`: by default the effects :math:`u_j` of the
         intercept with 94% intervals; ``total=True`` plots the levels' total coefficients.
     ax
-        Draw into these axes instead of a new figure.
+        Draw into these axes instead of a new figure (not with ``extremes``).
+    extremes
+        For factors with more than ``2 * extremes`` levels (1,595 mothers): plot only the
+        ``extremes`` lowest and highest levels, labelled, and next to them a histogram of the
+        posterior means of all levels, so the plot stays readable. ``None`` plots every level.
 
     Returns
     -------
     matplotlib.figure.Figure
         One line collection (the intervals), one line of points (the posterior means) and a
-        vertical reference line (0, or the average of the levels' means when ``total=True``).
+        vertical reference line (0, or the average of the levels' means when ``total=True``);
+        with ``extremes`` a second axes with the histogram.
     """
     effects = group_effects(fit, group, coef=coef, total=total, prob=prob).sort_values("mean")
+    if extremes is not None and len(effects) > 2 * extremes:
+        return _caterpillar_extremes(effects, group, coef, total, prob, extremes)
     n = len(effects)
     fig, ax = _axes(ax, (6.0, min(12.0, max(3.0, 0.22 * n + 1.0)) if n <= MAX_LABELLED_LEVELS else 6.0))
     pos = np.arange(n)
@@ -163,4 +171,33 @@ def plot_caterpillar(
     ax.set_xlabel(f"{coef if total else 'u, ' + coef}: posterior mean and {pct} interval")
     what = f"total {coef} of each level" if total else f"effects on the {coef} (deviations from the population)"
     ax.set_title(f"{group}: {what}", fontsize="medium")
+    return fig
+
+
+def _caterpillar_extremes(
+    effects: pd.DataFrame, group: str, coef: str, total: bool, prob: float, extremes: int
+) -> Figure:
+    """The lowest and highest ``extremes`` levels with labels, and a histogram of all levels' means."""
+    n = len(effects)
+    shown = pd.concat([effects.iloc[:extremes], effects.iloc[-extremes:]])
+    fig = Figure(figsize=(9.0, max(4.0, 0.2 * len(shown) + 1.2)), layout="constrained")
+    ax, hist = fig.subplots(1, 2, width_ratios=(3, 2))
+    pos = np.arange(len(shown))
+    pos = np.where(pos >= extremes, pos + 1, pos)  # a gap between the two ends
+    ax.hlines(pos, shown["lower"], shown["upper"], color="C0", lw=1.0)
+    ax.plot(shown["mean"], pos, "o", color="C0", ms=3)
+    ref = 0.0 if not total else float(effects["mean"].mean())
+    ax.axvline(ref, color="0.5", ls="--", lw=1)
+    ax.axhline(extremes, color="0.8", lw=6)
+    ax.set_yticks(pos, [str(v) for v in shown.index], fontsize="small")
+    pct = f"{round(prob * 100)}%"
+    ax.set_xlabel(f"{coef if total else 'u, ' + coef}: posterior mean and {pct} interval")
+    ax.set_title(f"{group}: the {extremes} lowest and highest of {n} levels", fontsize="medium")
+    hist.hist(effects["mean"], bins=min(60, max(10, n // 20)), color="#9fb3d1", orientation="vertical")
+    hist.axvline(ref, color="0.5", ls="--", lw=1)
+    for value in (shown["mean"].iloc[extremes - 1], shown["mean"].iloc[extremes]):
+        hist.axvline(float(value), color="C0", lw=0.8)
+    hist.set_xlabel("posterior mean of each level")
+    hist.set_ylabel("number of levels")
+    hist.set_title(f"all {n} levels", fontsize="medium")
     return fig

@@ -91,6 +91,22 @@ class PopulationAveraged:
     n_draws: int
     prob: float
 
+    def __repr__(self) -> str:
+        eff = "" if self.effects is None else f", effects ({self.effects['measure'].iloc[0]})"
+        head = self.table.head(5).to_string(float_format=lambda v: f"{v:.4g}")
+        more = f"\n... {len(self.table)} rows" if len(self.table) > 5 else ""
+        return (f"<hierbayes.PopulationAveraged {len(self.table)} row(s){eff}; {self.n_draws} Monte Carlo draws "
+                f"of u per posterior draw, {round(self.prob * 100)}% intervals>\n{head}{more}")
+
+    def _repr_html_(self) -> str:
+        from hierbayes.summaries.display import html_block
+
+        tables = [("Conditional (u = 0) and population-averaged means", self.table)]
+        if self.effects is not None:
+            tables.append(("Effects", self.effects))
+        notes = [f"{self.n_draws} Monte Carlo draws of u per posterior draw; {round(self.prob * 100)}% intervals"]
+        return html_block("Population-averaged predictions", notes, tables)
+
 
 _MC_CHUNK = 4_000_000
 

@@ -24,8 +24,13 @@ family                 :math:`y^{\mathrm{rep}}_i \mid \mu_i`
 
 New data
 --------
-With ``data=`` the fixed-effect columns are rebuilt by the fit's own formulaic model spec (the
-same coding of categorical columns and the same transforms), and each row's group levels are
+With ``data=`` the fixed-effect columns and every random term's varying columns are rebuilt by
+the fit's own formulaic model specs (``Design.fixed_model_spec``, ``GroupDesign.model_spec``):
+the same coding of categorical columns (a new frame holding one level still gets every fitted
+column), the same state of stateful transforms (``center`` and ``scale`` use the *fitted* data's
+mean and sd, not the new rows') and the same whitelisted functions
+(:data:`hierbayes.spec.transforms.EVAL_CONTEXT`), so a row copied from the fitted data gets
+exactly its fitted :math:`x_i` and :math:`z_{ik}`. Each row's group levels are
 matched to the fitted levels **by label** (the column values as strings, joined by ``:`` for
 nested terms such as ``school:child``). A level the model has not seen gets
 
@@ -35,7 +40,8 @@ nested terms such as ``school:child``). A level the model has not seen gets
   i.e. a prediction for a *new, random* level that carries the between-level uncertainty.
 
 For a nested term only the unseen part is new: a new mother in a known community keeps the
-community's effect.
+community's effect. ``include_group_effects=False`` predicts at the population level, every
+:math:`u = 0`, and needs no grouping columns (brms ``re_formula = NA``).
 
 Memory: the returned arrays hold :math:`S \times n` numbers (7230 rows x 4000 draws is
 230 MB in float64); intermediate arrays are built in chunks of posterior draws.
@@ -43,7 +49,7 @@ Memory: the returned arrays hold :math:`S \times n` numbers (7230 rows x 4000 dr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from typing import Any, Literal
 
 import numpy as np
@@ -53,10 +59,20 @@ from formulaic import model_matrix
 
 from hierbayes.design import GroupDesign
 from hierbayes.exceptions import DataError, SpecError
-from hierbayes.families import Observed, check_response, get_family, inverse_link
-from hierbayes.inference import posterior
+from hierbayes.families import check_response, inverse_link
+from hierbayes.inference.pointwise import (
+    GroupRows,
+    PredictionRows,
+    _eta_chunks,
+    _intercept_only,
+    _rows_of_fit,
+    _to_array,
+    group_cov_cholesky,
+    log_likelihood_of_rows,
+    replicate_rows,
+)
 from hierbayes.inference.result import Fit
-from hierbayes.spec import names
+from hierbayes.spec.transforms import EVAL_CONTEXT
 
 __all__ = [
     "GroupRows",
@@ -76,119 +92,6 @@ __all__ = [
 
 NewLevels = Literal["population", "sample"]
 PredictKind = Literal["linear", "mean", "response"]
-
-#: Largest number of (draw x row x coefficient) values held by one intermediate array.
-_CHUNK_ELEMENTS = 4_000_000
-
-
-# ----------------------------------------------------------------------------- posterior access
-
-
-def _stacked(fit: Fit, name: str, *extra: str) -> np.ndarray:
-    """Draws of ``name`` as an ``(S, *extra)`` array (chains concatenated)."""
-    post = fit.posterior
-    if name not in post and name.startswith("u_") and fit.settings.get("store_random_effects") is False:
-        raise SpecError(
-            f"This fit was made with store_random_effects=False, so it has no draws of {name!r}. "
-            "Add them with hierbayes.inference.collapsed.build.random_effect_draws(fit.design, fit.posterior), "
-            "or refit with store_random_effects=True."
-        )
-    if name not in post:
-        raise SpecError(
-            f"The posterior has no variable {name!r}; this fit cannot be used for predictions "
-            f"(variables: {', '.join(map(str, post.data_vars))})."
-        )
-    da = post[name].transpose("chain", "draw", *extra)
-    return np.asarray(da.values, dtype=float).reshape((-1, *da.shape[2:]))
-
-
-def _n_draws(fit: Fit) -> tuple[int, int]:
-    post = fit.posterior
-    return int(post.sizes["chain"]), int(post.sizes["draw"])
-
-
-def group_cov_cholesky(fit: Fit, group: str) -> np.ndarray:
-    r"""Cholesky factors :math:`L_k^{(s)}` of :math:`\Omega_k^{(s)}` for every posterior draw.
-
-    Parameters
-    ----------
-    fit
-        A fitted model.
-    group
-        The random term's name (``"cluster"``, ``"cluster:mom"``).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(S, q, q)`` lower-triangular factors, ``Omega = L L^T``, draws of all chains stacked.
-    """
-    g = fit.design.group(group)
-    _stacked(fit, names.sd(g.name), g.coef_dim)  # a clear error when the draws are missing
-    return posterior.group_cov_cholesky(fit.posterior, g)
-
-
-# ----------------------------------------------------------------------------- rows to predict
-
-
-@dataclass(frozen=True)
-class GroupRows:
-    """One random term's arrays for the rows being predicted."""
-
-    design: GroupDesign
-    index: np.ndarray  # (n,) fitted level of each row, -1 for a level the model has not seen
-    new_index: np.ndarray  # (n,) index into the distinct unseen levels, -1 for seen levels
-    n_new: int
-    Z: np.ndarray  # (n, q)
-    intercept_only: bool
-
-
-@dataclass(frozen=True)
-class PredictionRows:
-    """The arrays of the rows being predicted (the fit's own rows or new data); see :func:`prediction_rows`."""
-
-    n: int
-    X: np.ndarray
-    groups: tuple[GroupRows, ...]
-    offset: np.ndarray | None
-    y: np.ndarray | None
-    trials: np.ndarray | None
-    known_sigma: np.ndarray | None
-    index: pd.Index
-    obs: np.ndarray  # coordinate labels of the "obs" dim
-
-
-def _intercept_only(Z: np.ndarray) -> bool:
-    return Z.shape[1] == 1 and bool(np.all(Z[:, 0] == 1.0))
-
-
-def _rows_of_fit(fit: Fit) -> PredictionRows:
-    design = fit.design
-    groups = tuple(
-        GroupRows(
-            design=g,
-            index=g.index,
-            new_index=np.full(design.n_obs, -1),
-            n_new=0,
-            Z=g.Z,
-            intercept_only=_intercept_only(g.Z),
-        )
-        for g in design.groups
-    )
-    obs = np.array([str(i) for i in range(design.n_obs)])
-    if "observed_data" in fit.idata.children and "y" in fit.idata["observed_data"].data_vars:
-        obs = np.asarray(fit.idata["observed_data"]["y"].coords["obs"].values)
-    return PredictionRows(
-        n=design.n_obs,
-        X=design.X,
-        groups=groups,
-        offset=design.offset,
-        y=design.y,
-        trials=design.trials,
-        known_sigma=design.known_sigma,
-        index=design.data.index,
-        obs=obs,
-    )
-
 
 def _need(data: pd.DataFrame, column: str, why: str) -> None:
     if column not in data.columns:
@@ -211,9 +114,61 @@ def _level_keys(data: pd.DataFrame, fitted: pd.DataFrame, columns: list[str]) ->
     return pd.DataFrame(keys, index=data.index)
 
 
+def _check_finite_columns(values: np.ndarray, names: tuple[str, ...], data: pd.DataFrame, what: str) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        k = int(np.flatnonzero(bad.any(axis=0))[0])
+        row = data.index[int(np.flatnonzero(bad[:, k])[0])]
+        raise DataError(
+            f"Column {names[k]!r} of the {what} is not finite for the new data (e.g. row {row!r}): a "
+            "missing value in a predictor, or a transform undefined there (log or sqrt of 0 or a "
+            "negative number). Fill or drop those rows."
+        )
+
+
+def _varying_columns(g: GroupDesign, data: pd.DataFrame) -> np.ndarray:
+    """``Z`` of the new rows, built by the fitted term's own formulaic spec.
+
+    Stateful transforms (``center``, ``scale``, ``poly``, splines) keep the fitted data's
+    state and categorical columns keep the fitted levels, so a row copied from the fitted
+    data gets exactly its fitted ``Z``.
+    """
+    try:
+        with np.errstate(all="ignore"):
+            if g.model_spec is not None:
+                mm = g.model_spec.get_model_matrix(data, context=EVAL_CONTEXT)
+            else:  # a GroupDesign made by hand, without formulaic's spec
+                rhs = " + ".join((["1"] if g.term.intercept else ["0"]) + list(g.term.terms))
+                mm = model_matrix(rhs, data, na_action="ignore", context=EVAL_CONTEXT)
+    except Exception as err:
+        raise DataError(
+            f"Could not build the varying columns of {g.term.formula()} for the new data: {err}. Give the "
+            "new data the columns (and categorical levels) of the fitted data."
+        ) from None
+    names = tuple(str(c) for c in mm.columns)
+    if names != g.coef_names:
+        raise DataError(
+            f"The varying columns of {g.term.formula()} in the new data are {names}, but the model has "
+            f"{g.coef_names}; give the new data the same columns (and categorical levels) as the fitted data."
+        )
+    Z = np.asarray(mm, dtype=float)
+    if Z.shape[0] != len(data):
+        raise DataError(
+            f"The new data give {Z.shape[0]} rows of the varying columns of {g.term.formula()} for "
+            f"{len(data)} rows; check for missing values in its predictors."
+        )
+    _check_finite_columns(Z, names, data, f"varying columns of {g.term.formula()}")
+    return Z
+
+
 def _group_rows(g: GroupDesign, data: pd.DataFrame, fitted: pd.DataFrame) -> GroupRows:
     for col in g.term.factor:
-        _need(data, col, f"grouping factor of {g.term.formula()}")
+        _need(
+            data,
+            col,
+            f"grouping factor of {g.term.formula()}; or predict at the population level, without it, "
+            "with include_group_effects=False",
+        )
     keys = _level_keys(data, fitted, list(g.term.factor))
     labels = keys.iloc[:, 0] if len(g.term.factor) == 1 else keys.agg(":".join, axis=1)
     lookup = {lab: k for k, lab in enumerate(g.levels)}
@@ -226,20 +181,7 @@ def _group_rows(g: GroupDesign, data: pd.DataFrame, fitted: pd.DataFrame) -> Gro
         new_index[unseen] = codes
         n_new = len(uniques)
     if g.term.terms:
-        rhs = " + ".join((["1"] if g.term.intercept else ["0"]) + list(g.term.terms))
-        try:
-            mm = model_matrix(rhs, data, na_action="raise", context={"np": np})
-        except Exception as err:
-            raise DataError(
-                f"Could not build the varying columns of {g.term.formula()} for the new data: {err}"
-            ) from None
-        names = tuple(str(c) for c in mm.columns)
-        if names != g.coef_names:
-            raise DataError(
-                f"The varying columns of {g.term.formula()} in the new data are {names}, but the model has "
-                f"{g.coef_names}; give the new data the same columns (and categorical levels) as the fitted data."
-            )
-        Z = np.asarray(mm, dtype=float)
+        Z = _varying_columns(g, data)
     else:
         Z = np.ones((len(data), 1))
     return GroupRows(
@@ -256,7 +198,7 @@ def as_frame(data: Any) -> pd.DataFrame:
     return data
 
 
-def _rows_of_data(fit: Fit, data: Any) -> PredictionRows:
+def _rows_of_data(fit: Fit, data: Any, include_group_effects: bool = True) -> PredictionRows:
     data = as_frame(data)
     if len(data) == 0:
         raise DataError("The new data frame is empty (0 rows); nothing to predict.")
@@ -265,7 +207,8 @@ def _rows_of_data(fit: Fit, data: Any) -> PredictionRows:
         if design.fixed_model_spec is None:  # pragma: no cover - make_design always sets it
             raise SpecError("This fit's design has no formulaic model spec; cannot rebuild X for new data.")
         try:
-            mm = design.fixed_model_spec.get_model_matrix(data, context={"np": np})
+            with np.errstate(all="ignore"):
+                mm = design.fixed_model_spec.get_model_matrix(data, context=EVAL_CONTEXT)
         except Exception as err:
             raise DataError(
                 f"Could not build the fixed-effect columns ({', '.join(design.fixed_names)}) for the new data: {err}"
@@ -276,9 +219,10 @@ def _rows_of_data(fit: Fit, data: Any) -> PredictionRows:
                 f"The new data give {X.shape[0]} rows x {X.shape[1]} fixed-effect columns, expected "
                 f"{len(data)} x {len(design.fixed_names)}; check for missing values in the predictors."
             )
+        _check_finite_columns(X, design.fixed_names, data, "fixed-effect columns")
     else:
         X = np.zeros((len(data), 0))
-    groups = tuple(_group_rows(g, data, design.data) for g in design.groups)
+    groups = tuple(_group_rows(g, data, design.data) for g in design.groups) if include_group_effects else ()
     offset = None
     if spec.offset is not None:
         _need(data, spec.offset, "the offset")
@@ -306,12 +250,17 @@ def _rows_of_data(fit: Fit, data: Any) -> PredictionRows:
     )
 
 
-def prediction_rows(fit: Fit, data: Any = None) -> PredictionRows:
+def prediction_rows(fit: Fit, data: Any = None, *, include_group_effects: bool = True) -> PredictionRows:
     """The design arrays of the rows to predict: ``X``, per-term level index and ``Z``, offset, trials.
 
     ``data=None`` gives the fit's own rows; new data are built as the module docstring says.
+    ``include_group_effects=False`` leaves every random term out (:math:`u = 0`, the grouping
+    columns are not needed): brms ``re_formula = NA``, bambi ``include_group_specific=False``.
     """
-    return _rows_of_fit(fit) if data is None else _rows_of_data(fit, data)
+    if data is None:
+        rows = _rows_of_fit(fit)
+        return rows if include_group_effects else dataclasses.replace(rows, groups=())
+    return _rows_of_data(fit, data, include_group_effects)
 
 
 # ----------------------------------------------------------------------------- linear predictor
@@ -334,46 +283,6 @@ def _new_level_effects(
     return out
 
 
-def _eta_chunks(
-    fit: Fit, rows: PredictionRows, new_effects: list[np.ndarray | None]
-) -> tuple[int, int, list[tuple[slice, np.ndarray]]]:
-    """Compute eta in chunks of draws; return ``(chains, draws, [(draw slice, (c, n) block)])``."""
-    chains, draws = _n_draws(fit)
-    S = chains * draws
-    beta = _stacked(fit, "beta", "coef") if rows.X.shape[1] > 0 else np.zeros((S, 0))
-    u = [_stacked(fit, names.u(gr.design.name), gr.design.name, gr.design.coef_dim) for gr in rows.groups]
-    width = max([rows.n] + [rows.n * gr.Z.shape[1] for gr in rows.groups])
-    step = max(1, _CHUNK_ELEMENTS // max(width, 1))
-    blocks: list[tuple[slice, np.ndarray]] = []
-    for start in range(0, S, step):
-        sl = slice(start, min(S, start + step))
-        eta = beta[sl] @ rows.X.T if rows.X.shape[1] else np.zeros((sl.stop - sl.start, rows.n))
-        for gr, ug, new in zip(rows.groups, u, new_effects, strict=True):
-            seen = gr.index >= 0
-            vals = ug[sl][:, np.where(seen, gr.index, 0), :]  # (c, n, q)
-            if not seen.all():
-                if new is None:
-                    vals[:, ~seen, :] = 0.0
-                else:
-                    vals[:, ~seen, :] = new[sl][:, gr.new_index[~seen], :]
-            eta += vals[:, :, 0] if gr.intercept_only else np.einsum("cnq,nq->cn", vals, gr.Z)
-        if rows.offset is not None:
-            eta += rows.offset
-        blocks.append((sl, eta))
-    return chains, draws, blocks
-
-
-def _to_array(fit: Fit, rows: PredictionRows, values: np.ndarray, name: str) -> xr.DataArray:
-    post = fit.posterior
-    chains, draws = _n_draws(fit)
-    return xr.DataArray(
-        values.reshape(chains, draws, rows.n),
-        dims=("chain", "draw", "obs"),
-        coords={"chain": post.coords["chain"].values, "draw": post.coords["draw"].values, "obs": rows.obs},
-        name=name,
-    )
-
-
 def _eta(fit: Fit, rows: PredictionRows, new_levels: NewLevels, rng: np.random.Generator) -> np.ndarray:
     chains, draws, blocks = _eta_chunks(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
     out = np.empty((chains * draws, rows.n))
@@ -388,6 +297,7 @@ def linear_predictor(
     *,
     new_levels: NewLevels = "population",
     random_seed: int | np.random.Generator | None = None,
+    include_group_effects: bool = True,
 ) -> xr.DataArray:
     r"""Posterior draws of the linear predictor :math:`\eta` (link scale).
 
@@ -403,36 +313,21 @@ def linear_predictor(
         :math:`u \sim N(0, \Omega_k)` per draw; needs ``random_seed`` for reproducibility).
     random_seed
         Seed (or generator) for ``new_levels="sample"``.
+    include_group_effects
+        ``False``: the population-level prediction :math:`x_i^\top\beta + o_i` with every
+        random effect at 0; the new data need no grouping columns (brms ``re_formula = NA``).
 
     Returns
     -------
     xarray.DataArray
         Dims ``(chain, draw, obs)``, named ``"eta"``.
     """
-    rows = prediction_rows(fit, data)
+    rows = prediction_rows(fit, data, include_group_effects=include_group_effects)
     rng = np.random.default_rng(random_seed)
     return _to_array(fit, rows, _eta(fit, rows, new_levels, rng), "eta")
 
 
 # ----------------------------------------------------------------------------- predictive draws
-
-
-def _observed(fit: Fit, rows: PredictionRows) -> Observed:
-    """The rows' response and the row-level quantities the family needs, checked for new data."""
-    spec = fit.spec
-    if spec.known_sigma is not None and rows.known_sigma is None:
-        raise DataError(
-            f"This model has a known residual sd per row (column {spec.known_sigma!r}); add that column "
-            "to the new data."
-        )
-    return Observed(y=rows.y, trials=rows.trials, known_sigma=rows.known_sigma)
-
-
-def _family_params(fit: Fit, sl: slice) -> dict[str, np.ndarray]:
-    """The family's own parameters (``sigma``, ``alpha``) for the draws in ``sl``, as columns."""
-    family = get_family(fit.spec.family)
-    names = family.parameters(known_sigma=fit.spec.known_sigma is not None)
-    return {name: _stacked(fit, name)[sl][:, None] for name in names}
 
 
 def posterior_predictive(
@@ -441,6 +336,7 @@ def posterior_predictive(
     random_seed: int | np.random.Generator | None,
     data: pd.DataFrame | dict[str, Any] | None = None,
     new_levels: NewLevels = "population",
+    include_group_effects: bool = True,
 ) -> xr.DataArray:
     """Replicated responses, one per posterior draw and row, on the response scale.
 
@@ -455,7 +351,7 @@ def posterior_predictive(
         New rows; ``None`` uses the fit's own rows. Binomial models need the trials column
         (or the successes and failures columns of ``cbind``), Gaussian models with a known sd
         the sd column.
-    new_levels
+    new_levels, include_group_effects
         See :func:`linear_predictor`.
 
     Returns
@@ -464,30 +360,18 @@ def posterior_predictive(
         Dims ``(chain, draw, obs)``, named ``"y"``: floats for the Gaussian family, integers
         (int64) otherwise (0/1 for bernoulli, ``0..trials`` for binomial).
     """
-    spec = fit.spec
-    rows = prediction_rows(fit, data)
+    rows = prediction_rows(fit, data, include_group_effects=include_group_effects)
     rng = np.random.default_rng(random_seed)
-    chains, draws, blocks = _eta_chunks(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
-    S = chains * draws
-    family = get_family(spec.family)
-    observed = _observed(fit, rows)
-    if family.needs_trials and rows.trials is None:
-        raise DataError(
-            f"Replicating a {spec.family} response needs the number of trials: add column "
-            + (
-                repr(spec.trials)
-                if spec.trials
-                else f"{spec.response!r} and {spec.failures!r} (trials = successes + failures)"
-            )
-            + " to the new data."
-        )
-    out = np.empty((S, rows.n), dtype=np.int64 if family.discrete else float)
-    for sl, eta in blocks:
-        out[sl] = family.replicate(rng, eta, str(spec.link), _family_params(fit, sl), observed)
-    return _to_array(fit, rows, out, "y")
+    return replicate_rows(fit, rows, rng, _new_level_effects(fit, rows, new_levels, rng))
 
 
-def log_likelihood(fit: Fit, data: pd.DataFrame | dict[str, Any] | None = None) -> xr.DataArray:
+def log_likelihood(
+    fit: Fit,
+    data: pd.DataFrame | dict[str, Any] | None = None,
+    *,
+    new_levels: NewLevels = "population",
+    random_seed: int | np.random.Generator | None = None,
+) -> xr.DataArray:
     r"""Pointwise log density :math:`\log p(y_i \mid \theta^{(s)})` of every row at every draw.
 
     The density is conditional on the row's random effects (the same likelihood the model
@@ -502,28 +386,21 @@ def log_likelihood(fit: Fit, data: pd.DataFrame | dict[str, Any] | None = None) 
         A fitted model.
     data
         New rows with the response; ``None`` uses the fit's own rows (what LOO needs).
+    new_levels
+        For rows of levels the model has not seen: ``"population"`` (:math:`u = 0`) or
+        ``"sample"`` (a fresh :math:`u \sim N(0, \Omega_k^{(s)})` per draw, what
+        leave-one-group-out CV needs); see :func:`linear_predictor`.
+    random_seed
+        Seed for ``new_levels="sample"``.
 
     Returns
     -------
     xarray.DataArray
         Dims ``(chain, draw, obs)``, named ``"y"``.
     """
-    spec = fit.spec
     rows = prediction_rows(fit, data)
-    if rows.y is None:
-        raise DataError(
-            f"The log-likelihood needs the response column {spec.response!r} in the data"
-            + (f" and the trials/failures column {spec.trials or spec.failures!r}" if get_family(spec.family).needs_trials else "")
-            + "."
-        )
-    y = rows.y
-    chains, draws, blocks = _eta_chunks(fit, rows, [None] * len(rows.groups))
-    out = np.empty((chains * draws, rows.n))
-    family = get_family(spec.family)
-    observed = _observed(fit, rows)
-    for sl, eta in blocks:
-        out[sl] = family.log_likelihood(y, eta, str(spec.link), _family_params(fit, sl), observed)
-    return _to_array(fit, rows, out, "y")
+    rng = np.random.default_rng(random_seed)
+    return log_likelihood_of_rows(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
 
 
 def with_log_likelihood(fit: Fit) -> xr.DataTree:
@@ -532,6 +409,8 @@ def with_log_likelihood(fit: Fit) -> xr.DataTree:
     The fit itself is not changed. ``arviz.loo(with_log_likelihood(fit))`` then works.
     """
     tree = fit.idata.copy()
+    if "log_likelihood" in tree.children and "y" in tree["log_likelihood"].data_vars:
+        return tree  # made by hb.fit(..., log_likelihood=True) or hb.add_log_likelihood: the same numbers
     ll = log_likelihood(fit)
     tree["log_likelihood"] = xr.DataTree(xr.Dataset({"y": ll}))
     return tree
@@ -548,6 +427,7 @@ def predict(
     prob: float = 0.94,
     random_seed: int | np.random.Generator | None = None,
     new_levels: NewLevels = "population",
+    include_group_effects: bool = True,
 ) -> pd.DataFrame:
     r"""Posterior mean, sd and equal-tailed interval of a prediction for every row.
 
@@ -567,7 +447,7 @@ def predict(
         Probability of the equal-tailed interval (default 0.94, as every hierbayes summary).
     random_seed
         Seed for ``kind="response"`` and ``new_levels="sample"``.
-    new_levels
+    new_levels, include_group_effects
         See :func:`linear_predictor`.
 
     Returns
@@ -579,9 +459,13 @@ def predict(
     if not 0 < prob < 1:
         raise ValueError(f"prob must be between 0 and 1; received {prob}.")
     if kind == "response":
-        values = posterior_predictive(fit, random_seed=random_seed, data=data, new_levels=new_levels).values
+        values = posterior_predictive(
+            fit, random_seed=random_seed, data=data, new_levels=new_levels, include_group_effects=include_group_effects
+        ).values
     elif kind in ("linear", "mean"):
-        values = linear_predictor(fit, data, new_levels=new_levels, random_seed=random_seed).values
+        values = linear_predictor(
+            fit, data, new_levels=new_levels, random_seed=random_seed, include_group_effects=include_group_effects
+        ).values
         if kind == "mean":
             values = inverse_link(str(fit.spec.link), values)
     else:

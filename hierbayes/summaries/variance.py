@@ -196,6 +196,15 @@ class VariancePartition:
         """The intra-class correlations, indexed by grouping factor."""
         return self.get("icc")
 
+    def __repr__(self) -> str:
+        return self.__str__()
+
+    def _repr_html_(self) -> str:
+        from hierbayes.summaries.display import html_block
+
+        at = ", ".join(f"{k}={v:g}" for k, v in self.at.items()) if self.at else "all varying terms at 0"
+        return html_block(f"Variance partition, {self.scale}", [f"at {at}"], [("", self.table)])
+
     def __str__(self) -> str:
         pct = f"{round(self.prob * 100)}%"
         at = ", ".join(f"{k}={v:g}" for k, v in self.at.items()) if self.at else "all varying terms at 0"
