@@ -59,7 +59,7 @@ def _diagnostics_from_dict(
             k: (tuple(v) if isinstance(v, list) and str(names[k].type).startswith("tuple") else v)
             for k, v in value.items()
         }
-        return Diagnostics(**kwargs)
+        return Diagnostics(**kwargs)  # type: ignore[arg-type]
     # Saved by another version of hierbayes: recompute from the draws.
     vn = var_names(design)
     check = vn["fixed"] + vn["sd"] + vn["corr"] + vn["other"]

@@ -137,7 +137,7 @@ class Family(ABC):
 
     @abstractmethod
     def likelihood(self, eta: Any, obs: Observed, link: str, *, sigma_prior: Any = None) -> None:
-        """Declare the observed variable ``y`` (dims ``obs``), and the family's parameters, in the current PyMC model."""
+        """Declare ``y`` (dims ``obs``) and the family's own parameters in the current PyMC model."""
 
     @abstractmethod
     def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],

@@ -26,7 +26,7 @@ HINT = " or (data[col] == 'yes').astype(int)."
 
 
 class BinomialBase(Family):
-    """Shared by :class:`~hierbayes.families.bernoulli.Bernoulli` and :class:`Binomial`: links, log-likelihood, latent variance."""
+    """Links, log-likelihood and latent variance shared by the Bernoulli and binomial families."""
 
     links: ClassVar[tuple[str, ...]] = ("logit", "probit")
     effect_measure: ClassVar[str] = "odds_ratio"

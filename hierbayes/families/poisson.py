@@ -1,4 +1,6 @@
-r"""Poisson counts: :math:`y_i \sim \mathrm{Poisson}(\lambda_i)`, :math:`\log \lambda_i = \eta_i` (plus an optional offset inside :math:`\eta`).
+r"""Poisson counts: :math:`y_i \sim \mathrm{Poisson}(\lambda_i)`, :math:`\log \lambda_i = \eta_i`.
+
+An offset, if any, is part of :math:`\eta`.
 
 Latent-scale residual variance: the log-normal approximation :math:`\log(1 + 1/\lambda)`
 (Poisson) and :math:`\log(1 + 1/\lambda + 1/\alpha)` (negative binomial), with :math:`\lambda` the

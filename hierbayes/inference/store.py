@@ -214,8 +214,8 @@ def data_to_dataset(df: pd.DataFrame) -> xr.Dataset:
     columns = []
     for i, name in enumerate(df.columns):
         var = _safe_var_name(name, i, taken)
-        values, attrs, missing = _encode_column(df.iloc[:, i])
-        variables[var] = xr.Variable((_ROW_DIM,), values, attrs=attrs)
+        values, col_attrs, missing = _encode_column(df.iloc[:, i])
+        variables[var] = xr.Variable((_ROW_DIM,), values, attrs=col_attrs)
         if missing is not None:
             variables[f"{var}__missing"] = xr.Variable((_ROW_DIM,), missing.astype(np.int8))
         columns.append([name, var])
@@ -313,7 +313,7 @@ def _compression(tree: xr.DataTree) -> dict[str, dict[str, dict[str, Any]]]:
 
 def _write_tree(tree: xr.DataTree, path: Path) -> None:
     with atomic_path(path) as tmp:
-        tree.to_netcdf(str(tmp), engine=_ENGINE, encoding=_compression(tree))
+        tree.to_netcdf(str(tmp), engine=_ENGINE, encoding=_compression(tree))  # type: ignore[call-overload]
 
 
 def _attr_json(attrs: Mapping[str, Any], key: str, path: Path) -> Any:
@@ -355,10 +355,11 @@ def read(path: str | os.PathLike[str]) -> StoredFit:
             tree = opened.load().copy()
     except (OSError, ValueError) as err:
         raise FitFileError(f"Cannot read {path} as a NetCDF file: {err}") from None
-    attrs = dict(tree.attrs)
+    attrs = {str(k): v for k, v in tree.attrs.items()}
     version = attrs.get(f"{_ATTR_PREFIX}format")
     if version is None:
-        _attr_json(attrs, "format", path)
+        _attr_json(attrs, "format", path)  # raises: not a hierbayes file
+    assert version is not None
     if int(version) > FORMAT_VERSION:
         raise FitFileError(
             f"{path} was written in hierbayes file format {int(version)}; this hierbayes reads up to "

@@ -41,7 +41,13 @@ __all__ = [
     "table",
 ]
 
-_RC = {"figure.dpi": 100, "savefig.dpi": 100, "font.size": 10, "svg.hashsalt": "hierbayes", "path.simplify": True}
+_RC: dict[str, Any] = {
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.size": 10,
+    "svg.hashsalt": "hierbayes",
+    "path.simplify": True,
+}
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -118,7 +124,7 @@ def close_figure(fig: Any) -> None:
 @contextlib.contextmanager
 def plotting() -> Iterator[None]:
     """Fixed matplotlib style (independent of the caller's rcParams); ArviZ's advice warnings off."""
-    with matplotlib.style.context("default"), matplotlib.rc_context(_RC), warnings.catch_warnings():
+    with matplotlib.style.context("default"), matplotlib.rc_context(_RC), warnings.catch_warnings():  # type: ignore[arg-type]
         warnings.filterwarnings("ignore", category=UserWarning, module=r"arviz.*")
         yield
 
@@ -296,8 +302,8 @@ def _priors_table(fit: Fit) -> str:
     if rp.sigma is not None:
         rows.append(["σ", _scale_prior_text(rp.sigma),
                      "set in the model" if user.sigma is not None else "default (scaled to the data)"])
-    for param, prior in get_family(spec.family).fixed_priors():
-        rows.append([param, prior, "default"])
+    for param, prior_text in get_family(spec.family).fixed_priors():
+        rows.append([param, prior_text, "default"])
     note = ""
     off = rp.B - np.diag(np.diag(rp.B))
     if np.any(off != 0):

@@ -122,6 +122,7 @@ def _summary_section(fit: Fit) -> str:
     rows = []
     for group, name, var, spread in variance_rows(s):
         first = var if var is not None else spread
+        assert first is not None
         rows.append([group, name, _interval(var) if var is not None else "",
                      _interval(spread) if spread is not None else "",
                      f"{first['r_hat']:.3f}", f"{first['ess_bulk']:.0f}"])

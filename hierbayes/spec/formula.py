@@ -41,7 +41,7 @@ import re
 from formulaic import Formula
 
 from hierbayes.exceptions import FormulaError
-from hierbayes.spec.model import GroupTerm, ModelSpec
+from hierbayes.spec.model import Covariance, GroupTerm, ModelSpec
 from hierbayes.spec.priors import Priors
 from hierbayes.spec.transforms import (
     ALLOWED_TRANSFORMS,
@@ -193,7 +193,7 @@ def _parse_random(inner: str, formula: str, pos: int, centered: bool) -> list[Gr
     if not lhs.strip():
         raise formula_error(formula, pos, f"Random term ({inner}) has nothing before '{bar}'; write (1 {bar} g).")
     intercept, terms = split_terms(lhs, formula=formula, pos=pos + 1)
-    covariance = "diagonal" if double else "full"
+    covariance: Covariance = "diagonal" if double else "full"
     return [
         GroupTerm(factor=f, intercept=intercept, terms=terms, covariance=covariance, centered=centered)
         for f in _parse_group(group, formula, pos + 1 + len(lhs) + len(bar))

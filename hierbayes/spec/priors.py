@@ -217,7 +217,7 @@ def scale_prior_from_dict(value: Mapping[str, object], where: str) -> ScalePrior
             f"allowed: {', '.join(sorted(SCALE_PRIORS))}."
         )
     try:
-        return SCALE_PRIORS[dist](**params)  # type: ignore[no-any-return]
+        return SCALE_PRIORS[dist](**params)
     except TypeError as err:
         raise PriorError(f"{where}: {err}") from None
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -241,7 +241,7 @@ def kfold(
     rows = []
     for k in range(n_folds):
         held = fold_of_row == k
-        kw = {
+        kw: dict[str, Any] = {
             "draws": draws or settings.get("draws", 1000),
             "tune": tune or settings.get("tune", 1000),
             "chains": chains or settings.get("chains", 4),
@@ -365,7 +365,7 @@ def plot_ppc(
     if kind == "loo_pit" and "log_likelihood" not in tree.children:
         tree = tree.copy()
         tree["log_likelihood"] = xr.DataTree(xr.Dataset({"y": log_likelihood(fit)}))
-    functions = {
+    functions: dict[str, Any] = {
         "dist": azp.plot_ppc_dist,
         "rootogram": azp.plot_ppc_rootogram,
         "calibration": azp.plot_ppc_pava,

@@ -232,7 +232,7 @@ def plot_conditional_effects(
     ax.set_title(f"Conditional effect of {effect} (mean, {round(prob * 100)}% interval)", fontsize=10)
     if by is not None and not many:
         ax.legend(frameon=False, fontsize=8)
-    return fig  # type: ignore[return-value]
+    return fig
 
 
 def _comparison_rows(fit: Fit, variable: str, values: tuple[Any, Any] | None) -> tuple[pd.DataFrame, pd.DataFrame, str]:

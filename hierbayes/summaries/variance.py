@@ -129,7 +129,7 @@ def latent_residual_draws(fit: Fit, rows: np.ndarray | None = None) -> np.ndarra
     post = fit.posterior
     shape = (post.sizes["chain"], post.sizes["draw"])
     per_row = rows is not None
-    target = (*shape, len(rows)) if per_row else shape
+    target = (*shape, len(rows)) if rows is not None else shape
     if design.known_sigma is not None:
         s2 = design.known_sigma**2
         return np.broadcast_to(s2[rows], target).copy() if per_row else np.full(shape, float(np.mean(s2)))
@@ -221,8 +221,8 @@ class VariancePartition:
         header = ["Component", "Variance", "Share", "ICC"]
         widths = [max(len(r[i]) for r in [header, *wide]) for i in range(4)]
         for r in [header, *wide]:
-            cells = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-            lines.append("  ".join(cells))
+            padded = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            lines.append("  ".join(padded))
         descr = self.table[self.table.quantity == "icc"]
         if not descr.empty:
             lines.append("")
@@ -321,7 +321,7 @@ def variance_partition(
             }
         )
     for k, g in enumerate(design.groups):
-        members = [g.name, *above[g.name]]
+        outer_names = [g.name, *above[g.name]]
         outer = f" (and so the same {', '.join(above[g.name])})" if above[g.name] else ""
         rows.append(
             {
@@ -330,7 +330,7 @@ def variance_partition(
                 **interval_stats(icc[..., k], prob),
                 "description": (
                     f"correlation of two observations in the same {g.name}{outer}: "
-                    f"({' + '.join(reversed(members))}) / total"
+                    f"({' + '.join(reversed(outer_names))}) / total"
                 ),
             }
         )

@@ -245,6 +245,7 @@ def collapsed_data(design: Design, scaling: FixedScaling | None = None) -> Colla
     elif len(groups) == 1:
         factors = factors_list[0]
     else:
+        assert groups[1].parent_index is not None  # _ordered_groups put the nested factor second
         factors = NestedFactors(factors_list[0], factors_list[1], groups[1].parent_index)
     y = design.y.astype(np.float64)
     if design.offset is not None:

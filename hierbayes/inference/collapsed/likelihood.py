@@ -121,6 +121,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pytensor.tensor as pt
@@ -209,8 +210,8 @@ class CollapsedFactor:
     """
 
     index: np.ndarray
-    Z: np.ndarray | None = None
-    n_levels: int | None = None
+    Z: np.ndarray = None  # type: ignore[assignment]  # a column of ones when omitted (__post_init__)
+    n_levels: int = None  # type: ignore[assignment]  # max(index) + 1 when omitted (__post_init__)
     name: str = "group"
 
     def __post_init__(self) -> None:
@@ -308,7 +309,7 @@ class NestedFactors:
 
     outer: CollapsedFactor
     inner: CollapsedFactor
-    parent: np.ndarray | None = None
+    parent: np.ndarray = None  # type: ignore[assignment]  # derived from the two factors when omitted
 
     def __post_init__(self) -> None:
         outer, inner = self.outer, self.inner
@@ -578,7 +579,7 @@ def _add_sigma2_eye(M: TensorVariable, sigma2: TensorVariable, q: int) -> Tensor
     return M + sigma2 * pt.constant(np.eye(q))
 
 
-def _batched_chol_solve_pt(M: TensorVariable, rhs: TensorVariable, q: int) -> tuple[TensorVariable, TensorVariable]:
+def _batched_chol_solve_pt(M: TensorVariable, rhs: TensorVariable, q: int) -> tuple[Any, TensorVariable]:
     r"""For SPD ``M`` (``(G, q, q)``) and ``rhs`` (``(G, q, m)``), with :math:`M_j = C_jC_j'`.
 
     Returns :math:`\log|M_j|` (``(G,)``) and :math:`W_j = C_j^{-1}\,\mathrm{rhs}_j`
@@ -731,8 +732,8 @@ def marginal_loglik_from_sums(
     if isinstance(factors, CollapsedFactor):
         f = factors
         q, G = f.n_terms, f.n_levels
-        L, diag = _as_chol_pt(chol, q, f"factor of {f.name!r}")
-        b = pt.as_tensor_variable(sums)  # (G, q): Z_j' r_j
+        L, diag = _as_chol_pt(chol, q, f"factor of {f.name!r}")  # type: ignore[arg-type]
+        b = pt.as_tensor_variable(sums)  # type: ignore[arg-type]  # (G, q): Z_j' r_j
         M = _add_sigma2_eye(_congruence_pt(pt.constant(f.gram), L, diag), sigma2, q)
         logdet_M, W = _batched_chol_solve_pt(M, _vec_lt_pt(b, L, diag)[:, :, None], q)
         quad = (rtr - pt.sum(W**2)) / sigma2
@@ -919,7 +920,7 @@ def draw_random_effects(
     if isinstance(factors, CollapsedFactor):
         f = factors
         q = f.n_terms
-        L = _as_chol_np(chol, q, f"factor of {f.name!r}")
+        L = _as_chol_np(chol, q, f"factor of {f.name!r}")  # type: ignore[arg-type]
         b = f.segment_sum(f.Z * r[:, None])
         C = np.linalg.cholesky(s2 * np.eye(q) + L.T @ f.gram @ L)
         return _draw_level(rng, C, b @ L, L, sigma)

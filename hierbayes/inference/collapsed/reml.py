@@ -221,7 +221,8 @@ def _weighted_cross_products(data: CollapsedData, lambdas: list[np.ndarray]) -> 
 
 
 def _crossed_cross_products(data: CollapsedData, lambdas: list[np.ndarray], S: np.ndarray) -> tuple[float, np.ndarray]:
-    """:func:`_weighted_cross_products` for crossed factors (dense Schur complement, :mod:`hierbayes.inference.collapsed.likelihood`)."""
+    """:func:`_weighted_cross_products` for crossed factors (a dense Schur complement, see
+    :mod:`hierbayes.inference.collapsed.likelihood`)."""
     cf = data.factors
     assert isinstance(cf, CrossedFactors)
     fb = cf.factors[cf.big]
@@ -274,7 +275,8 @@ def _profile(theta: np.ndarray, data: CollapsedData, reml: bool, log_det_A: floa
 
 
 def _theta_start_and_bounds(groups: tuple[GroupDesign, ...]) -> tuple[np.ndarray, list[tuple[float | None, None]]]:
-    start, bounds = [], []
+    start: list[float] = []
+    bounds: list[tuple[float | None, None]] = []
     for pos in _theta_layout(groups):
         for i, j in pos:
             start.append(1.0 if i == j else 0.0)
