@@ -449,7 +449,7 @@ def _sigma(fit: Fit, rows: PredictionRows, sl: slice) -> np.ndarray:
 def posterior_predictive(
     fit: Fit,
     *,
-    random_seed: int | np.random.Generator | None,
+    random_seed: int | np.random.Generator | None = None,
     data: pd.DataFrame | dict[str, Any] | None = None,
     new_levels: NewLevels = "population",
 ) -> xr.DataArray:
@@ -460,8 +460,9 @@ def posterior_predictive(
     fit
         A fitted model.
     random_seed
-        Seed or generator (required: the same seed gives the same draws; ``None`` is allowed
-        and explicit).
+        Seed or generator; the same seed gives the same replicates. ``None`` (default): seeded
+        from the fit's own seed (``fit.settings["random_seed"]``), so calling it twice on one
+        fit gives the same replicates; unseeded only when the fit itself had no seed.
     data
         New rows; ``None`` uses the fit's own rows. Binomial models need the trials column
         (or the successes and failures columns of ``cbind``), Gaussian models with a known sd
@@ -477,6 +478,8 @@ def posterior_predictive(
     """
     spec = fit.spec
     rows = prediction_rows(fit, data)
+    if random_seed is None:
+        random_seed = fit.settings.get("random_seed")
     rng = np.random.default_rng(random_seed)
     chains, draws, blocks = _eta_chunks(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
     S = chains * draws
