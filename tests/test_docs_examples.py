@@ -15,7 +15,8 @@ Conventions for the pages (also stated in ``docs/contributing.md``):
 Small draws: while a page runs, ``hb.fit`` is replaced by a wrapper that overrides ``draws``,
 ``tune`` and ``chains`` with :data:`TINY`, turns the progress bar off, ignores convergence
 warnings (expected with so few draws) and reuses the fit of identical inputs across blocks and
-pages. The library itself knows nothing of this.
+pages; PSIS-LOO's warning about Pareto k, which tiny draws always raise, is ignored too. The
+library itself knows nothing of this.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import hierbayes as hb
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-TINY = {"draws": 20, "tune": 20, "chains": 1}
+TINY = {"draws": 30, "tune": 20, "chains": 1}  # 30: PSIS-LOO needs 25 draws or more
 OUTPUT_LANGUAGES = {"text"}
 RUN_LANGUAGES = {"python", "toml"}
 
@@ -106,7 +107,6 @@ def tiny_fit():
         if key not in cache:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", hb.ConvergenceWarning)
-                warnings.filterwarnings("ignore", message="Only .* samples per chain", category=UserWarning)
                 cache[key] = real(model, data, **kwargs)
         return cache[key]
 
@@ -157,7 +157,10 @@ def test_page_examples_run(page, tiny_fit, monkeypatch, tmp_path):
                 continue
             try:
                 if b.lang == "python":
-                    exec(compile(b.code, b.where, "exec"), namespace)
+                    with warnings.catch_warnings():
+                        # PSIS-LOO's Pareto k is unreliable with tiny draws; every other warning stays an error.
+                        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto")
+                        exec(compile(b.code, b.where, "exec"), namespace)
                 else:
                     card = parse_card(b.code, base=ROOT, name="docs")
                     data = card.load_data()
