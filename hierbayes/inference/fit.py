@@ -7,9 +7,12 @@ Every stage can be called alone (:func:`hierbayes.parse_formula`, :func:`hierbay
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import platform
+import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -84,6 +87,7 @@ def fit(
     dropna: bool = False,
     method: Method = "auto",
     store_random_effects: bool = True,
+    crossed: bool = False,
 ) -> Fit:
     """Fit a Bayesian multilevel model with NUTS.
 
@@ -114,6 +118,9 @@ def fit(
         Collapsed method only: store the exact draws of the random effects ``u_<g>``
         (``chains * draws * levels * terms * 8`` bytes). ``False`` keeps only the other
         parameters; draw them later with :func:`hierbayes.inference.collapsed.build.random_effect_draws`.
+    crossed
+        Declare separately listed grouping factors crossed (subjects x items): no
+        :class:`~hierbayes.NestingWarning` (see :func:`hierbayes.make_design`).
 
     Returns
     -------
@@ -127,7 +134,7 @@ def fit(
     >>> print(hb.summary(fit))  # doctest: +SKIP
     """
     spec = to_spec(model, family=family, link=link, priors=priors)
-    design = make_design(spec, data, dropna=dropna)
+    design = make_design(spec, data, dropna=dropna, crossed=crossed)
     if method in ("reml", "ml"):
         raise ValueError(
             f"method={method!r} gives point estimates, not a posterior: use "
@@ -139,17 +146,18 @@ def fit(
     _log.info(note)
     pm_model = build_collapsed_model(design) if chosen == "collapsed" else build_model(design)
     backend = resolve_sampler(sampler)
-    idata = sample(
-        pm_model,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        random_seed=random_seed,
-        target_accept=target_accept,
-        sampler=backend,  # type: ignore[arg-type]
-        progressbar=progressbar,
-        cores=cores,
-    )
+    with _no_blas_warning():
+        idata = sample(
+            pm_model,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=random_seed,
+            target_accept=target_accept,
+            sampler=backend,  # type: ignore[arg-type]
+            progressbar=progressbar,
+            cores=cores,
+        )
     if chosen == "collapsed":
         idata = add_random_effects(
             idata, design, random_seed=random_seed, store_random_effects=store_random_effects
@@ -173,6 +181,23 @@ def fit(
     return Fit(spec=spec, design=design, idata=idata, settings=settings, diagnostics=diagnostics)
 
 
+@contextlib.contextmanager
+def _no_blas_warning() -> Iterator[None]:
+    """Silence PyTensor's "could not link to a BLAS installation" warning, which does not apply here.
+
+    PyTensor warns (three lines, on the first C compilation of each process) when it finds no
+    system BLAS (``libblas`` + ``libcblas``, OpenBLAS or MKL) to link its C backend to, which is
+    the case for a plain ``pip install``. The samplers hierbayes uses run compiled numba or JAX
+    code, whose matrix products use numpy's own BLAS; PyTensor's C backend only evaluates the
+    model's starting point and the prior predictive, so the warning announces a slowdown that
+    does not happen. ``make blas`` (``libopenblas-dev`` and ``PYTENSOR_FLAGS=blas__ldflags=-lopenblas``)
+    links it anyway; see the FAQ in the docs (getting started).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "PyTensor could not link to a BLAS installation", UserWarning)
+        yield
+
+
 def prior_predictive(
     model: str | ModelSpec,
     data: pd.DataFrame,
@@ -192,5 +217,5 @@ def prior_predictive(
     """
     spec = to_spec(model, family=family, link=link, priors=priors)
     design = make_design(spec, data)
-    with build_model(design):
+    with build_model(design), _no_blas_warning():
         return pm.sample_prior_predictive(draws=draws, random_seed=random_seed)

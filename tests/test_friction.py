@@ -1,0 +1,48 @@
+"""Day-to-day friction: warnings that fire only when they mean something."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hierbayes as hb
+from hierbayes.inference.fit import _no_blas_warning
+
+
+def crossed_frame(reps: int) -> pd.DataFrame:
+    """Every subject sees every item ``reps`` times (item ids are shared by all subjects, as they should be)."""
+    rng = np.random.default_rng(0)
+    rows = [(s, i) for s in range(6) for i in range(5) for _ in range(reps)]
+    df = pd.DataFrame(rows, columns=["subject", "item"])
+    df["y"] = rng.normal(size=len(df))
+    return df
+
+
+def test_crossed_design_with_one_row_per_pair_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", hb.NestingWarning)
+        design = hb.make_design(hb.parse_formula("y ~ 1 + (1 | subject) + (1 | item)"), crossed_frame(1))
+    assert [g.n_levels for g in design.groups] == [6, 5]
+
+
+def test_replicated_pairs_warn_unless_declared_crossed():
+    spec = hb.parse_formula("y ~ 1 + (1 | subject) + (1 | item)")
+    with pytest.warns(hb.NestingWarning, match=r"crossed=True"):
+        hb.make_design(spec, crossed_frame(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", hb.NestingWarning)
+        design = hb.make_design(spec, crossed_frame(2), crossed=True)
+    assert design.group("item").parent is None
+
+
+def test_blas_warning_is_silenced_only_inside():
+    message = "PyTensor could not link to a BLAS installation. Operations that might benefit from BLAS ..."
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with _no_blas_warning():
+            warnings.warn(message, UserWarning, stacklevel=1)
+        with pytest.raises(UserWarning, match="BLAS"):
+            warnings.warn(message, UserWarning, stacklevel=1)
