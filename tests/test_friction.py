@@ -46,3 +46,16 @@ def test_blas_warning_is_silenced_only_inside():
             warnings.warn(message, UserWarning, stacklevel=1)
         with pytest.raises(UserWarning, match="BLAS"):
             warnings.warn(message, UserWarning, stacklevel=1)
+
+
+def test_summary_columns_share_one_fixed_format(synthetic_fit):
+    df = pd.DataFrame({"y": np.arange(12.0), "x": np.linspace(0, 1, 12), "z": np.arange(12.0) % 5, "g": [1, 2, 3] * 4})
+    rng = np.random.default_rng(1)
+    beta = np.array([0.04528, 5.116e-4, -1.25]) + rng.normal(0, [0.01, 1e-4, 0.1], size=(1, 200, 3))
+    beta -= beta.mean(axis=1) - [0.04528, 5.116e-4, -1.25]  # exact posterior means
+    values = {"beta": beta, "sd_g": [0.5], "sigma": 1.0}
+    text = str(hb.summary(synthetic_fit("y ~ x + z + (1 | g)", df, values, draws=200)))
+    fixed = text.split("Fixed effects:")[1].split("\n\n")[0]
+    assert "e-0" not in fixed and "e+0" not in fixed
+    means = [line.split()[1] for line in fixed.strip().splitlines()[1:]]
+    assert means == ["0.045280", "0.000512", "-1.250000"]
