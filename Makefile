@@ -54,6 +54,12 @@ lint: $(VENV)/.dev
 docs: $(VENV)/.docs
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
+# Execute every example notebook with the real draws of its analysis and save it with its outputs
+# (tables and figures; seeded, so reproducible with the same libraries). Several minutes on 2 cores.
+notebooks: $(VENV)/.dev
+	$(PY) examples/_build_notebooks.py
+	$(PY) examples/_build_notebooks.py --execute
+
 # KaTeX, vendored into docs/vendor/katex so that the site renders math offline (committed; this
 # target re-vendors it from the npm registry: the script, the style sheet, auto-render and the
 # woff2 fonts, about 0.6 MB; the style sheet is rewritten to reference only the woff2 fonts).

@@ -19,7 +19,7 @@ def test_the_worked_analyses_have_cards():
     names = {p.stem for p in CARDS}
     assert {
         "eight_schools", "achievement", "achievement_school", "achievement_child", "guatemalan", "sleepstudy",
-        "seedlings",
+        "seedlings", "naming", "birds",
     } <= names
 
 
@@ -53,6 +53,12 @@ def test_card_contents():
     assert load_card(MODELS / "sleepstudy.toml").spec == hb.parse_formula("Reaction ~ Days + (Days | Subject)")
     seed = load_card(MODELS / "seedlings.toml")
     assert seed.spec == hb.parse_formula("weight ~ genotype + (1 | genotype:tray)")
+    naming = load_card(MODELS / "naming.toml")
+    assert naming.spec == hb.parse_formula("log_rt ~ frequency + (1 | subject) + (1 | word)")
+    birds = load_card(MODELS / "birds.toml")
+    assert birds.spec == hb.parse_formula(
+        "count ~ forest + offset(log_hours) + (1 | site)", family="negative_binomial"
+    )
 
 
 def test_demo_card_is_the_achievement_card():
