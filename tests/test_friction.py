@@ -59,3 +59,16 @@ def test_summary_columns_share_one_fixed_format(synthetic_fit):
     assert "e-0" not in fixed and "e+0" not in fixed
     means = [line.split()[1] for line in fixed.strip().splitlines()[1:]]
     assert means == ["0.045280", "0.000512", "-1.250000"]
+
+
+def test_progress_display_is_plain_outside_a_terminal(monkeypatch):
+    import sys
+
+    from hierbayes.inference.fit import _progress_display
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert _progress_display(True) is False  # pytest captures stderr: not a terminal
+    assert _progress_display(False) is False
+    assert _progress_display("split+stats") == "split+stats"
+    monkeypatch.setitem(sys.modules, "ipykernel", sys.modules["pytest"])  # as in Jupyter
+    assert _progress_display(True) == "combined"

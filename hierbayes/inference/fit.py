@@ -10,9 +10,13 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import logging
+import os
 import platform
+import sys
+import time
 import warnings
 from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -30,6 +34,10 @@ from hierbayes.spec.model import ModelSpec
 from hierbayes.spec.priors import Priors
 
 __all__ = ["Fit", "fit", "prior_predictive", "to_spec", "versions"]
+
+#: PyMC's progress-bar layouts, accepted by ``hb.fit(progressbar=...)`` as they are.
+ProgressBar = Literal["combined", "split", "combined+stats", "stats+combined", "split+stats", "stats+split"]
+_PROGRESS_MIN_COLUMNS = 90
 
 _log = logging.getLogger("hierbayes")
 if not _log.handlers:  # like PyMC's logger: one-line notes (the method taken) on stderr
@@ -82,7 +90,7 @@ def fit(
     random_seed: int | None = None,
     target_accept: float = 0.8,
     sampler: Sampler = "auto",
-    progressbar: bool = True,
+    progressbar: bool | ProgressBar = True,
     cores: int | None = None,
     dropna: bool = False,
     method: Method = "auto",
@@ -103,8 +111,14 @@ def fit(
         ``"poisson"``, ``"negative_binomial"`` and their links.
     priors
         :class:`hierbayes.Priors`; ``None`` keeps the spec's (by default scaled to the data).
-    draws, tune, chains, random_seed, target_accept, sampler, progressbar, cores
+    draws, tune, chains, random_seed, target_accept, sampler, cores
         Passed to :func:`hierbayes.inference.sampling`.
+    progressbar
+        ``True`` (default): one progress bar for all chains (PyMC's ``"combined"``: draws, speed,
+        time; divergences are reported after sampling) in a terminal at least 90 columns wide and
+        in Jupyter; elsewhere (a log file, CI, a narrow terminal), where a live table would be cut
+        to ``Dive…`` and ``0.00 draw…``, one plain line when sampling starts and one when it ends.
+        ``False``: nothing. PyMC's layouts by name: ``"split"``, ``"combined+stats"``, ...
     dropna
         Drop (and report) rows with missing values instead of raising an error.
     method
@@ -146,6 +160,10 @@ def fit(
     _log.info(note)
     pm_model = build_collapsed_model(design) if chosen == "collapsed" else build_model(design)
     backend = resolve_sampler(sampler)
+    bar = _progress_display(progressbar)
+    if progressbar is True and bar is False:
+        _log.info(f"hierbayes: sampling {chains} chain(s) x {tune} tuning + {draws} draws with {backend} ...")
+    started = time.perf_counter()
     with _no_blas_warning():
         idata = sample(
             pm_model,
@@ -155,9 +173,11 @@ def fit(
             random_seed=random_seed,
             target_accept=target_accept,
             sampler=backend,  # type: ignore[arg-type]
-            progressbar=progressbar,
+            progressbar=bar,  # type: ignore[arg-type]
             cores=cores,
         )
+    if progressbar is True and bar is False:
+        _log.info(f"hierbayes: sampled in {time.perf_counter() - started:.1f} s.")
     if chosen == "collapsed":
         idata = add_random_effects(
             idata, design, random_seed=random_seed, store_random_effects=store_random_effects
@@ -179,6 +199,19 @@ def fit(
         "versions": versions(),
     }
     return Fit(spec=spec, design=design, idata=idata, settings=settings, diagnostics=diagnostics)
+
+
+def _progress_display(progressbar: bool | ProgressBar) -> bool | ProgressBar:
+    """What PyMC is asked to show for ``progressbar`` (see :func:`fit`)."""
+    if progressbar is not True:
+        return progressbar
+    if "ipykernel" in sys.modules:  # Jupyter renders the bar as HTML, at any width
+        return "combined"
+    try:
+        width = os.get_terminal_size(sys.stderr.fileno()).columns if sys.stderr.isatty() else 0
+    except (OSError, ValueError):  # no terminal, or stderr replaced by an object without a file
+        width = 0
+    return "combined" if width >= _PROGRESS_MIN_COLUMNS else False
 
 
 @contextlib.contextmanager

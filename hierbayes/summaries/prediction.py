@@ -446,6 +446,10 @@ def _sigma(fit: Fit, rows: PredictionRows, sl: slice) -> np.ndarray:
     return _stacked(fit, "sigma")[sl][:, None]
 
 
+#: numpy's Poisson sampler refuses means above about 9.2e18; absurd draws (a wild posterior) are capped.
+_MAX_RATE = 1e18
+
+
 def posterior_predictive(
     fit: Fit,
     *,
@@ -505,11 +509,12 @@ def posterior_predictive(
                 )
             out[sl] = rng.binomial(rows.trials.astype(np.int64)[None, :], mu)
         elif spec.family == "poisson":
-            out[sl] = rng.poisson(mu)
+            out[sl] = rng.poisson(np.minimum(mu, _MAX_RATE))
         elif spec.family == "negative_binomial":
             assert alpha is not None
             a = alpha[sl][:, None]
-            out[sl] = rng.negative_binomial(a, a / (a + mu))
+            # As a gamma-Poisson mixture: numpy's negative_binomial fails for a huge shape (n too large).
+            out[sl] = rng.poisson(np.minimum(rng.gamma(a, mu / a), _MAX_RATE))
         else:  # pragma: no cover - ModelSpec validates
             raise SpecError(spec.family)
     return _to_array(fit, rows, out, "y")
