@@ -48,6 +48,7 @@ given an output folder, writes ``posterior.nc`` (see :mod:`hierbayes.io`), ``sum
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import tomllib
 from collections.abc import Callable, Mapping
@@ -142,7 +143,9 @@ class CardError(HierBayesError, ValueError):
 def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
     unknown = [k for k in table if k not in allowed]
     if unknown:
-        raise CardError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}.")
+        close = difflib.get_close_matches(unknown[0], allowed, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise CardError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}.{hint}")
 
 
 def _table(doc: Mapping[str, Any], key: str, source: str, *, required: bool) -> dict[str, Any]:

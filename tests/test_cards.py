@@ -204,3 +204,10 @@ def test_unknown_dataset_fails_when_loading():
     card = parse_card(GOOD.replace('"sleepstudy"', '"no_such_data"'))
     with pytest.raises(DataError, match="no bundled data set 'no_such_data'; bundled are"):
         card.load_data()
+
+
+def test_unknown_key_suggests_the_closest():
+    card = load_card(MODELS / "sleepstudy.toml")
+    text = (MODELS / "sleepstudy.toml").read_text().replace("draws = 1000", "draw = 1000")
+    with pytest.raises(CardError, match=r"unknown key 'draw'; allowed: .* Did you mean 'draws'\?"):
+        parse_card(text, name=card.name)
