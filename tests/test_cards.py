@@ -211,3 +211,12 @@ def test_unknown_key_suggests_the_closest():
     text = (MODELS / "sleepstudy.toml").read_text().replace("draws = 1000", "draw = 1000")
     with pytest.raises(CardError, match=r"unknown key 'draw'; allowed: .* Did you mean 'draws'\?"):
         parse_card(text, name=card.name)
+
+
+def test_crossed_flag():
+    text = (MODELS / "naming.toml").read_text()
+    assert not parse_card(text).crossed
+    card = parse_card(text.replace("[model]\n", "[model]\ncrossed = true\n"))
+    assert card.crossed and card.spec == load_card(MODELS / "naming.toml").spec
+    with pytest.raises(CardError, match="crossed must be true or false"):
+        parse_card(text.replace("[model]\n", "[model]\ncrossed = 1\n"))
