@@ -10,7 +10,7 @@ ifneq ($(wildcard /usr/lib/x86_64-linux-gnu/libopenblas.so /usr/lib/aarch64-linu
 export PYTENSOR_FLAGS ?= blas__ldflags=-lopenblas
 endif
 
-.PHONY: demo test test-fast lint sbc bench docs clean venv dev blas
+.PHONY: demo test test-fast lint sbc bench docs katex notebooks clean venv dev blas
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found: install it (python3.12 on the PATH)"; exit 1; }
@@ -56,6 +56,29 @@ lint: $(VENV)/.dev
 # The documentation site (mkdocs-material + mkdocstrings), warnings as errors; output in site/.
 docs: $(VENV)/.docs
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# Execute every example notebook with the real draws of its analysis and save it with its outputs
+# (tables and figures; seeded, so reproducible with the same libraries). Several minutes on 2 cores.
+notebooks: $(VENV)/.dev
+	$(PY) examples/_build_notebooks.py
+	$(PY) examples/_build_notebooks.py --execute
+
+# KaTeX, vendored into docs/vendor/katex so that the site renders math offline (committed; this
+# target re-vendors it from the npm registry: the script, the style sheet, auto-render and the
+# woff2 fonts, about 0.6 MB; the style sheet is rewritten to reference only the woff2 fonts).
+KATEX_VERSION := 0.16.22
+KATEX_DIR := docs/vendor/katex
+katex:
+	@command -v npm >/dev/null || { echo "make katex needs npm (apt-get install npm)"; exit 1; }
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack -q katex@$(KATEX_VERSION) >/dev/null && tar xzf katex-$(KATEX_VERSION).tgz && cd - >/dev/null && \
+	rm -rf $(KATEX_DIR) && mkdir -p $(KATEX_DIR)/contrib $(KATEX_DIR)/fonts && \
+	cp $$tmp/package/dist/katex.min.js $$tmp/package/LICENSE $(KATEX_DIR)/ && \
+	cp $$tmp/package/dist/contrib/auto-render.min.js $(KATEX_DIR)/contrib/ && \
+	cp $$tmp/package/dist/fonts/*.woff2 $(KATEX_DIR)/fonts/ && \
+	sed -E 's/,url\(fonts\/[A-Za-z0-9_-]+\.(woff|ttf)\) format\("(woff|truetype)"\)//g' \
+		$$tmp/package/dist/katex.min.css > $(KATEX_DIR)/katex.min.css && \
+	echo "KaTeX $(KATEX_VERSION) from the npm registry (MIT licence, see LICENSE); re-vendor with make katex." \
+		> $(KATEX_DIR)/VENDORED.txt && rm -rf $$tmp && du -sh $(KATEX_DIR)
 
 sbc: $(VENV)/.dev
 	$(PY) -m pytest -m sbc -p no:cacheprovider -o addopts=""

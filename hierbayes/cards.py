@@ -19,6 +19,7 @@ Format
     [model]
     formula = "math ~ year + (1 | school) + (1 | child)"
     family = "gaussian"                       # optional; link = "logit" etc.
+    # crossed = true                          # optional: separately listed factors are crossed
     # builder = "nested"                      # instead of formula: one of BUILDERS
     # [model.args]                            # the builder's keyword arguments
     # y = "math"
@@ -48,6 +49,7 @@ given an output folder, writes ``posterior.nc`` (see :mod:`hierbayes.io`), ``sum
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import tomllib
 from collections.abc import Callable, Mapping
@@ -121,7 +123,7 @@ OUTPUT_FILES = ("posterior.nc", "summary.txt", "summary.csv", "report.html")
 
 _TOP_KEYS = ("name", "description", "data", "model", "priors", "sampler")
 _DATA_KEYS = ("dataset", "path", "dropna")
-_MODEL_KEYS = ("formula", "builder", "args", "family", "link", "centered")
+_MODEL_KEYS = ("formula", "builder", "args", "family", "link", "centered", "crossed")
 _SAMPLER_TYPES: dict[str, tuple[type, ...]] = {
     "draws": (int,),
     "tune": (int,),
@@ -144,7 +146,9 @@ class CardError(HierBayesError, ValueError):
 def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
     unknown = [k for k in table if k not in allowed]
     if unknown:
-        raise CardError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}.")
+        close = difflib.get_close_matches(unknown[0], allowed, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise CardError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}.{hint}")
 
 
 def _table(doc: Mapping[str, Any], key: str, source: str, *, required: bool) -> dict[str, Any]:
@@ -174,6 +178,9 @@ class Card:
         Path of a CSV file (resolved against the card's folder), or ``None``.
     dropna
         Drop rows with missing values in the model's columns.
+    crossed
+        The separately listed grouping factors are crossed (no ``NestingWarning``; see
+        :func:`hierbayes.make_design`).
     sampler
         Keyword arguments for :func:`hierbayes.fit` (``draws``, ``tune``, ``chains``, ...).
     path
@@ -186,6 +193,7 @@ class Card:
     dataset: str | None = None
     data_path: Path | None = None
     dropna: bool = False
+    crossed: bool = False
     sampler: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -356,7 +364,11 @@ def parse_card(text: str, *, base: Path | None = None, name: str = "card", path:
     dataset, data_path, dropna = _data_part(_table(doc, "data", source, required=True), base, source)
     priors_table = _table(doc, "priors", source, required=False)
     priors = priors_from_dict(priors_table, f"{source}: [priors]")
-    spec = _model_part(_table(doc, "model", source, required=True), priors, source)
+    model_table = _table(doc, "model", source, required=True)
+    crossed = model_table.pop("crossed", False)
+    if not isinstance(crossed, bool):
+        raise CardError(f"{source}: [model] crossed must be true or false; received {crossed!r}.")
+    spec = _model_part(model_table, priors, source)
     sampler = _sampler_part(_table(doc, "sampler", source, required=False), source)
     return Card(
         name=card_name,
@@ -365,6 +377,7 @@ def parse_card(text: str, *, base: Path | None = None, name: str = "card", path:
         dataset=dataset,
         data_path=data_path,
         dropna=dropna,
+        crossed=crossed,
         sampler=sampler,
         path=path,
     )
@@ -474,7 +487,9 @@ def run_card(
     unknown = [k for k in kwargs if k not in fit_params]
     if unknown:
         raise SpecError(f"Unknown sampler setting {unknown[0]!r} for model card {card.name!r}.")
-    result = fit(card.spec, card.load_data(), dropna=card.dropna, progressbar=progressbar, **kwargs)
+    result = fit(
+        card.spec, card.load_data(), dropna=card.dropna, crossed=card.crossed, progressbar=progressbar, **kwargs
+    )
     if not isinstance(result, Fit):
         raise SpecError(f"Model card {card.name!r}: method {kwargs.get('method')!r} gives no posterior draws.")
     result.settings["card"] = {"name": card.name, "description": card.description}

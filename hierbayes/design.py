@@ -32,7 +32,14 @@ __all__ = ["Design", "GroupDesign", "NestingWarning", "make_design"]
 
 
 class NestingWarning(UserWarning):
-    """Ids of one grouping factor repeat across the levels of another (crossed or reused ids)."""
+    """Ids of one grouping factor repeat across the levels of another, and the pairs look like nested units.
+
+    Raised by :func:`make_design` for ``(1 | a) + (1 | b)`` when ``b`` ids recur in several levels of
+    ``a`` **and** the ``a:b`` pairs have repeated observations (most pairs have two rows or more),
+    which is what ids reused within a parent look like (child 1 of school A and child 1 of school B).
+    A crossed design with one observation per pair (each subject sees each item once) does not
+    warn; declare a crossed design with replicates with ``crossed=True``.
+    """
 
 
 @dataclass(frozen=True, eq=False)
@@ -301,7 +308,13 @@ def _parent_map(child: np.ndarray, parent: np.ndarray, n_child: int) -> np.ndarr
     return out
 
 
-def _check_groups(spec: ModelSpec, groups: list[GroupDesign], n: int) -> list[GroupDesign]:
+def _nesting_plausible(a: GroupDesign, b: GroupDesign) -> bool:
+    """Whether the pairs of ``a`` and ``b`` look like units nested in ``a``: most pairs have repeated rows."""
+    _, counts = np.unique(np.stack([a.index, b.index], axis=1), axis=0, return_counts=True)
+    return bool(np.median(counts) >= 2)
+
+
+def _check_groups(spec: ModelSpec, groups: list[GroupDesign], n: int, *, crossed: bool = False) -> list[GroupDesign]:
     gaussian_free_sigma = "sigma" in get_family(spec.family).parameters(known_sigma=spec.known_sigma is not None)
     for g in groups:
         if g.n_levels < 2:
@@ -345,13 +358,14 @@ def _check_groups(spec: ModelSpec, groups: list[GroupDesign], n: int) -> list[Gr
                         f"{outer!r}: each {outer} holds a single {inner_alone}, so the path looks reversed. "
                         f"Did you mean ({inner_alone}/{outer.replace(':', '/')})?"
                     )
-    # Separately listed factors whose ids repeat across the other's levels.
-    singles = [g for g in out if len(g.term.factor) == 1]
+    # Separately listed factors whose ids repeat across the other's levels, where nesting is plausible.
+    singles = [] if crossed else [g for g in out if len(g.term.factor) == 1]
     for i, a in enumerate(singles):
         for b in singles[i + 1:]:  # formula order: the earlier factor is taken as the outer one
             if (
                 _parent_map(b.index, a.index, b.n_levels) is not None
                 or _parent_map(a.index, b.index, a.n_levels) is not None
+                or not _nesting_plausible(a, b)
             ):
                 continue
             combos = np.unique(np.stack([a.index, b.index], axis=1), axis=0).shape[0]
@@ -360,15 +374,14 @@ def _check_groups(spec: ModelSpec, groups: list[GroupDesign], n: int) -> list[Gr
                 f"{combos} distinct {a.name}:{b.name} pairs, so (1 | {a.name}) + (1 | {b.name}) treats "
                 f"them as crossed (the same {b.name} id in two {a.name} levels is one level). If {b.name} "
                 f"ids are only unique within {a.name}, write (1 | {a.name}/{b.name}). If the factors are "
-                "really crossed, ignore this warning "
-                "(warnings.filterwarnings('ignore', category=hb.NestingWarning)).",
+                "really crossed, say so: hb.fit(..., crossed=True) (or make_design(..., crossed=True)).",
                 NestingWarning,
                 stacklevel=4,
             )
     return out
 
 
-def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False) -> Design:
+def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False, crossed: bool = False) -> Design:
     """Check ``data`` against ``spec`` and build the model's arrays.
 
     Parameters
@@ -380,6 +393,11 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False) -> Design:
     dropna
         Drop rows with a missing value in a column the model uses (reported in a warning and in
         ``Design.dropped``). By default missing values are an error.
+    crossed
+        Declare that separately listed grouping factors are crossed (subjects x items), so no
+        :class:`NestingWarning` is raised. Without it the warning fires only when nesting is
+        plausible: ids of one factor recur in several levels of another and most pairs have
+        repeated rows (a crossed design with one row per pair never warns).
 
     Returns
     -------
@@ -428,7 +446,7 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False) -> Design:
         z_rhs = " + ".join((["1"] if term.intercept else ["0"]) + list(term.terms))
         Z, znames, zspec = _model_matrix(z_rhs, data, f"varying-term ({term.formula()})")
         groups.append(GroupDesign(term, index, levels, Z, znames, model_spec=zspec))
-    groups = _check_groups(spec, groups, len(data))
+    groups = _check_groups(spec, groups, len(data), crossed=crossed)
 
     offset = np.array(data[spec.offset], dtype=float) if spec.offset else None
     known_sigma = None

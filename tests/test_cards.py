@@ -19,7 +19,7 @@ def test_the_worked_analyses_have_cards():
     names = {p.stem for p in CARDS}
     assert {
         "eight_schools", "achievement", "achievement_school", "achievement_child", "guatemalan", "sleepstudy",
-        "seedlings",
+        "seedlings", "naming", "birds",
     } <= names
 
 
@@ -53,6 +53,12 @@ def test_card_contents():
     assert load_card(MODELS / "sleepstudy.toml").spec == hb.parse_formula("Reaction ~ Days + (Days | Subject)")
     seed = load_card(MODELS / "seedlings.toml")
     assert seed.spec == hb.parse_formula("weight ~ genotype + (1 | genotype:tray)")
+    naming = load_card(MODELS / "naming.toml")
+    assert naming.spec == hb.parse_formula("log_rt ~ frequency + (1 | subject) + (1 | word)")
+    birds = load_card(MODELS / "birds.toml")
+    assert birds.spec == hb.parse_formula(
+        "count ~ forest + offset(log_hours) + (1 | site)", family="negative_binomial"
+    )
 
 
 def test_demo_card_is_the_achievement_card():
@@ -198,3 +204,19 @@ def test_unknown_dataset_fails_when_loading():
     card = parse_card(GOOD.replace('"sleepstudy"', '"no_such_data"'))
     with pytest.raises(DataError, match="no bundled data set 'no_such_data'; bundled are"):
         card.load_data()
+
+
+def test_unknown_key_suggests_the_closest():
+    card = load_card(MODELS / "sleepstudy.toml")
+    text = (MODELS / "sleepstudy.toml").read_text().replace("draws = 1000", "draw = 1000")
+    with pytest.raises(CardError, match=r"unknown key 'draw'; allowed: .* Did you mean 'draws'\?"):
+        parse_card(text, name=card.name)
+
+
+def test_crossed_flag():
+    text = (MODELS / "naming.toml").read_text()
+    assert not parse_card(text).crossed
+    card = parse_card(text.replace("[model]\n", "[model]\ncrossed = true\n"))
+    assert card.crossed and card.spec == load_card(MODELS / "naming.toml").spec
+    with pytest.raises(CardError, match="crossed must be true or false"):
+        parse_card(text.replace("[model]\n", "[model]\ncrossed = 1\n"))

@@ -238,3 +238,13 @@ def test_population_averaged_is_reproducible_and_checks_coef(synthetic_fit, fram
         hb.population_averaged(fit, {"x": 0.3}, coef="z", random_seed=1)
     with pytest.raises(hb.SpecError, match="does not enter the fixed part"):
         hb.population_averaged(fit, {"x": 0.3, "a": 1.0}, coef="a", random_seed=1)
+
+
+def test_parse_by_formulaic_extras():
+    """formulaic's LinearConstraints reads ``a = b`` as ``a - b``; several combinations and comparisons are refused."""
+    names = ["Intercept", "a", "b"]
+    assert parse_contrast("a = b", names) == {"a": 1.0, "b": -1.0}
+    with pytest.raises(hb.SpecError, match="one linear combination at a time"):
+        parse_contrast("a, b", names)
+    with pytest.raises(hb.SpecError, match=r"operator '>' is not allowed .* write 'a - b' and read p_positive"):
+        parse_contrast("a > b", names)

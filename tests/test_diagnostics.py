@@ -239,3 +239,20 @@ def test_tree_depth_saturation_on_a_real_fit(eight_schools):
     d = hb.diagnose(idata, ["beta", "sd_school"])
     assert d.treedepth_hits == 200
     assert any(p.startswith("200 of 200 draws hit the maximum tree depth") for p in d.problems)
+
+
+def test_low_e_bfmi_is_explained():
+    """E-BFMI = E[(E_t - E_{t-1})^2] / Var(E): a slowly wandering energy (AR(1), phi = 0.95) gives about 0.1."""
+    rng = np.random.default_rng(5)
+    energy = np.zeros((4, 500))
+    for t in range(1, 500):
+        energy[:, t] = 0.95 * energy[:, t - 1] + rng.normal(size=4)
+    dt = tree(iid())
+    dt["sample_stats"] = xr.DataTree(xr.Dataset({"energy": (("chain", "draw"), energy)}))
+    d = hb.diagnose(dt, CHECK)
+    assert d.min_bfmi < 0.3
+    (msg,) = d.problems
+    assert msg.startswith(f"The energy diagnostic (E-BFMI) of a chain is {d.min_bfmi:.2f}, below 0.3")
+    good = tree(iid())
+    good["sample_stats"] = xr.DataTree(xr.Dataset({"energy": (("chain", "draw"), rng.normal(size=(4, 500)))}))
+    assert hb.diagnose(good, CHECK).ok and hb.diagnose(good, CHECK).min_bfmi > 1

@@ -180,6 +180,16 @@ def test_posterior_predictive_shape_support_and_seed(fits, name):
     assert not np.array_equal(values, hb.posterior_predictive(fit, random_seed=8).values)
 
 
+def test_posterior_predictive_default_seed_is_the_fits_seed(fits):
+    """``random_seed=None`` (the default) seeds from ``fit.settings["random_seed"]``: reproducible per fit."""
+    import dataclasses
+
+    fit = dataclasses.replace(fits["poisson"], settings={"random_seed": 11})
+    default = hb.posterior_predictive(fit).values
+    np.testing.assert_array_equal(default, hb.posterior_predictive(fit).values)
+    np.testing.assert_array_equal(default, hb.posterior_predictive(fit, random_seed=11).values)
+    assert not np.array_equal(default, hb.posterior_predictive(fit, random_seed=12).values)
+
 def test_posterior_predictive_means_match_the_family(frame, synthetic_fit):
     """Replicates at one fixed parameter value: sample mean and variance against the family's."""
     chains, draws = 1, 4000

@@ -32,6 +32,7 @@ TUNE = 1000
 CHAINS = 4
 
 # %%
+# %matplotlib inline
 import numpy as np
 
 import hierbayes as hb

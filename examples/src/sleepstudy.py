@@ -42,6 +42,7 @@ TUNE = 1000
 CHAINS = 4
 
 # %%
+# %matplotlib inline
 import hierbayes as hb
 
 sleep = hb.datasets.load("sleepstudy")

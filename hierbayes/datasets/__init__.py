@@ -8,6 +8,8 @@ name               what it is
 ``sleepstudy``     reaction times of 18 subjects over 10 days of sleep deprivation (lme4)
 ``eight_schools``  SAT coaching effects with known standard errors (Rubin 1981)
 ``seedlings``      SIMULATED: seedling weights, 2 genotypes x 4 trays x 9 seedlings
+``naming``         SIMULATED: word naming times, 30 subjects x 20 words, crossed
+``birds``          SIMULATED: bird counts at 40 sites x 5 years, unequal survey hours
 =================  ========================================================================
 """
 
@@ -25,6 +27,8 @@ _FILES = {
     "sleepstudy": "sleepstudy.csv",
     "eight_schools": "eight_schools.csv",
     "seedlings": "seedlings.csv",
+    "naming": "naming.csv",
+    "birds": "birds.csv",
 }
 
 

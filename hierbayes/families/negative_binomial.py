@@ -16,7 +16,7 @@ import pytensor.tensor as pt
 from scipy import stats
 
 from hierbayes.families._base import LikelihoodText, Observed
-from hierbayes.families.poisson import CountsBase
+from hierbayes.families.poisson import MAX_RATE, CountsBase
 
 __all__ = ["NegativeBinomial"]
 
@@ -51,7 +51,8 @@ class NegativeBinomial(CountsBase):
                   obs: Observed) -> np.ndarray:
         """Negative binomial draws."""
         a = params["alpha"]
-        return rng.negative_binomial(a, a / (a + np.exp(eta)))
+        # As a gamma-Poisson mixture: numpy's negative_binomial fails for a huge shape.
+        return rng.poisson(np.minimum(rng.gamma(a, np.exp(eta) / a), MAX_RATE))
 
     def fixed_priors(self) -> tuple[tuple[str, str], ...]:
         """``1/α ~ Exponential(mean = 1)``."""

@@ -22,7 +22,10 @@ from scipy import stats
 from hierbayes.exceptions import DataError
 from hierbayes.families._base import Family, LikelihoodText, Observed, as_float, show_rows
 
-__all__ = ["CountsBase", "Poisson", "log_normal_residual_variance"]
+__all__ = ["MAX_RATE", "CountsBase", "Poisson", "log_normal_residual_variance"]
+
+#: numpy's Poisson sampler refuses means above about 9.2e18; absurd draws (a wild posterior) are capped.
+MAX_RATE = 1e18
 
 
 def log_normal_residual_variance(mean: Any, alpha: Any = None) -> float | np.ndarray:
@@ -94,7 +97,7 @@ class Poisson(CountsBase):
     def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
                   obs: Observed) -> np.ndarray:
         """Poisson draws."""
-        return rng.poisson(np.exp(eta))
+        return rng.poisson(np.minimum(np.exp(eta), MAX_RATE))
 
     def describe(self, link: str) -> LikelihoodText:
         """``y ~ Poisson(λ)``."""

@@ -7,10 +7,16 @@ Every stage can be called alone (:func:`hierbayes.parse_formula`, :func:`hierbay
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
+import os
 import platform
 import sys
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -29,6 +35,10 @@ from hierbayes.spec.model import ModelSpec
 from hierbayes.spec.priors import Priors
 
 __all__ = ["Fit", "fit", "prior_predictive", "to_spec", "versions"]
+
+#: PyMC's progress-bar layouts, accepted by ``hb.fit(progressbar=...)`` as they are.
+ProgressBar = Literal["combined", "split", "combined+stats", "stats+combined", "split+stats", "stats+split"]
+_PROGRESS_MIN_COLUMNS = 90
 
 # No handler is attached here (the logging docs' advice for libraries): applications choose.
 # The one-line note on the method taken is also shown with the progress output (progressbar=True).
@@ -80,13 +90,14 @@ def fit(
     random_seed: int | None = None,
     target_accept: float = 0.8,
     sampler: Sampler = "auto",
-    progressbar: bool = True,
+    progressbar: bool | ProgressBar = True,
     cores: int | None = None,
     dropna: bool = False,
     method: Method = "auto",
     store_random_effects: bool = True,
     log_likelihood: bool = False,
     posterior_predictive: bool = False,
+    crossed: bool = False,
 ) -> Fit:
     """Fit a Bayesian multilevel model with NUTS.
 
@@ -102,8 +113,14 @@ def fit(
         ``"poisson"``, ``"negative_binomial"`` and their links.
     priors
         :class:`hierbayes.Priors`; ``None`` keeps the spec's (by default scaled to the data).
-    draws, tune, chains, random_seed, target_accept, sampler, progressbar, cores
+    draws, tune, chains, random_seed, target_accept, sampler, cores
         Passed to :func:`hierbayes.inference.sampling`.
+    progressbar
+        ``True`` (default): one progress bar for all chains (PyMC's ``"combined"``: draws, speed,
+        time; divergences are reported after sampling) in a terminal at least 90 columns wide and
+        in Jupyter; elsewhere (a log file, CI, a narrow terminal), where a live table would be cut
+        to ``Dive…`` and ``0.00 draw…``, one plain line when sampling starts and one when it ends.
+        ``False``: nothing. PyMC's layouts by name: ``"split"``, ``"combined+stats"``, ...
     dropna
         Drop (and report) rows with missing values instead of raising an error.
     method
@@ -124,6 +141,9 @@ def fit(
         Add replicated responses as ``fit.idata["posterior_predictive"]`` (see
         :func:`hierbayes.add_posterior_predictive`; seeded from ``random_seed``), for
         ``arviz_plots.plot_ppc_dist(fit.idata)``.
+    crossed
+        Declare separately listed grouping factors crossed (subjects x items): no
+        :class:`~hierbayes.NestingWarning` (see :func:`hierbayes.make_design`).
 
     Returns
     -------
@@ -137,7 +157,7 @@ def fit(
     >>> print(hb.summary(fit))  # doctest: +SKIP
     """
     spec = to_spec(model, family=family, link=link, priors=priors)
-    design = make_design(spec, data, dropna=dropna)
+    design = make_design(spec, data, dropna=dropna, crossed=crossed)
     if method in ("reml", "ml"):
         raise ValueError(
             f"method={method!r} gives point estimates, not a posterior: use "
@@ -151,17 +171,24 @@ def fit(
         print(note, file=sys.stderr)
     pm_model = build_collapsed_model(design) if chosen == "collapsed" else build_model(design)
     backend = resolve_sampler(sampler)
-    idata = sample(
-        pm_model,
-        draws=draws,
-        tune=tune,
-        chains=chains,
-        random_seed=random_seed,
-        target_accept=target_accept,
-        sampler=backend,  # type: ignore[arg-type]
-        progressbar=progressbar,
-        cores=cores,
-    )
+    bar = _progress_display(progressbar)
+    if progressbar is True and bar is False:
+        _log.info(f"hierbayes: sampling {chains} chain(s) x {tune} tuning + {draws} draws with {backend} ...")
+    started = time.perf_counter()
+    with _no_blas_warning():
+        idata = sample(
+            pm_model,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=random_seed,
+            target_accept=target_accept,
+            sampler=backend,  # type: ignore[arg-type]
+            progressbar=bar,  # type: ignore[arg-type]
+            cores=cores,
+        )
+    if progressbar is True and bar is False:
+        _log.info(f"hierbayes: sampled in {time.perf_counter() - started:.1f} s.")
     if chosen == "collapsed":
         idata = add_random_effects(
             idata, design, random_seed=random_seed, store_random_effects=store_random_effects
@@ -189,6 +216,36 @@ def fit(
     if posterior_predictive:
         add_posterior_predictive(result)
     return result
+
+
+def _progress_display(progressbar: bool | ProgressBar) -> bool | ProgressBar:
+    """What PyMC is asked to show for ``progressbar`` (see :func:`fit`)."""
+    if progressbar is not True:
+        return progressbar
+    if "ipykernel" in sys.modules:  # Jupyter renders the bar as HTML, at any width
+        return "combined"
+    try:
+        width = os.get_terminal_size(sys.stderr.fileno()).columns if sys.stderr.isatty() else 0
+    except (OSError, ValueError):  # no terminal, or stderr replaced by an object without a file
+        width = 0
+    return "combined" if width >= _PROGRESS_MIN_COLUMNS else False
+
+
+@contextlib.contextmanager
+def _no_blas_warning() -> Iterator[None]:
+    """Silence PyTensor's "could not link to a BLAS installation" warning, which does not apply here.
+
+    PyTensor warns (three lines, on the first C compilation of each process) when it finds no
+    system BLAS (``libblas`` + ``libcblas``, OpenBLAS or MKL) to link its C backend to, which is
+    the case for a plain ``pip install``. The samplers hierbayes uses run compiled numba or JAX
+    code, whose matrix products use numpy's own BLAS; PyTensor's C backend only evaluates the
+    model's starting point and the prior predictive, so the warning announces a slowdown that
+    does not happen. ``make blas`` (``libopenblas-dev`` and ``PYTENSOR_FLAGS=blas__ldflags=-lopenblas``)
+    links it anyway; see the FAQ in the docs (getting started).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "PyTensor could not link to a BLAS installation", UserWarning)
+        yield
 
 
 def prior_predictive(
@@ -236,5 +293,5 @@ def prior_predictive(
         raise ValueError("prior_predictive needs data= with a formula or spec (or pass a fitted hb.Fit).")
     spec = to_spec(model, family=family, link=link, priors=priors)
     design = make_design(spec, data)
-    with build_model(design), reproducible_compilation():  # same draws with a cold or warm cache
+    with build_model(design), reproducible_compilation(), _no_blas_warning():  # same draws, cold or warm cache
         return pm.sample_prior_predictive(draws=draws, random_seed=random_seed)

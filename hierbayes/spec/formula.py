@@ -22,16 +22,16 @@ terms:
 
 Grouping factors are always treated as categorical, also when the column is numeric.
 
-Safety: a formula is data. formulaic evaluates terms with Python's ``eval``, so terms may only
-name columns, numbers, arithmetic (``+ - * / // % **`` and comparisons) and the transforms in
-:data:`~hierbayes.spec.transforms.ALLOWED_TRANSFORMS` (``np.``-prefixed too; ``contr.<name>`` inside ``C()``). Anything else
-is refused with a :class:`~hierbayes.FormulaError` before formulaic sees the formula: other
-function calls (``open``, ``eval``, ``__import__``), attribute access (``x.__class__``), names
-starting with ``_``, ``{...}`` Python blocks, backtick-quoted names, lambdas, comprehensions,
-keyword arguments of numpy functions (``out=``), string arithmetic and powers of constants
-(``9**9**9**9`` would run for ever). The response, ``se()``, ``trials()``, ``cbind()``,
-``offset()`` and grouping factors must be plain column names. :func:`hierbayes.make_design`
-applies the same check to specs built by hand or loaded from a file.
+Safety: a formula is data. formulaic evaluates terms with Python's ``eval``, so terms may only name
+columns, numbers, arithmetic (``+ - * / // % **``; comparisons only inside ``I()``: ``I(x > 0)``)
+and the transforms in :data:`~hierbayes.spec.transforms.ALLOWED_TRANSFORMS` (``np.``-prefixed too;
+``contr.<name>`` inside ``C()``). Anything else is refused with a :class:`~hierbayes.FormulaError`
+before formulaic sees the formula: other function calls (``open``, ``eval``, ``__import__``),
+attribute access (``x.__class__``), names starting with ``_``, ``{...}`` Python blocks,
+backtick-quoted names, lambdas, comprehensions, keyword arguments of numpy functions (``out=``),
+string arithmetic and powers of constants (``9**9**9**9`` would run for ever). The response,
+``se()``, ``trials()``, ``cbind()``, ``offset()`` and grouping factors must be plain column names.
+:func:`hierbayes.make_design` applies the same check to specs built by hand or loaded from a file.
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ def split_terms(rhs: str, *, formula: str | None = None, pos: int = 0) -> tuple[
         if not piece.strip():
             raise formula_error(formula, ppos, "Empty term: there is nothing between these operators.")
         if re.fullmatch(r"\s*\(\s*\)\s*", piece):
-            raise formula_error(formula, ppos + piece.find("("), "Empty parentheses: write a term inside, e.g. (x + z).")
+            raise formula_error(
+                formula, ppos + piece.find("("), "Empty parentheses: write a term inside, e.g. (x + z)."
+            )
     try:
         parsed = Formula(text)
     except Exception as err:  # formulaic's own parse errors; point into the piece that fails alone

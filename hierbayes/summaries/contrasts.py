@@ -11,13 +11,14 @@ Population-averaged (marginal) effects are in :mod:`hierbayes.summaries.populati
 
 from __future__ import annotations
 
-import ast
 import difflib
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from formulaic.utils.constraints import LinearConstraints
 
 from hierbayes.exceptions import SpecError
 from hierbayes.inference.posterior import DEFAULT_PROB, check_prob, fixed_effect_draws, interval_stats
@@ -120,11 +121,20 @@ def rate_ratios(fit: Fit, *, prob: float = DEFAULT_PROB) -> pd.DataFrame:
 
 
 _PLACEHOLDER = "_hb_coef_{}_"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: Python constructs refused before formulaic sees the expression, with what to say about them.
+_NOT_ALLOWED = (
+    (re.compile(r"\blambda\b"), "Lambda is not allowed"),
+    (re.compile(r"[\w)\]]\s*\("), "function calls are not allowed"),
+    (re.compile(r"\.\s*[A-Za-z_]"), "attribute access is not allowed"),
+    (re.compile(r"\["), "indexing is not allowed"),
+)
+_OPERATORS = {"**": "Pow", "//": "FloorDiv", "%": "Mod", "@": "MatMult", ":": "Slice", "|": "BitOr", "&": "BitAnd"}
 
 
 def _expr_error(expr: str, what: str, names: list[str]) -> SpecError:
     return SpecError(
-        f"Contrast {expr!r}: {what}. A contrast is a linear combination of coefficient names with "
+        f"Contrast {expr!r}: {what.rstrip('.')}. A contrast is a linear combination of coefficient names with "
         f"numbers, e.g. 'a + b', 'a - b', '2*a - b', '(a + b)/2'; names that are not Python "
         f"identifiers go in backticks (`x:z`). Coefficients: {', '.join(names)}."
     )
@@ -133,10 +143,11 @@ def _expr_error(expr: str, what: str, names: list[str]) -> SpecError:
 def parse_contrast(expr: str, names: list[str] | tuple[str, ...]) -> dict[str, float]:
     """Parse a linear combination of coefficient names into ``{name: weight}``.
 
-    The expression is parsed with :mod:`ast` and walked; nothing is evaluated. Allowed: names
-    of coefficients, numbers, ``+``, ``-``, ``*`` and ``/`` by a number, parentheses. Names that
-    are not Python identifiers (``C(g)[T.b]``, ``x:z``) can be written as they are or in
-    backticks.
+    The expression is read by formulaic's linear-constraint parser
+    (:class:`formulaic.utils.constraints.LinearConstraints`); nothing is evaluated. Allowed:
+    names of coefficients, numbers, ``+``, ``-``, ``*`` and ``/`` by a number, parentheses;
+    ``a = b`` reads as ``a - b``. Names that are not Python identifiers (``C(g)[T.b]``, ``x:z``)
+    can be written as they are or in backticks.
 
     Raises
     ------
@@ -147,75 +158,46 @@ def parse_contrast(expr: str, names: list[str] | tuple[str, ...]) -> dict[str, f
     names = [str(n) for n in names]
     if not isinstance(expr, str) or not expr.strip():
         raise _expr_error(str(expr), "the expression is empty", names)
-    text = expr
-    lookup: dict[str, str] = {}
-    for k, name in sorted(enumerate(names), key=lambda kv: -len(kv[1])):
-        if not name.isidentifier() or name.startswith("_hb_coef_"):
-            ph = _PLACEHOLDER.format(k)
-            text = text.replace(f"`{name}`", ph).replace(name, ph)
-            lookup[ph] = name
-    for name in names:
-        if name.isidentifier():
-            text = text.replace(f"`{name}`", name)
-            lookup.setdefault(name, name)
+    text, lookup = expr, {}
+    for k, name in sorted(enumerate(names), key=lambda kv: -len(kv[1])):  # longest first: `a:b` before `a`
+        placeholder = _PLACEHOLDER.format(k)
+        lookup[placeholder] = name
+        pattern = re.escape(name) if not name.isidentifier() else rf"(?<![\w.]){re.escape(name)}(?![\w(])"
+        text = re.sub(rf"`{re.escape(name)}`|{pattern}", placeholder, text)
+    for pattern, what in _NOT_ALLOWED:
+        if pattern.search(text):
+            raise _expr_error(expr, what, names)
     try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
-        raise _expr_error(expr, "it is not a valid expression", names) from None
-
-    def walk(node: ast.AST) -> tuple[float, dict[str, float]]:
-        """Return ``(constant, weights)``; exactly one of them is in use."""
-        if isinstance(node, ast.Expression):
-            return walk(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
-            return float(node.value), {}
-        if isinstance(node, ast.Name):
-            if node.id not in lookup:
-                close = difflib.get_close_matches(node.id, names, n=3, cutoff=0.6)
-                hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-                raise _expr_error(expr, f"{node.id!r} is not a coefficient of this model.{hint}", names)
-            return 0.0, {lookup[node.id]: 1.0}
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
-            c, w = walk(node.operand)
-            sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
-            return sign * c, {k: sign * v for k, v in w.items()}
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub | ast.Mult | ast.Div):
-            lc, lw = walk(node.left)
-            rc, rw = walk(node.right)
-            if isinstance(node.op, ast.Add | ast.Sub):
-                if (lw and not rw and rc != 0) or (rw and not lw and lc != 0) or (not lw and not rw):
-                    raise _expr_error(expr, "a constant term is not a contrast of coefficients", names)
-                sign = 1.0 if isinstance(node.op, ast.Add) else -1.0
-                out = dict(lw)
-                for k, v in rw.items():
-                    out[k] = out.get(k, 0.0) + sign * v
-                return 0.0, out
-            if isinstance(node.op, ast.Mult):
-                if lw and rw:
-                    raise _expr_error(expr, "a product of two coefficients is not linear", names)
-                if lw or rw:
-                    factor, w = (rc, lw) if lw else (lc, rw)
-                    return 0.0, {k: factor * v for k, v in w.items()}
-                return lc * rc, {}
-            if rw:
-                raise _expr_error(expr, "dividing by a coefficient is not linear", names)
-            if rc == 0:
-                raise _expr_error(expr, "division by zero", names)
-            return lc / rc, {k: v / rc for k, v in lw.items()}
-        if isinstance(node, ast.BinOp | ast.UnaryOp):
-            raise _expr_error(expr, f"the operator {type(node.op).__name__} is not allowed", names)
-        kind = {
-            ast.Call: "function calls are not allowed",
-            ast.Attribute: "attribute access is not allowed",
-            ast.Subscript: "indexing is not allowed",
-        }.get(type(node), f"{type(node).__name__} is not allowed")
-        raise _expr_error(expr, kind, names)
-
-    _, weights = walk(tree)
-    weights = {k: v for k, v in weights.items() if v != 0.0}
+        constraints = LinearConstraints.from_spec(text, variable_names=list(lookup))
+    except KeyError as err:
+        unknown = str(err.args[0]).strip("`")
+        close = difflib.get_close_matches(unknown, names, n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise _expr_error(expr, f"{unknown!r} is not a coefficient of this model.{hint}", names) from None
+    except ZeroDivisionError:
+        raise _expr_error(expr, "division by zero", names) from None
+    except RuntimeError as err:  # formulaic: a product of, or a division by, a coefficient
+        what = "dividing by a coefficient" if "division" in str(err) else "a product of two coefficients"
+        raise _expr_error(expr, f"{what} is not linear", names) from None
+    except Exception as err:  # FormulaSyntaxError and the like
+        message = _ANSI.sub("", str(err)).splitlines()[0]
+        if m := re.match(r"Unknown operator '(.+)'", message):
+            symbol = m[1]
+            named = f"{_OPERATORS[symbol]} is not allowed ({symbol!r}; " if symbol in _OPERATORS else None
+            what = f"the operator {named or repr(symbol) + ' is not allowed ('}use + - * / and parentheses)"
+            if symbol in ("<", ">", "<=", ">="):
+                what += "; for the probability that a > b, write 'a - b' and read p_positive"
+        else:
+            what = f"it is not a valid expression ({message})"
+        raise _expr_error(expr, what, names) from None
+    if constraints.constraint_matrix.shape[0] != 1:
+        raise _expr_error(expr, "give one linear combination at a time (no commas)", names)
+    if constraints.constraint_values[0] != 0:
+        raise _expr_error(expr, "a constant term is not a contrast of coefficients", names)
+    weights = {lookup[n]: float(w) for n, w in zip(lookup, constraints.constraint_matrix[0], strict=True) if w != 0}
     if not weights:
         raise _expr_error(expr, "the coefficients cancel (every weight is 0)", names)
-    return weights
+    return {n: weights[n] for n in names if n in weights}
 
 
 @dataclass(frozen=True)

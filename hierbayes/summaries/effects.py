@@ -9,6 +9,7 @@ option: ArviZ 1.x's own default is an 89% interval).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,13 +142,24 @@ def summary(fit: Fit, *, prob: float = DEFAULT_PROB) -> Summary:
     )
 
 
-def _num(x: float) -> str:
-    if not np.isfinite(x):
-        return "nan"
-    ax = abs(x)
-    if ax != 0 and (ax < 1e-3 or ax >= 1e5):
-        return f"{x:.3e}"
-    return f"{x:.4g}" if ax < 1 else f"{x:.{max(1, 5 - len(str(int(ax))))}f}"
+_SIGNIFICANT = 4  # digits shown of a column's smallest number
+_MAX_DECIMALS = 6
+
+
+def _column_format(values: Iterable[float]) -> Callable[[float], str]:
+    """One fixed-point format for a whole column: 4 significant digits of its smallest non-zero number.
+
+    So a column never mixes ``5.115e-04`` with ``0.04528``: both read ``0.000512`` and ``0.045280``
+    (at most 6 decimals). Scientific notation is used, for the whole column, only when a number
+    would show as 0 in 6 decimals or reaches 1e7.
+    """
+    finite = np.abs([v for v in values if np.isfinite(v) and v != 0])
+    if finite.size == 0:
+        return lambda x: "nan" if not np.isfinite(x) else "0"
+    if finite.min() < 10.0**-_MAX_DECIMALS or finite.max() >= 1e7:
+        return lambda x: "nan" if not np.isfinite(x) else f"{x:.3e}"
+    decimals = min(max(_SIGNIFICANT - 1 - int(np.floor(np.log10(finite.min()))), 0), _MAX_DECIMALS)
+    return lambda x: "nan" if not np.isfinite(x) else f"{x:.{decimals}f}"
 
 
 def variance_rows(s: Summary) -> list[tuple[str, str, pd.Series | None, pd.Series | None]]:
@@ -166,8 +178,10 @@ def variance_rows(s: Summary) -> list[tuple[str, str, pd.Series | None, pd.Serie
     return out
 
 
-def _interval(row: pd.Series) -> str:
-    return f"{_num(row['mean'])} [{_num(row['lower'])}, {_num(row['upper'])}]"
+def _intervals(rows: list[pd.Series | None]) -> list[str]:
+    """``mean [lower, upper]`` for each row, all in one format (see :func:`_column_format`)."""
+    fmt = _column_format(v for r in rows if r is not None for v in (r["mean"], r["lower"], r["upper"]))
+    return ["" if r is None else f"{fmt(r['mean'])} [{fmt(r['lower'])}, {fmt(r['upper'])}]" for r in rows]
 
 
 def format_summary(s: Summary) -> str:
@@ -179,38 +193,33 @@ def format_summary(s: Summary) -> str:
         "",
         f"Random effects (posterior mean [{pct} interval]):",
     ]
-    table = [
-        [group, name, _interval(var) if var is not None else "", _interval(spread) if spread is not None else ""]
-        for group, name, var, spread in variance_rows(s)
-    ]
+    vrows = variance_rows(s)
+    variances, spreads = _intervals([r[2] for r in vrows]), _intervals([r[3] for r in vrows])
+    table = [[group, name, v, sd] for (group, name, _, _), v, sd in zip(vrows, variances, spreads, strict=True)]
     corr = s.random[s.random.quantity == "corr"]
     header = ["Groups", "Name", "Variance", "Std.Dev."]
     lines.extend(_grid(header, table))
     if not corr.empty:
         lines.append("")
         lines.append(f"Correlations of random effects (posterior mean [{pct} interval]):")
-        ctable = [
-            [r["group"], r["name"].replace(":", " ~ "), _interval(r)]
-            for _, r in corr.iterrows()
-        ]
+        crows = [r for _, r in corr.iterrows()]
+        ctable = [[r["group"], r["name"].replace(":", " ~ "), c] for r, c in zip(crows, _intervals(crows), strict=True)]
         lines.extend(_grid(["Groups", "Pair", "Corr"], ctable))
     groups = "; ".join(f"{k}, {v}" for k, v in s.ngroups.items())
     lines.append(f"Number of obs: {s.nobs}" + (f", groups: {groups}" if groups else ""))
     lines.append("")
     lines.append("Fixed effects:")
+    fmt = {c: _column_format(s.fixed[c]) for c in ("mean", "sd", "lower", "upper")}
     ftable = [
         [
             str(name),
-            _num(r["mean"]),
-            _num(r["sd"]),
-            _num(r["lower"]),
-            _num(r["upper"]),
+            *(fmt[c](r[c]) for c in ("mean", "sd", "lower", "upper")),
             f"{r['r_hat']:.3f}",
             f"{r['ess_bulk']:.0f}",
         ]
         for name, r in s.fixed.iterrows()
     ]
-    lines.extend(_grid(["", "Mean", "SD", f"{pct} lower", f"{pct} upper", "R-hat", "ESS bulk"], ftable))
+    lines.extend(_grid(["", "Mean", "SD", f"{pct} lower", f"{pct} upper", "R-hat", "ESS bulk"], ftable, left=1))
     if s.problems:
         lines.append("")
         lines.append("Convergence warnings:")
@@ -218,9 +227,10 @@ def format_summary(s: Summary) -> str:
     return "\n".join(lines)
 
 
-def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
+def _grid(header: list[str], rows: list[list[str]], *, left: int = 2) -> list[str]:
+    """Align a table: the first ``left`` columns (labels) to the left, the numbers to the right."""
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     fmt = lambda r: " " + "  ".join(  # noqa: E731
-        str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        str(c).ljust(w) if i < left else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
     )
     return [fmt(header)] + [fmt(r) for r in rows]

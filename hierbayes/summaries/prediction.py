@@ -333,7 +333,7 @@ def linear_predictor(
 def posterior_predictive(
     fit: Fit,
     *,
-    random_seed: int | np.random.Generator | None,
+    random_seed: int | np.random.Generator | None = None,
     data: pd.DataFrame | dict[str, Any] | None = None,
     new_levels: NewLevels = "population",
     include_group_effects: bool = True,
@@ -345,8 +345,9 @@ def posterior_predictive(
     fit
         A fitted model.
     random_seed
-        Seed or generator (required: the same seed gives the same draws; ``None`` is allowed
-        and explicit).
+        Seed or generator; the same seed gives the same replicates. ``None`` (default): seeded
+        from the fit's own seed (``fit.settings["random_seed"]``), so calling it twice on one
+        fit gives the same replicates; unseeded only when the fit itself had no seed.
     data
         New rows; ``None`` uses the fit's own rows. Binomial models need the trials column
         (or the successes and failures columns of ``cbind``), Gaussian models with a known sd
@@ -361,6 +362,8 @@ def posterior_predictive(
         (int64) otherwise (0/1 for bernoulli, ``0..trials`` for binomial).
     """
     rows = prediction_rows(fit, data, include_group_effects=include_group_effects)
+    if random_seed is None:  # seeded from the fit: the same call gives the same draws
+        random_seed = fit.settings.get("random_seed")
     rng = np.random.default_rng(random_seed)
     return replicate_rows(fit, rows, rng, _new_level_effects(fit, rows, new_levels, rng))
 
