@@ -375,7 +375,11 @@ def plot_ppc(
     if kind not in functions:
         allowed = ", ".join(map(repr, ["auto", *functions, "group"]))
         raise ValueError(f"kind must be one of {allowed}; received {kind!r}.")
-    pc = functions[kind](tree, var_names=["y"], backend="matplotlib")
+    extra: dict[str, Any] = {}
+    if kind == "dist":  # at most the replicates there are (arviz_plots draws 50 by default)
+        pp = tree["posterior_predictive"]
+        extra["num_samples"] = min(50, int(pp.sizes["chain"] * pp.sizes["draw"]))
+    pc = functions[kind](tree, var_names=["y"], backend="matplotlib", **extra)
     fig = pc.viz["figure"].item()
     import matplotlib.pyplot as plt
 
