@@ -130,13 +130,13 @@ from pytensor.tensor.variable import TensorVariable
 from hierbayes.exceptions import DataError, SpecError
 
 __all__ = [
-    "apply_small_lt_np",
     "CROSSED_MAX_SMALL",
     "CROSSED_MAX_WORK",
     "CollapsedFactor",
     "CrossedFactors",
     "Factors",
     "NestedFactors",
+    "apply_small_lt_np",
     "draw_random_effects",
     "marginal_loglik",
     "marginal_loglik_from_sums",
