@@ -11,13 +11,15 @@ import importlib.metadata
 import logging
 import platform
 import sys
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pymc as pm
 import xarray as xr
 
-from hierbayes.design import make_design
+from hierbayes.design import Design, make_design
+from hierbayes.design_dask import is_dask_input, make_design_dask
 from hierbayes.inference.build import build_model, var_names
 from hierbayes.inference.collapsed.build import Method, add_random_effects, build_collapsed_model, choose_method
 from hierbayes.inference.diagnostics import diagnose, warn_if_problems
@@ -68,7 +70,7 @@ def to_spec(
 
 def fit(
     model: str | ModelSpec,
-    data: pd.DataFrame,
+    data: pd.DataFrame | str | Any,
     *,
     family: str | None = None,
     link: str | None = None,
@@ -93,7 +95,14 @@ def fit(
         An lme4-style formula (``"y ~ x + (1 | school/child)"``) or a :class:`ModelSpec`
         from a builder.
     data
-        The data frame.
+        The data frame; or, for data that do not fit in memory, a ``dask.dataframe.DataFrame``
+        or a path/glob of Parquet files (``"data/*.parquet"``, read lazily; needs
+        ``pip install "hierbayes[dask]"``). Dask data are reduced to sufficient statistics on the
+        active ``dask.distributed`` client (or a ``LocalCluster`` sized to the machine) and fitted
+        by the collapsed method: Gaussian models with one grouping factor or two nested ones.
+        Row-level summaries of such a fit (posterior predictive checks, pointwise
+        log-likelihood) use a seeded random sample of the rows (``fit.design``), as the fit's
+        note says.
     family, link
         For formula strings: ``"gaussian"`` (default), ``"bernoulli"``, ``"binomial"``,
         ``"poisson"``, ``"negative_binomial"`` and their links.
@@ -127,7 +136,6 @@ def fit(
     >>> print(hb.summary(fit))  # doctest: +SKIP
     """
     spec = to_spec(model, family=family, link=link, priors=priors)
-    design = make_design(spec, data, dropna=dropna)
     if method in ("reml", "ml"):
         raise ValueError(
             f"method={method!r} gives point estimates, not a posterior: use "
@@ -135,7 +143,13 @@ def fit(
         )
     if random_seed is None:  # draw one and record it, so the fit can be reproduced
         random_seed = int(np.random.SeedSequence().generate_state(1)[0])
+    if is_dask_input(data):
+        design = make_design_dask(spec, data, dropna=dropna, random_seed=random_seed, progressbar=progressbar)
+    else:
+        design = make_design(spec, data, dropna=dropna)
     chosen, note = choose_method(design, method)
+    if design.statistics is not None:
+        note = _dask_note(design, chosen, note)
     _log.info(note)
     if progressbar:
         print(note, file=sys.stderr)
@@ -169,10 +183,23 @@ def fit(
         "target_accept": target_accept,
         "sampler": backend,
         "method": chosen,
+        **({"rows": design.n_total, "row_sample": design.n_obs} if design.statistics is not None else {}),
         "store_random_effects": store_random_effects or chosen == "full",
         "versions": versions(),
     }
     return Fit(spec=spec, design=design, idata=idata, settings=settings, diagnostics=diagnostics)
+
+
+def _dask_note(design: Design, chosen: str, note: str) -> str:
+    if chosen != "collapsed":
+        raise ValueError(
+            f"Dask data are fitted from sufficient statistics by the collapsed method; method={chosen!r} "
+            "needs every row in memory. Use method='auto', or fit a sample in memory."
+        )
+    return (
+        f"{note} Sufficient statistics of {design.n_total} rows computed with Dask; row-level summaries "
+        f"(posterior predictive, pointwise log-likelihood) use a seeded random sample of {design.n_obs} rows."
+    )
 
 
 def prior_predictive(
