@@ -8,8 +8,10 @@
 
 from hierbayes import datasets
 from hierbayes._version import __version__ as __version__
+from hierbayes.aggregate import aggregate_counts
 from hierbayes.builders import glmm, group_means, nested, random_intercept, random_slopes
-from hierbayes.design import Design, GroupDesign, NestingWarning, make_design
+from hierbayes.design import Design, GroupDesign, NestingWarning, design_statistics, make_design
+from hierbayes.design_dask import make_design_dask
 from hierbayes.exceptions import (
     ConvergenceWarning,
     DataError,
@@ -31,6 +33,7 @@ from hierbayes.io import load, save
 from hierbayes.spec.formula import parse_formula
 from hierbayes.spec.model import GroupTerm, ModelSpec
 from hierbayes.spec.priors import LKJ, Exponential, HalfCauchy, HalfNormal, HalfStudentT, Normal, Priors
+from hierbayes.statistics import SufficientStatistics
 from hierbayes.summaries.compare import compare
 from hierbayes.summaries.contrasts import Contrast, contrast, odds_ratios, rate_ratios
 from hierbayes.summaries.covariance import implied_covariance, implied_covariance_draws
@@ -73,13 +76,16 @@ __all__ = [
     "SamplerNotInstalledError",
     "SingularFitWarning",
     "SpecError",
+    "SufficientStatistics",
     "Summary",
     "VariancePartition",
+    "aggregate_counts",
     "build_model",
     "check_calibration",
     "compare",
     "contrast",
     "datasets",
+    "design_statistics",
     "diagnose",
     "empirical_bayes",
     "fit",
@@ -92,6 +98,7 @@ __all__ = [
     "load",
     "log_likelihood",
     "make_design",
+    "make_design_dask",
     "nested",
     "odds_ratios",
     "parse_formula",

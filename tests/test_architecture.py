@@ -24,6 +24,7 @@ STAGES: tuple[tuple[str, int], ...] = (
     ("hierbayes.statistics", 3),
     ("hierbayes.design", 3),
     ("hierbayes.design_dask", 3),
+    ("hierbayes.aggregate", 3),
     ("hierbayes.builders", 4),
     ("hierbayes.inference", 5),
     ("hierbayes.io", 6),

@@ -18,8 +18,10 @@ import pandas as pd
 import pymc as pm
 import xarray as xr
 
+from hierbayes.aggregate import aggregate_counts
 from hierbayes.design import Design, make_design
 from hierbayes.design_dask import is_dask_input, make_design_dask
+from hierbayes.families import get_family
 from hierbayes.inference.build import build_model, var_names
 from hierbayes.inference.collapsed.build import Method, add_random_effects, build_collapsed_model, choose_method
 from hierbayes.inference.diagnostics import diagnose, warn_if_problems
@@ -102,7 +104,9 @@ def fit(
         by the collapsed method: Gaussian models with one grouping factor or two nested ones.
         Row-level summaries of such a fit (posterior predictive checks, pointwise
         log-likelihood) use a seeded random sample of the rows (``fit.design``), as the fit's
-        note says.
+        note says. Bernoulli/binomial and Poisson (log link) rows on Dask are aggregated
+        exactly into counts per distinct covariates and groups
+        (:func:`hierbayes.aggregate.aggregate_counts`) and fitted in memory.
     family, link
         For formula strings: ``"gaussian"`` (default), ``"bernoulli"``, ``"binomial"``,
         ``"poisson"``, ``"negative_binomial"`` and their links.
@@ -143,13 +147,24 @@ def fit(
         )
     if random_seed is None:  # draw one and record it, so the fit can be reproduced
         random_seed = int(np.random.SeedSequence().generate_state(1)[0])
-    if is_dask_input(data):
+    aggregated = None
+    if is_dask_input(data) and not get_family(spec.family).collapses:
+        rows = spec
+        spec, frame = aggregate_counts(spec, data, progressbar=progressbar)
+        design = make_design(spec, frame, dropna=dropna)
+        aggregated = (
+            f"hierbayes: the {rows.family} rows of the Dask data were aggregated exactly into {len(frame)} rows "
+            f"({spec.family} counts per distinct covariates and groups); row-level summaries refer to these rows."
+        )
+    elif is_dask_input(data):
         design = make_design_dask(spec, data, dropna=dropna, random_seed=random_seed, progressbar=progressbar)
     else:
         design = make_design(spec, data, dropna=dropna)
     chosen, note = choose_method(design, method)
     if design.statistics is not None:
         note = _dask_note(design, chosen, note)
+    if aggregated is not None:
+        note = f"{note} {aggregated}"
     _log.info(note)
     if progressbar:
         print(note, file=sys.stderr)
