@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 
@@ -128,7 +129,7 @@ def test_collapsed_loglik_from_dask_statistics_matches_dense_mvn(client, frame):
 
 
 @pytest.mark.filterwarnings("ignore::hierbayes.ConvergenceWarning")  # short chains, compared by their MC error
-def test_posterior_from_dask_and_pandas_agree(client, frame):
+def test_posterior_from_dask_and_pandas_agree(client, frame, tmp_path):
     kw = {"draws": 300, "tune": 300, "chains": 2, "random_seed": 11, "progressbar": False}
     formula = "y ~ x + g + (1 | school/cls)"
     lazy = hb.fit(formula, _ddf(frame, 4), **kw)
@@ -141,6 +142,16 @@ def test_posterior_from_dask_and_pandas_agree(client, frame):
         mcse = np.sqrt(a.var(("chain", "draw")).values / 150 + b.var(("chain", "draw")).values / 150)
         assert np.all(diff < 4 * mcse), (name, diff, mcse)
     assert lazy.posterior["u_school:cls"].shape == mem.posterior["u_school:cls"].shape
+    # row-level summaries of a fit whose design holds a sample of the rows say so
+    sampled = dataclasses.replace(
+        lazy, design=hb.make_design_dask(lazy.spec, _ddf(frame, 4), sample_rows=100, random_seed=11)
+    )
+    ll = hb.log_likelihood(sampled)
+    assert ll.sizes["obs"] == 100 and "random sample of 100 of the 1500 rows" in ll.attrs["rows"]
+    yrep = hb.posterior_predictive(sampled, random_seed=1)
+    assert yrep.sizes["obs"] == 100 and "rows" in yrep.attrs
+    with pytest.raises(ValueError, match="Cannot save a fit to Dask data"):
+        hb.save(sampled, tmp_path / "fit.nc")
 
 
 # ----------------------------------------------------------------------------- errors as in memory

@@ -43,6 +43,7 @@ Memory: the returned arrays hold :math:`S \times n` numbers (7230 rows x 4000 dr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -374,6 +375,19 @@ def _to_array(fit: Fit, rows: PredictionRows, values: np.ndarray, name: str) -> 
     )
 
 
+def _say_if_sample(fit: Fit, data: Any, out: xr.DataArray) -> xr.DataArray:
+    """Note (in ``attrs["rows"]`` and the ``hierbayes`` log) that a Dask fit's own rows are a sample."""
+    design = fit.design
+    if data is None and design.is_sample:
+        note = (
+            f"computed on a seeded uniform random sample of {design.n_obs} of the {design.n_total} rows "
+            f"(the fit's design; seed {fit.settings.get('random_seed')}); pass data= for other rows"
+        )
+        out.attrs["rows"] = note
+        logging.getLogger("hierbayes").info("%s: %s", out.name, note)
+    return out
+
+
 def _eta(fit: Fit, rows: PredictionRows, new_levels: NewLevels, rng: np.random.Generator) -> np.ndarray:
     chains, draws, blocks = _eta_chunks(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
     out = np.empty((chains * draws, rows.n))
@@ -484,7 +498,7 @@ def posterior_predictive(
     out = np.empty((S, rows.n), dtype=np.int64 if family.discrete else float)
     for sl, eta in blocks:
         out[sl] = family.replicate(rng, eta, str(spec.link), _family_params(fit, sl), observed)
-    return _to_array(fit, rows, out, "y")
+    return _say_if_sample(fit, data, _to_array(fit, rows, out, "y"))
 
 
 def log_likelihood(fit: Fit, data: pd.DataFrame | dict[str, Any] | None = None) -> xr.DataArray:
@@ -501,7 +515,9 @@ def log_likelihood(fit: Fit, data: pd.DataFrame | dict[str, Any] | None = None) 
     fit
         A fitted model.
     data
-        New rows with the response; ``None`` uses the fit's own rows (what LOO needs).
+        New rows with the response; ``None`` uses the fit's own rows (what LOO needs). For a fit
+        to Dask data these are a seeded random sample of the rows, which ``attrs["rows"]`` of
+        the result says.
 
     Returns
     -------
@@ -511,9 +527,10 @@ def log_likelihood(fit: Fit, data: pd.DataFrame | dict[str, Any] | None = None) 
     spec = fit.spec
     rows = prediction_rows(fit, data)
     if rows.y is None:
+        trials = get_family(spec.family).needs_trials
         raise DataError(
             f"The log-likelihood needs the response column {spec.response!r} in the data"
-            + (f" and the trials/failures column {spec.trials or spec.failures!r}" if get_family(spec.family).needs_trials else "")
+            + (f" and the trials/failures column {spec.trials or spec.failures!r}" if trials else "")
             + "."
         )
     y = rows.y
@@ -523,7 +540,7 @@ def log_likelihood(fit: Fit, data: pd.DataFrame | dict[str, Any] | None = None) 
     observed = _observed(fit, rows)
     for sl, eta in blocks:
         out[sl] = family.log_likelihood(y, eta, str(spec.link), _family_params(fit, sl), observed)
-    return _to_array(fit, rows, out, "y")
+    return _say_if_sample(fit, data, _to_array(fit, rows, out, "y"))
 
 
 def with_log_likelihood(fit: Fit) -> xr.DataTree:
