@@ -76,7 +76,7 @@ def mode_fit(args: argparse.Namespace) -> dict:
     fit_module.make_design_dask = timed
     cluster_kw = {"n_workers": args.workers, "threads_per_worker": 1} if args.workers else {}
     t0 = time.perf_counter()
-    with distributed.LocalCluster(dashboard_address=None, **cluster_kw) as cluster, distributed.Client(cluster):
+    with distributed.LocalCluster(dashboard_address=":0", **cluster_kw) as cluster, distributed.Client(cluster):
         t_cluster = time.perf_counter() - t0
         t = time.perf_counter()
         fit = hb.fit(FORMULA, str(folder / "*.parquet"), draws=args.draws, tune=args.tune, chains=args.chains,

@@ -418,7 +418,7 @@ def _check_rank_gram(stats: SufficientStatistics, names: tuple[str, ...]) -> Non
         if kept:
             Gk = G[np.ix_(kept, kept)]
             resid -= G[k, kept] @ np.linalg.solve(Gk, G[kept, k])
-        (bad.append(names[k]) if resid < 1e-9 else kept.append(k))
+        (bad.append(names[k]) if resid < 1e-11 else kept.append(k))
     if bad:
         sd = stats.sd()[1 : 1 + p]
         const = [n for n in bad if sd[names.index(n)] <= 1e-12 * (1.0 + abs(stats.means[1 + names.index(n)]))]

@@ -23,7 +23,7 @@ distributed = pytest.importorskip("distributed")
 def client():
     """A light 2-worker cluster (threads, no processes) shared by the module."""
     with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster,
         distributed.Client(cluster) as c,
     ):
         yield c
@@ -81,6 +81,12 @@ def test_statistics_from_dask_equal_in_memory(client, frame, formula):
         assert _rel(a, b) < 1e-10
     np.testing.assert_allclose(c_lazy.beta_ref, c_mem.beta_ref, rtol=1e-10, atol=1e-12)
     assert hb.resolve_priors(lazy).B == pytest.approx(hb.resolve_priors(mem).B, rel=1e-10)
+
+
+def test_reml_from_dask_equals_in_memory(client, frame):
+    eb_lazy = hb.empirical_bayes("y ~ x + (1 | school/cls)", _ddf(frame, 3))
+    eb_mem = hb.empirical_bayes("y ~ x + (1 | school/cls)", frame)
+    assert eb_lazy.criterion == pytest.approx(eb_mem.criterion, rel=1e-8)
 
 
 def test_parquet_glob_reads_lazily(client, frame, tmp_path):
