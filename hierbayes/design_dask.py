@@ -43,6 +43,7 @@ from hierbayes.design import (
     GroupDesign,
     _check_groups,
     _check_terms_safe,
+    _names_in_term,
     _required_columns,
     nested_pairs,
     raw_columns,
@@ -207,7 +208,10 @@ def _scan(ddf: Any, client: Any, columns: list[str], spec: ModelSpec, k: int, se
     from dask import delayed
 
     factor_cols = list(dict.fromkeys(c for g in spec.groups for c in g.factor))
-    cat_cols = [c for c in columns if c not in factor_cols and not _is_numeric(ddf.dtypes[c])]
+    terms = [*spec.fixed, *(t for g in spec.groups for t in g.terms)]
+    coded = {c for t in terms if "C(" in t for c in _names_in_term(t)}  # numbers used as categories
+    model_cols = {c for t in terms for c in _names_in_term(t)}
+    cat_cols = [c for c in columns if c in model_cols and (c in coded or not _is_numeric(ddf.dtypes[c]))]
     parts = [
         delayed(_scan_partition)(p, i, columns, factor_cols, cat_cols, k, seed) for i, p in enumerate(ddf.to_delayed())
     ]

@@ -89,6 +89,16 @@ def test_reml_from_dask_equals_in_memory(client, frame):
     assert eb_lazy.criterion == pytest.approx(eb_mem.criterion, rel=1e-8)
 
 
+def test_categories_missing_from_the_sample_are_encoded(client, frame):
+    """A rare category (absent from the row sample) and C() of numbers get the in-memory columns."""
+    rare = frame.assign(g=np.where(np.arange(len(frame)) == 1400, "zz", frame["g"]), k=np.arange(len(frame)) % 4)
+    spec = hb.parse_formula("y ~ x + g + C(k) + (1 | school)")
+    lazy = hb.make_design_dask(spec, _ddf(rare), sample_rows=50, random_seed=1)
+    mem = hb.make_design(spec, rare)
+    assert "zz" not in set(lazy.data["g"]) and lazy.fixed_names == mem.fixed_names
+    assert _rel(bc.collapsed_data(lazy).RtR, bc.collapsed_data(mem).RtR) < 1e-10
+
+
 def test_parquet_glob_reads_lazily(client, frame, tmp_path):
     for k, part in enumerate(np.array_split(np.arange(len(frame)), 3)):
         frame.iloc[part].to_parquet(tmp_path / f"part-{k}.parquet")
