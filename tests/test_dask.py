@@ -281,3 +281,16 @@ def test_no_warning_leaks(client, frame):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         hb.make_design_dask(hb.parse_formula("y ~ x + (1 | school)"), _ddf(frame))
+
+
+def test_install_hint_without_dask(monkeypatch, frame):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dask.dataframe", None)  # as if dask were not installed
+    with pytest.raises(ImportError, match=r'pip install "hierbayes\[dask\]"'):
+        hb.make_design_dask(hb.parse_formula("y ~ x + (1 | school)"), "data/*.parquet")
+
+
+def test_progress_is_shown(client, frame, capsys):
+    hb.make_design_dask(hb.parse_formula("y ~ x + (1 | school)"), _ddf(frame), progressbar=True)
+    assert "100% Completed" in capsys.readouterr().out  # distributed's text progress bar, one per pass
