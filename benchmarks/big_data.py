@@ -76,19 +76,24 @@ def mode_fit(args: argparse.Namespace) -> dict:
     fit_module.make_design_dask = timed
     cluster_kw = {"n_workers": args.workers, "threads_per_worker": 1} if args.workers else {}
     t0 = time.perf_counter()
-    with distributed.LocalCluster(dashboard_address=":0", **cluster_kw) as cluster, distributed.Client(cluster):
+    with (
+        distributed.LocalCluster(dashboard_address=":0", **cluster_kw) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         t_cluster = time.perf_counter() - t0
         t = time.perf_counter()
         fit = hb.fit(FORMULA, str(folder / "*.parquet"), draws=args.draws, tune=args.tune, chains=args.chains,
                      random_seed=args.seed, progressbar=False)
         t_fit = time.perf_counter() - t
         n_workers = len(cluster.workers)
+        worker_rss = client.run(peak_rss_mb)  # peak RSS of each worker process
     post = fit.posterior
     return {
         "mode": "fit", "rows": rows, "write_parquet_s": round(t_write, 1), "cluster_start_s": round(t_cluster, 1),
         "workers": n_workers, "statistics_s": round(timings["statistics"], 1),
         "fit_total_s": round(t_fit, 1), "after_statistics_s": round(t_fit - timings["statistics"], 1),
         "client_peak_rss_mb": round(peak_rss_mb()),
+        "worker_peak_rss_mb": [round(v) for v in worker_rss.values()],
         "draws": f"{args.chains} x {args.draws} + {args.tune}",
         "levels": [g.n_levels for g in fit.design.groups],
         "beta": np.round(post["beta"].mean(("chain", "draw")).values, 3).tolist(),
