@@ -174,7 +174,7 @@ def _scan_partition(
         inf=inf,
         combos=part[factor_cols].drop_duplicates(),
         categories={c: pd.unique(part[c].dropna()) for c in cat_cols},
-        sample=part.iloc[np.sort(keep)],
+        sample=part.iloc[keep],  # random order: any prefix is a uniform sample too
         na_rows=int(missing.any(axis=1).sum()),
     )
 

@@ -294,3 +294,21 @@ def test_install_hint_without_dask(monkeypatch, frame):
 def test_progress_is_shown(client, frame, capsys):
     hb.make_design_dask(hb.parse_formula("y ~ x + (1 | school)"), _ddf(frame), progressbar=True)
     assert "100% Completed" in capsys.readouterr().out  # distributed's text progress bar, one per pass
+
+
+def test_row_sample_merge_is_uniform():
+    """The per-partition reservoirs merged pairwise give each row the same chance, k / n."""
+    from hierbayes.design_dask import _merge_scans, _scan_partition
+
+    a = pd.DataFrame({"y": np.arange(30.0), "g": 0})
+    b = pd.DataFrame({"y": np.arange(30.0, 100.0), "g": 0})
+    hits = np.zeros(100)
+    for seed in range(400):
+        sa = _scan_partition(a, 0, ["y"], ["g"], [], 10, seed)
+        sb = _scan_partition(b, 1, ["y"], ["g"], [], 10, seed)
+        merged = _merge_scans(sa, sb, 0, 10, seed)
+        assert len(merged.sample) == 10 and merged.sample["y"].is_unique
+        hits[merged.sample["y"].to_numpy(dtype=int)] += 1
+    # each row is kept with probability 0.1: 40 of 400 on average, binomial sd 6
+    assert abs(hits[:30].mean() - 40) < 3 and abs(hits[30:].mean() - 40) < 2
+    assert abs(hits[:50].mean() - hits[50:].mean()) < 4  # no preference for early rows
