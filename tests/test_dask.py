@@ -52,7 +52,12 @@ def _rel(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
-FORMULAS = ["y ~ x + g + (1 | school/cls)", "y ~ x + (1 + x | school)", "y ~ 0 + x + (1 + w || school/cls)"]
+FORMULAS = [
+    "y ~ x + g + (1 | school/cls)",
+    "y ~ x + (1 + x | school)",
+    "y ~ 0 + x + (1 + w || school/cls)",
+    "y ~ x + offset(w) + (1 | school)",
+]
 
 
 @pytest.mark.parametrize("formula", FORMULAS)
