@@ -124,19 +124,21 @@ def test_row_sample_is_seeded_uniform_and_said(client, frame):
 
 
 def _dense_logpdf(frame, design_mem, beta, sd_outer, sd_inner, sigma):
-    """log N(y | X beta, sigma^2 I + Z_1 Z_1' sd_1^2 + Z_2 Z_2' sd_2^2), dense."""
+    """log N(y | X beta + o, sigma^2 I + Z_1 Z_1' sd_1^2 + Z_2 Z_2' sd_2^2), dense."""
     n = len(frame)
     V = sigma**2 * np.eye(n)
     for g, sd in zip(design_mem.groups, (sd_outer, sd_inner), strict=True):
         Z = np.zeros((n, g.n_levels))
         Z[np.arange(n), g.index] = 1.0
         V += sd**2 * Z @ Z.T
-    return stats.multivariate_normal(design_mem.X @ beta, V).logpdf(design_mem.y)
+    offset = design_mem.offset if design_mem.offset is not None else 0.0
+    return stats.multivariate_normal(design_mem.X @ beta + offset, V).logpdf(design_mem.y)
 
 
-def test_collapsed_loglik_from_dask_statistics_matches_dense_mvn(client, frame):
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | school/cls)", "y ~ x + offset(w) + (1 | school/cls)"])
+def test_collapsed_loglik_from_dask_statistics_matches_dense_mvn(client, frame, formula):
     small = frame.iloc[:300]
-    spec = hb.parse_formula("y ~ x + (1 | school/cls)")
+    spec = hb.parse_formula(formula)
     lazy = hb.make_design_dask(spec, _ddf(small, 3))
     mem = hb.make_design(spec, small)
     model = bc.build_collapsed_model(lazy)
@@ -147,6 +149,9 @@ def test_collapsed_loglik_from_dask_statistics_matches_dense_mvn(client, frame):
     got = model.compile_logp(vars=model.potentials, jacobian=False)(point)
     expected = _dense_logpdf(small, mem, scaling.A @ beta_std, 0.7, 0.4, 0.9)
     assert got == pytest.approx(expected, abs=1e-8)
+    # the in-memory design's statistics give the same density
+    model_mem = bc.build_collapsed_model(mem)
+    assert model_mem.compile_logp(vars=model_mem.potentials, jacobian=False)(point) == pytest.approx(expected, abs=1e-8)
 
 
 @pytest.mark.filterwarnings("ignore::hierbayes.ConvergenceWarning")  # short chains, compared by their MC error
