@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -72,17 +73,18 @@ def _dask() -> Any:
 
 
 def is_dask_input(data: object) -> bool:
-    """Whether ``data`` is a Dask data frame or a path (or glob) of Parquet files."""
-    if isinstance(data, str):
-        return data.endswith((".parquet", ".pq", "/")) or "*" in data
+    """Whether ``data`` is a Dask data frame, or a path, glob or folder of Parquet files."""
+    if isinstance(data, str | os.PathLike):
+        path = os.fspath(data)
+        return path.endswith((".parquet", ".pq", "/")) or "*" in path or os.path.isdir(path)
     return type(data).__module__.split(".")[0] == "dask"
 
 
 def read_dask(data: object) -> Any:
     """A Dask data frame from a Dask data frame (as it is) or a Parquet path/glob (read lazily)."""
     dd = _dask()
-    if isinstance(data, str):
-        return dd.read_parquet(data)
+    if isinstance(data, str | os.PathLike):
+        return dd.read_parquet(os.fspath(data))
     if not isinstance(data, dd.DataFrame):
         raise DataError(f"Expected a dask.dataframe.DataFrame or a Parquet path; received {type(data).__name__}.")
     return data

@@ -111,6 +111,7 @@ def test_parquet_glob_reads_lazily(client, frame, tmp_path):
     lazy = hb.make_design_dask(spec, str(tmp_path / "*.parquet"))
     c_lazy, c_mem = bc.collapsed_data(lazy), bc.collapsed_data(hb.make_design(spec, frame))
     assert _rel(c_lazy.RtR, c_mem.RtR) < 1e-10
+    assert hb.make_design_dask(spec, tmp_path).n_total == len(frame)  # a folder (pathlib.Path) of Parquet files
 
 
 def test_row_sample_is_seeded_uniform_and_said(client, frame):
