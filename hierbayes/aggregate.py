@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from hierbayes.design import _required_columns
-from hierbayes.design_dask import _check_columns, _check_scan, _compute, _plain, _scan, dask_client, read_dask
+from hierbayes.design_dask.make import _plain
+from hierbayes.design_dask.scan import _check_columns, _check_scan, _compute, _scan, dask_client, read_dask
 from hierbayes.exceptions import SpecError
 from hierbayes.spec.model import ModelSpec
 

@@ -309,7 +309,7 @@ def test_progress_is_shown(client, frame, capsys):
 
 def test_row_sample_merge_is_uniform():
     """The per-partition reservoirs merged pairwise give each row the same chance, k / n."""
-    from hierbayes.design_dask import _merge_scans, _scan_partition
+    from hierbayes.design_dask.scan import _merge_scans, _scan_partition
 
     a = pd.DataFrame({"y": np.arange(30.0), "g": 0})
     b = pd.DataFrame({"y": np.arange(30.0, 100.0), "g": 0})
