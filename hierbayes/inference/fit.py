@@ -157,6 +157,8 @@ def fit(
             f"({spec.family} counts per distinct covariates and groups); row-level summaries refer to these rows."
         )
     elif is_dask_input(data):
+        if method == "full":
+            _dask_note(None, "full", "")  # refused before a pass over the data
         design = make_design_dask(spec, data, dropna=dropna, random_seed=random_seed, progressbar=progressbar)
     else:
         design = make_design(spec, data, dropna=dropna)
@@ -205,12 +207,13 @@ def fit(
     return Fit(spec=spec, design=design, idata=idata, settings=settings, diagnostics=diagnostics)
 
 
-def _dask_note(design: Design, chosen: str, note: str) -> str:
+def _dask_note(design: Design | None, chosen: str, note: str) -> str:
     if chosen != "collapsed":
         raise ValueError(
             f"Dask data are fitted from sufficient statistics by the collapsed method; method={chosen!r} "
             "needs every row in memory. Use method='auto', or fit a sample in memory."
         )
+    assert design is not None
     return (
         f"{note} Sufficient statistics of {design.n_total} rows computed with Dask; row-level summaries "
         f"(posterior predictive, pointwise log-likelihood) use a seeded random sample of {design.n_obs} rows."
