@@ -8,8 +8,10 @@
 
 from hierbayes import datasets
 from hierbayes._version import __version__ as __version__
+from hierbayes.aggregate import aggregate_counts
 from hierbayes.builders import glmm, group_means, nested, random_intercept, random_slopes
-from hierbayes.design import Design, GroupDesign, NestingWarning, make_design
+from hierbayes.design import Design, GroupDesign, NestingWarning, design_statistics, make_design
+from hierbayes.design_dask import make_design_dask
 from hierbayes.exceptions import (
     ConvergenceWarning,
     DataError,
@@ -33,6 +35,7 @@ from hierbayes.io import load, save
 from hierbayes.spec.formula import parse_formula
 from hierbayes.spec.model import GroupTerm, ModelSpec
 from hierbayes.spec.priors import LKJ, Exponential, HalfCauchy, HalfNormal, HalfStudentT, Normal, Priors
+from hierbayes.statistics import SufficientStatistics
 from hierbayes.summaries.checks import KFold, bayes_r2, kfold, plot_ppc
 from hierbayes.summaries.compare import compare
 from hierbayes.summaries.conditional import average_comparison, conditional_effects, plot_conditional_effects
@@ -78,6 +81,7 @@ __all__ = [
     "SamplerNotInstalledError",
     "SingularFitWarning",
     "SpecError",
+    "SufficientStatistics",
     "Summary",
     "VariancePartition",
     "add_log_likelihood",
@@ -85,12 +89,14 @@ __all__ = [
     "add_posterior_predictive",
     "average_comparison",
     "bayes_r2",
+    "aggregate_counts",
     "build_model",
     "check_calibration",
     "compare",
     "conditional_effects",
     "contrast",
     "datasets",
+    "design_statistics",
     "diagnose",
     "empirical_bayes",
     "fit",
@@ -104,6 +110,7 @@ __all__ = [
     "load",
     "log_likelihood",
     "make_design",
+    "make_design_dask",
     "nested",
     "odds_ratios",
     "parse_formula",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import difflib
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +28,9 @@ from hierbayes.families import check_response, get_family
 from hierbayes.spec.formula import split_terms
 from hierbayes.spec.model import GroupTerm, ModelSpec
 from hierbayes.spec.transforms import EVAL_CONTEXT, NOT_COLUMNS
+from hierbayes.statistics import SufficientStatistics, compute_statistics
 
-__all__ = ["Design", "GroupDesign", "NestingWarning", "make_design"]
+__all__ = ["Design", "GroupDesign", "NestingWarning", "design_statistics", "make_design"]
 
 
 class NestingWarning(UserWarning):
@@ -109,6 +111,13 @@ class Design:
         Per-row arrays, or ``None``.
     dropped
         ``{column: number of rows with a missing value}`` for the rows removed by ``dropna``.
+    statistics
+        The sufficient statistics of *all* rows (:mod:`hierbayes.statistics`) when they were
+        computed elsewhere (a Dask design, :mod:`hierbayes.design_dask`): then ``data``, ``y``,
+        ``X``, the group ``index`` and ``Z`` hold a seeded random sample of the rows (for
+        row-level summaries), while the model, its priors and scaling use ``statistics``.
+        ``None`` for an in-memory design (the statistics are computed from the rows on demand,
+        :func:`design_statistics`).
     """
 
     spec: ModelSpec
@@ -122,11 +131,22 @@ class Design:
     known_sigma: np.ndarray | None = None
     dropped: dict[str, int] = field(default_factory=dict)
     fixed_model_spec: FormulaicSpec | None = None
+    statistics: SufficientStatistics | None = None
 
     @property
     def n_obs(self) -> int:
-        """Number of rows."""
+        """Number of rows held (a sample of the data when :attr:`statistics` is set)."""
         return int(self.y.shape[0])
+
+    @property
+    def n_total(self) -> int:
+        """Number of rows of the data the model is fitted to (all rows, also for a sampled design)."""
+        return self.statistics.n if self.statistics is not None else self.n_obs
+
+    @property
+    def is_sample(self) -> bool:
+        """Whether the row-level arrays hold a random sample of the rows (a Dask design)."""
+        return self.statistics is not None and self.statistics.n != self.n_obs
 
     @property
     def intercept_index(self) -> int | None:
@@ -314,7 +334,14 @@ def _nesting_plausible(a: GroupDesign, b: GroupDesign) -> bool:
     return bool(np.median(counts) >= 2)
 
 
-def _check_groups(spec: ModelSpec, groups: list[GroupDesign], n: int, *, crossed: bool = False) -> list[GroupDesign]:
+def _check_groups(
+    spec: ModelSpec, groups: list[GroupDesign], n: int, *, crossed: bool = False, replicates_known: bool = True
+) -> list[GroupDesign]:
+    """Check the levels of every group term and find nested pairs (warn where nesting was likely meant).
+
+    ``replicates_known=False`` (group indices of distinct combinations, not of rows: Dask data)
+    skips the replicate test of :func:`_nesting_plausible` and warns whenever ids repeat.
+    """
     gaussian_free_sigma = "sigma" in get_family(spec.family).parameters(known_sigma=spec.known_sigma is not None)
     for g in groups:
         if g.n_levels < 2:
@@ -365,7 +392,7 @@ def _check_groups(spec: ModelSpec, groups: list[GroupDesign], n: int, *, crossed
             if (
                 _parent_map(b.index, a.index, b.n_levels) is not None
                 or _parent_map(a.index, b.index, a.n_levels) is not None
-                or not _nesting_plausible(a, b)
+                or (replicates_known and not _nesting_plausible(a, b))
             ):
                 continue
             combos = np.unique(np.stack([a.index, b.index], axis=1), axis=0).shape[0]
@@ -469,3 +496,39 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False, crossed: bo
     )
     spec.priors.check_against(names, [g.name for g in design.groups])
     return design
+
+
+# ----------------------------------------------------------------------------- statistics
+
+_STATISTICS: weakref.WeakKeyDictionary[Design, SufficientStatistics] = weakref.WeakKeyDictionary()
+
+
+def raw_columns(design: Design) -> tuple[str, ...]:
+    """Names of the raw columns of the statistics: ``y``, the fixed-effect names, ``offset`` if any."""
+    return ("y", *design.fixed_names, *(("offset",) if design.spec.offset else ()))
+
+
+def nested_pairs(groups: tuple[GroupDesign, ...]) -> list[tuple[str, str]]:
+    """``(inner, outer)`` for every group nested in another (the cross blocks the statistics hold)."""
+    return [(g.name, g.parent) for g in groups if g.parent is not None]
+
+
+def design_statistics(design: Design) -> SufficientStatistics:
+    r"""The sufficient statistics of all rows of ``design`` (:mod:`hierbayes.statistics`).
+
+    For a design made from Dask data they were computed on the cluster and are attached
+    (:attr:`Design.statistics`); for an in-memory design they are computed once from the rows
+    (vectorised sparse products, :math:`O(n)`), cached for the design's lifetime.
+    """
+    if design.statistics is not None:
+        return design.statistics
+    cached = _STATISTICS.get(design)
+    if cached is None:
+        cols = [design.y[:, None], design.X]
+        if design.offset is not None:
+            cols.append(design.offset[:, None])
+        D = np.hstack(cols).astype(np.float64)
+        groups = [(g.name, g.index, g.n_levels, g.Z) for g in design.groups]
+        cached = compute_statistics(D, raw_columns(design), groups, nested_pairs(design.groups))
+        _STATISTICS[design] = cached
+    return cached

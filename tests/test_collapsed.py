@@ -20,7 +20,7 @@ from scipy import stats
 import hierbayes as hb
 from hierbayes.inference.build import fixed_scaling
 from hierbayes.inference.collapsed import build as bc
-from hierbayes.inference.collapsed.likelihood import draw_random_effects
+from hierbayes.inference.collapsed.likelihood import CollapsedFactor, NestedFactors, draw_random_effects
 
 # --------------------------------------------------------------------------------------------
 # Small data
@@ -177,7 +177,10 @@ def test_batched_means_agree_with_single_draw_algebra(nested_df):
         def standard_normal(self, size=None, *args, **kwargs):
             return np.zeros(size)
 
-    u1, u2 = draw_random_effects(_Zero(np.random.PCG64(0)), r, sigma, data.factors, tuple(chols))
+    # data.factors carry sums only (no rows): the row-level algebra needs the factors of the rows
+    outer, inner = (CollapsedFactor(g.index, g.Z, n_levels=g.n_levels, name=g.name) for g in data.groups)
+    rows = NestedFactors(outer, inner, data.groups[1].parent_index)
+    u1, u2 = draw_random_effects(_Zero(np.random.PCG64(0)), r, sigma, rows, tuple(chols))
     v = np.concatenate([[1.0], data.beta_ref - beta_std])[None]
     m1, m2 = bc.conditional_effects(data, v, np.array([sigma]), [c[None] for c in chols])
     np.testing.assert_allclose(m1[0], u1, rtol=1e-10, atol=1e-12)

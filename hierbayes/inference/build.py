@@ -77,14 +77,20 @@ def fixed_scaling(design: Design) -> FixedScaling:
     icol = design.intercept_index
     center = np.zeros(p)
     scale = np.ones(p)
+    stats = design.statistics  # all rows of a sampled (Dask) design
+    if stats is not None:  # a tiny sd from rounding in the sums is a constant column
+        means = stats.means[1 : 1 + p]
+        sds = np.where(stats.sd()[1 : 1 + p] > 1e-12 * (1.0 + np.abs(means)), stats.sd()[1 : 1 + p], 0.0)
+    else:
+        means, sds = None, [np.std(X[:, k]) for k in range(p)]
     for k in range(p):
         if k == icol:
             continue
-        sd = float(np.std(X[:, k]))
+        sd = float(sds[k])
         if sd > 0:
             scale[k] = sd
             if icol is not None:
-                center[k] = float(np.mean(X[:, k]))
+                center[k] = float(np.mean(X[:, k])) if means is None else float(means[k])
     A = np.diag(1.0 / scale)
     if icol is not None:
         A[icol, :] -= center / scale

@@ -16,14 +16,17 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pymc as pm
 import xarray as xr
 
-from hierbayes.design import make_design
+from hierbayes.aggregate import aggregate_counts
+from hierbayes.design import Design, make_design
+from hierbayes.design_dask import is_dask_input, make_design_dask
+from hierbayes.families import get_family
 from hierbayes.inference.build import build_model, var_names
 from hierbayes.inference.collapsed.build import Method, add_random_effects, build_collapsed_model, choose_method
 from hierbayes.inference.diagnostics import diagnose, warn_if_problems
@@ -79,7 +82,7 @@ def to_spec(
 
 def fit(
     model: str | ModelSpec,
-    data: pd.DataFrame,
+    data: pd.DataFrame | str | Any,
     *,
     family: str | None = None,
     link: str | None = None,
@@ -107,7 +110,16 @@ def fit(
         An lme4-style formula (``"y ~ x + (1 | school/child)"``) or a :class:`ModelSpec`
         from a builder.
     data
-        The data frame.
+        The data frame; or, for data that do not fit in memory, a ``dask.dataframe.DataFrame``
+        or a path/glob of Parquet files (``"data/*.parquet"``, read lazily; needs
+        ``pip install "hierbayes[dask]"``). Dask data are reduced to sufficient statistics on the
+        active ``dask.distributed`` client (or a ``LocalCluster`` sized to the machine) and fitted
+        by the collapsed method: Gaussian models with one grouping factor or two nested ones.
+        Row-level summaries of such a fit (posterior predictive checks, pointwise
+        log-likelihood) use a seeded random sample of the rows (``fit.design``), as the fit's
+        note says. Bernoulli/binomial and Poisson (log link) rows on Dask are aggregated
+        exactly into counts per distinct covariates and groups
+        (:func:`hierbayes.aggregate.aggregate_counts`) and fitted in memory.
     family, link
         For formula strings: ``"gaussian"`` (default), ``"bernoulli"``, ``"binomial"``,
         ``"poisson"``, ``"negative_binomial"`` and their links.
@@ -157,7 +169,6 @@ def fit(
     >>> print(hb.summary(fit))  # doctest: +SKIP
     """
     spec = to_spec(model, family=family, link=link, priors=priors)
-    design = make_design(spec, data, dropna=dropna, crossed=crossed)
     if method in ("reml", "ml"):
         raise ValueError(
             f"method={method!r} gives point estimates, not a posterior: use "
@@ -165,7 +176,26 @@ def fit(
         )
     if random_seed is None:  # draw one and record it, so the fit can be reproduced
         random_seed = int(np.random.SeedSequence().generate_state(1)[0])
+    aggregated = None
+    if is_dask_input(data) and not get_family(spec.family).collapses:
+        rows = spec
+        spec, frame = aggregate_counts(spec, data, progressbar=progressbar)
+        design = make_design(spec, frame, dropna=dropna)
+        aggregated = (
+            f"hierbayes: the {rows.family} rows of the Dask data were aggregated exactly into {len(frame)} rows "
+            f"({spec.family} counts per distinct covariates and groups); row-level summaries refer to these rows."
+        )
+    elif is_dask_input(data):
+        if method == "full":
+            _dask_note(None, "full", "")  # refused before a pass over the data
+        design = make_design_dask(spec, data, dropna=dropna, random_seed=random_seed, progressbar=progressbar)
+    else:
+        design = make_design(spec, data, dropna=dropna, crossed=crossed)
     chosen, note = choose_method(design, method)
+    if design.statistics is not None:
+        note = _dask_note(design, chosen, note)
+    if aggregated is not None:
+        note = f"{note} {aggregated}"
     _log.info(note)
     if progressbar:
         print(note, file=sys.stderr)
@@ -206,6 +236,7 @@ def fit(
         "target_accept": target_accept,
         "sampler": backend,
         "method": chosen,
+        **({"rows": design.n_total, "row_sample": design.n_obs} if design.statistics is not None else {}),
         "store_random_effects": store_random_effects or chosen == "full",
         "versions": versions(),
     }
@@ -246,6 +277,19 @@ def _no_blas_warning() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "PyTensor could not link to a BLAS installation", UserWarning)
         yield
+
+
+def _dask_note(design: Design | None, chosen: str, note: str) -> str:
+    if chosen != "collapsed":
+        raise ValueError(
+            f"Dask data are fitted from sufficient statistics by the collapsed method; method={chosen!r} "
+            "needs every row in memory. Use method='auto', or fit a sample in memory."
+        )
+    assert design is not None
+    return (
+        f"{note} Sufficient statistics of {design.n_total} rows computed with Dask; row-level summaries "
+        f"(posterior predictive, pointwise log-likelihood) use a seeded random sample of {design.n_obs} rows."
+    )
 
 
 def prior_predictive(

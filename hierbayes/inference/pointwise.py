@@ -142,7 +142,8 @@ def _rows_of_fit(fit: Fit) -> PredictionRows:
     )
     obs = np.array([str(i) for i in range(design.n_obs)])
     if "observed_data" in fit.idata.children and "y" in fit.idata["observed_data"].data_vars:
-        obs = np.asarray(fit.idata["observed_data"]["y"].coords["obs"].values)
+        stored = np.asarray(fit.idata["observed_data"]["y"].coords["obs"].values)
+        obs = stored if stored.size == design.n_obs else obs  # a Dask fit's rows are a sample
     return PredictionRows(
         n=design.n_obs,
         X=design.X,

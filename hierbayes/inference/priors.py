@@ -40,13 +40,29 @@ def _sd(x: np.ndarray) -> float:
     return s if s > 0 else 1.0
 
 
-def _default_fixed_moments(X: np.ndarray, intercept_col: int | None, s_y: float, y_center: float) -> tuple[
-    np.ndarray, np.ndarray
-]:
-    """Default ``(b, B)``: stated on centred predictors, then mapped exactly to the data's scale."""
+def _column_moments(design: Design) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """``(X column means, X column sds, y mean, y sd)`` (``ddof=1``), over all rows of the data.
+
+    From the rows, or from the sufficient statistics of a sampled (Dask) design.
+    """
+    X = design.X
     p = X.shape[1]
-    col_sd = np.array([_sd(X[:, k]) for k in range(p)])
-    col_mean = X.mean(axis=0) if X.shape[0] else np.zeros(p)
+    stats = design.statistics
+    if stats is None:
+        col_sd = np.array([_sd(X[:, k]) for k in range(p)])
+        col_mean = X.mean(axis=0) if X.shape[0] else np.zeros(p)
+        return col_mean, col_sd, float(np.mean(design.y)), _sd(design.y)
+    sd = stats.sd(ddof=1)
+    means = stats.means
+    sd = np.where(sd > 1e-12 * (1.0 + np.abs(means)), sd, 1.0)  # the _sd convention: 1 for a constant
+    return means[1 : 1 + p], sd[1 : 1 + p], float(means[0]), float(sd[0])
+
+
+def _default_fixed_moments(
+    col_mean: np.ndarray, col_sd: np.ndarray, intercept_col: int | None, s_y: float, y_center: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Default ``(b, B)``: stated on centred predictors, then mapped exactly to the data's scale."""
+    p = col_mean.shape[0]
     b = np.zeros(p)
     B = np.zeros((p, p))
     slopes = [k for k in range(p) if k != intercept_col]
@@ -79,7 +95,13 @@ def _group_scale_priors(design: Design, s_y: float) -> dict[str, tuple[ScalePrio
         else:
             scales = []
             for k, cname in enumerate(g.coef_names):
-                s_z = 1.0 if cname == "Intercept" else _sd(g.Z[:, k])
+                if cname == "Intercept":
+                    s_z = 1.0
+                elif design.statistics is not None:
+                    z_sd = float(design.statistics.group(g.name).z_sd(design.statistics.n)[k])
+                    s_z = z_sd if z_sd > 0 else 1.0
+                else:
+                    s_z = _sd(g.Z[:, k])
                 scales.append(HalfStudentT(scale=DEFAULT_SCALE * s_y / s_z, nu=3.0))
             group_priors[g.name] = tuple(scales)
     return group_priors
@@ -103,10 +125,11 @@ def resolve_priors(design: Design) -> ResolvedPriors:
     names = design.fixed_names
     p = design.X.shape[1]
     gaussian = get_family(spec.family).data_scaled_priors
-    s_y = _sd(design.y) if gaussian else 1.0
-    y_center = float(np.mean(design.y)) if gaussian else 0.0
+    col_mean, col_sd, y_mean, y_sd = _column_moments(design)
+    s_y = y_sd if gaussian else 1.0
+    y_center = y_mean if gaussian else 0.0
     priors.check_against(names, [g.name for g in design.groups])
-    b, B = _default_fixed_moments(design.X, design.intercept_index, s_y, y_center)
+    b, B = _default_fixed_moments(col_mean, col_sd, design.intercept_index, s_y, y_center)
     fixed = priors.fixed
     if isinstance(fixed, Normal):
         b, B = fixed.moments(p, names)

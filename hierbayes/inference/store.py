@@ -274,6 +274,12 @@ def save(fit: _Saveable, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"Cannot save to {path}: the folder {path.parent} does not exist.")
+    if fit.design.statistics is not None:
+        raise FitFileError(
+            f"Cannot save a fit to Dask data yet: it holds the sufficient statistics of {fit.design.n_total} rows "
+            "and a sample of rows, and the fit file stores (and reloads from) the rows. Save the posterior "
+            "with fit.idata.to_netcdf(path), and refit from the data to get the Fit back."
+        )
     tree = fit.idata.copy()
     for node in tree.subtree:
         bad = sorted(str(n) for n in [*node.variables, *node.dims] if "/" in str(n))

@@ -50,6 +50,7 @@ Memory: the returned arrays hold :math:`S \times n` numbers (7230 rows x 4000 dr
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Literal
 
 import numpy as np
@@ -283,6 +284,19 @@ def _new_level_effects(
     return out
 
 
+def _say_if_sample(fit: Fit, data: Any, out: xr.DataArray) -> xr.DataArray:
+    """Note (in ``attrs["rows"]`` and the ``hierbayes`` log) that a Dask fit's own rows are a sample."""
+    design = fit.design
+    if data is None and design.is_sample:
+        note = (
+            f"computed on a seeded uniform random sample of {design.n_obs} of the {design.n_total} rows "
+            f"(the fit's design; seed {fit.settings.get('random_seed')}); pass data= for other rows"
+        )
+        out.attrs["rows"] = note
+        logging.getLogger("hierbayes").info("%s: %s", out.name, note)
+    return out
+
+
 def _eta(fit: Fit, rows: PredictionRows, new_levels: NewLevels, rng: np.random.Generator) -> np.ndarray:
     chains, draws, blocks = _eta_chunks(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
     out = np.empty((chains * draws, rows.n))
@@ -365,7 +379,8 @@ def posterior_predictive(
     if random_seed is None:  # seeded from the fit: the same call gives the same draws
         random_seed = fit.settings.get("random_seed")
     rng = np.random.default_rng(random_seed)
-    return replicate_rows(fit, rows, rng, _new_level_effects(fit, rows, new_levels, rng))
+    out = replicate_rows(fit, rows, rng, _new_level_effects(fit, rows, new_levels, rng))
+    return _say_if_sample(fit, data, out)
 
 
 def log_likelihood(
@@ -395,6 +410,8 @@ def log_likelihood(
         leave-one-group-out CV needs); see :func:`linear_predictor`.
     random_seed
         Seed for ``new_levels="sample"``.
+        For a fit to Dask data, ``None`` means a seeded random sample of the rows, which
+        ``attrs["rows"]`` of the result says.
 
     Returns
     -------
@@ -403,7 +420,8 @@ def log_likelihood(
     """
     rows = prediction_rows(fit, data)
     rng = np.random.default_rng(random_seed)
-    return log_likelihood_of_rows(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
+    out = log_likelihood_of_rows(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
+    return _say_if_sample(fit, data, out)
 
 
 def with_log_likelihood(fit: Fit) -> xr.DataTree:

@@ -65,7 +65,7 @@ import pytensor.tensor as pt
 import scipy.sparse as sp
 import xarray as xr
 
-from hierbayes.design import Design, GroupDesign
+from hierbayes.design import Design, GroupDesign, design_statistics
 from hierbayes.exceptions import SpecError
 from hierbayes.families import get_family
 from hierbayes.inference.build import (
@@ -88,6 +88,7 @@ from hierbayes.inference.collapsed.linalg import backward, chol, forward, sum_ou
 from hierbayes.inference.posterior import stacked
 from hierbayes.inference.priors import ResolvedPriors, resolve_priors
 from hierbayes.spec import names
+from hierbayes.statistics import SufficientStatistics
 
 __all__ = [
     "CollapsedData",
@@ -230,39 +231,72 @@ class CollapsedData:
         return sp.csr_matrix((np.ones(J), (self.factors.parent, np.arange(J))), shape=(K, J))
 
 
+def _statistics_factors(
+    groups: tuple[GroupDesign, ...], stats: SufficientStatistics, ordered: bool
+) -> tuple[Factors, list[CollapsedFactor]]:
+    """The factor structure, from the statistics (one or two nested factors) or the rows (crossed)."""
+    if not ordered:
+        factors_list = _design_factors(groups)
+        return CrossedFactors(tuple(factors_list)), factors_list
+    factors_list = [CollapsedFactor.from_gram(stats.group(g.name).gram, n_rows=stats.n, name=g.name) for g in groups]
+    if len(groups) == 1:
+        return factors_list[0], factors_list
+    outer, inner = groups
+    cross = stats.cross[inner.name, outer.name]
+    return NestedFactors.from_statistics(factors_list[0], factors_list[1], inner.parent_index, cross), factors_list
+
+
+def _standardising_map(stats: SufficientStatistics, design: Design, scaling: FixedScaling) -> tuple[np.ndarray, ...]:
+    r"""``(hy, Hx)`` with :math:`T h_y = y - o` and :math:`T H_x = \tilde X` (``T`` of :mod:`hierbayes.statistics`)."""
+    m1 = stats.TtT.shape[0]
+    p = len(design.fixed_names)
+    hy = np.zeros(m1)
+    hy[0] = stats.shift[0]
+    hy[1] = 1.0
+    if design.spec.offset:
+        k = 1 + stats.column("offset")
+        hy[0] -= stats.shift[k - 1]
+        hy[k] = -1.0
+    Hx = np.zeros((m1, p))
+    Hx[0] = (stats.shift[1 : 1 + p] - scaling.center) / scaling.scale
+    Hx[2 : 2 + p] = np.diag(1.0 / scaling.scale)
+    return hy, Hx
+
+
 def collapsed_data(design: Design, scaling: FixedScaling | None = None) -> CollapsedData:
-    """Precompute the collapsed model's structure and sufficient statistics from ``design``."""
+    r"""The collapsed model's structure and sufficient statistics, from :func:`~hierbayes.design.design_statistics`.
+
+    With :math:`T` and :math:`T'T`, :math:`Z_j'T_j` of :mod:`hierbayes.statistics`, let
+    :math:`h_y` and :math:`H_x` be the maps with :math:`Th_y = y - o` and
+    :math:`TH_x = \tilde X` (standardised). Then
+    :math:`\hat\beta = (H_x'T'TH_x)^{-1}H_x'T'Th_y` (least squares), :math:`H = [h_y -
+    H_x\hat\beta,\ H_x]`, :math:`R'R = H'(T'T)H` and :math:`Z_j'R_j = (Z_j'T_j)H`: no row is
+    read here (for a crossed design the factor structure is still built from the rows).
+    """
     problem = collapse_problem(design, sampler=False)
     if problem is not None:
         raise SpecError(f"The collapsed sampler cannot fit {design.spec.formula()!r}: {problem}.")
     scaling = scaling if scaling is not None else fixed_scaling(design)
     ordered = _ordered_groups(design)
     groups = ordered if ordered is not None else design.groups
-    factors_list = _design_factors(groups)
-    factors: Factors
-    if ordered is None:
-        factors = CrossedFactors(tuple(factors_list))
-    elif len(groups) == 1:
-        factors = factors_list[0]
+    stats = design_statistics(design)
+    factors, _ = _statistics_factors(groups, stats, ordered is not None)
+    hy, Hx = _standardising_map(stats, design, scaling)
+    p = Hx.shape[1]
+    if p:
+        G = Hx.T @ stats.TtT @ Hx
+        beta_ref = np.linalg.solve(G, Hx.T @ stats.TtT @ hy)
     else:
-        assert groups[1].parent_index is not None  # _ordered_groups put the nested factor second
-        factors = NestedFactors(factors_list[0], factors_list[1], groups[1].parent_index)
-    y = design.y.astype(np.float64)
-    if design.offset is not None:
-        y = y - design.offset
-    Xs = scaling.standardise(design.X)
-    p = Xs.shape[1]
-    beta_ref = np.linalg.lstsq(Xs, y, rcond=None)[0] if p else np.zeros(0)
-    R = np.column_stack([y - Xs @ beta_ref, Xs])
-    ZtR = tuple(f.segment_sum(f.Z[:, :, None] * R[:, None, :]) for f in factors_list)
+        beta_ref = np.zeros(0)
+    H = np.column_stack([hy - Hx @ beta_ref, Hx])
     return CollapsedData(
         groups=groups,
         factors=factors,
         scaling=scaling,
         beta_ref=beta_ref,
-        RtR=R.T @ R,
-        ZtR=ZtR,
-        n=design.n_obs,
+        RtR=H.T @ stats.TtT @ H,
+        ZtR=tuple(stats.group(g.name).ZtT @ H for g in groups),
+        n=stats.n,
         p=p,
     )
 

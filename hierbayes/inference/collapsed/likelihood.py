@@ -131,13 +131,13 @@ from pytensor.tensor.variable import TensorVariable
 from hierbayes.exceptions import DataError, SpecError
 
 __all__ = [
-    "apply_small_lt_np",
     "CROSSED_MAX_SMALL",
     "CROSSED_MAX_WORK",
     "CollapsedFactor",
     "CrossedFactors",
     "Factors",
     "NestedFactors",
+    "apply_small_lt_np",
     "draw_random_effects",
     "marginal_loglik",
     "marginal_loglik_from_sums",
@@ -260,14 +260,47 @@ class CollapsedFactor:
         object.__setattr__(self, "Z", _readonly(Z))
         object.__setattr__(self, "n_levels", n_levels)
 
+    @classmethod
+    def from_gram(cls, gram: np.ndarray, *, n_rows: int, name: str = "group") -> CollapsedFactor:
+        r"""A factor known only by its per-level Gram matrices :math:`A_j = Z_j'Z_j` (no rows).
+
+        This is all :func:`marginal_loglik_from_sums` and the batched conditional draws need
+        (:mod:`hierbayes.statistics`); ``index`` and ``Z`` are ``None``, so the row-level
+        :func:`marginal_loglik`, :func:`draw_random_effects` and :meth:`segment_sum` are not
+        available.
+
+        Parameters
+        ----------
+        gram
+            ``(G, q, q)`` per-level Gram matrices.
+        n_rows
+            Number of data rows :math:`n`.
+        name
+            Name of the grouping factor.
+        """
+        gram = np.array(gram, dtype=np.float64)
+        if gram.ndim != 3 or gram.shape[1] != gram.shape[2] or gram.shape[1] == 0:
+            raise DataError(f"Grouping factor {name!r}: `gram` must have shape (G, q, q); got {gram.shape}.")
+        obj = object.__new__(cls)
+        for key, value in (("index", None), ("Z", None), ("n_levels", int(gram.shape[0])), ("name", name)):
+            object.__setattr__(obj, key, value)
+        obj.__dict__["gram"] = _readonly(gram)
+        obj.__dict__["_rows"] = int(n_rows)
+        obj.__dict__["_intercept_only"] = False
+        return obj
+
     @property
     def n_rows(self) -> int:
         """Number of data rows :math:`n`."""
+        if self.index is None:
+            return int(self.__dict__["_rows"])
         return int(self.index.shape[0])
 
     @property
     def n_terms(self) -> int:
         """Number of varying terms :math:`q` (columns of ``Z``)."""
+        if self.Z is None:
+            return int(self.gram.shape[1])
         return int(self.Z.shape[1])
 
     @cached_property
@@ -359,6 +392,37 @@ class NestedFactors:
                 "in several outer levels distinct codes (e.g. factorize outer:inner)."
             )
         object.__setattr__(self, "parent", _readonly(parent))
+
+    @classmethod
+    def from_statistics(
+        cls, outer: CollapsedFactor, inner: CollapsedFactor, parent: np.ndarray, cross_gram: np.ndarray
+    ) -> NestedFactors:
+        r"""Nested factors known by their sums only (no rows; see :meth:`CollapsedFactor.from_gram`).
+
+        Parameters
+        ----------
+        outer, inner
+            The factors (typically from :meth:`CollapsedFactor.from_gram`).
+        parent
+            ``(J,)`` outer level of every inner level (checked against the rows where the
+            nesting was established, :func:`hierbayes.make_design`).
+        cross_gram
+            ``(J, q2, q1)`` per-inner-level :math:`A_{21,j} = Z_{2j}'Z_{1j}`.
+        """
+        parent = np.array(parent, dtype=np.int64)
+        cross_gram = np.array(cross_gram, dtype=np.float64)
+        if parent.shape != (inner.n_levels,) or cross_gram.shape != (inner.n_levels, inner.n_terms, outer.n_terms):
+            raise DataError(
+                f"Nested factors {outer.name!r}/{inner.name!r}: expected `parent` of shape ({inner.n_levels},) "
+                f"and `cross_gram` of shape {(inner.n_levels, inner.n_terms, outer.n_terms)}; got {parent.shape} "
+                f"and {cross_gram.shape}."
+            )
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "outer", outer)
+        object.__setattr__(obj, "inner", inner)
+        object.__setattr__(obj, "parent", _readonly(parent))
+        obj.__dict__["cross_gram"] = _readonly(cross_gram)
+        return obj
 
     @property
     def n_rows(self) -> int:

@@ -71,6 +71,7 @@ from scipy.linalg import solve_triangular
 from scipy.optimize import minimize
 
 from hierbayes.design import Design, GroupDesign, make_design
+from hierbayes.design_dask import is_dask_input, make_design_dask
 from hierbayes.exceptions import SingularFitWarning, SpecError
 from hierbayes.inference.collapsed.build import (
     CollapsedData,
@@ -157,7 +158,7 @@ class EmpiricalBayes:
     def __repr__(self) -> str:
         return (
             f"<hierbayes.EmpiricalBayes {self.method.upper()} {self.spec.formula()!r} "
-            f"n={self.design.n_obs} criterion={self.criterion:.4f}>"
+            f"n={self.design.n_total} criterion={self.criterion:.4f}>"
         )
 
 
@@ -221,8 +222,10 @@ def _weighted_cross_products(data: CollapsedData, lambdas: list[np.ndarray]) -> 
 
 
 def _crossed_cross_products(data: CollapsedData, lambdas: list[np.ndarray], S: np.ndarray) -> tuple[float, np.ndarray]:
-    """:func:`_weighted_cross_products` for crossed factors (a dense Schur complement, see
-    :mod:`hierbayes.inference.collapsed.likelihood`)."""
+    """:func:`_weighted_cross_products` for crossed factors.
+
+    The dense Schur complement of :mod:`hierbayes.inference.collapsed.likelihood`.
+    """
     cf = data.factors
     assert isinstance(cf, CrossedFactors)
     fb = cf.factors[cf.big]
@@ -509,7 +512,7 @@ def fit_design(design: Design, method: Literal["reml", "ml"] = "reml") -> Empiri
 
 def empirical_bayes(
     model: str | ModelSpec,
-    data: pd.DataFrame,
+    data: pd.DataFrame | Any,
     *,
     method: Literal["reml", "ml"] = "reml",
     dropna: bool = False,
@@ -523,7 +526,8 @@ def empirical_bayes(
         two nested ones, or crossed ones such as ``(1 | subject) + (1 | item)``, with any
         varying terms). Priors in the spec are ignored.
     data
-        The data frame.
+        The data frame; or a ``dask.dataframe.DataFrame`` or Parquet path/glob, reduced to
+        sufficient statistics by Dask (one factor or two nested ones; see ``docs/big-data.md``).
     method
         ``"reml"`` (restricted maximum likelihood, lme4's default) or ``"ml"``.
     dropna
@@ -548,5 +552,8 @@ def empirical_bayes(
     1743.63
     """
     spec = model if isinstance(model, ModelSpec) else parse_formula(model)
-    design = make_design(spec, data, dropna=dropna)
+    if is_dask_input(data):  # sufficient statistics computed by Dask (hierbayes.design_dask)
+        design = make_design_dask(spec, data, dropna=dropna)
+    else:
+        design = make_design(spec, data, dropna=dropna)
     return fit_design(design, method=method)
