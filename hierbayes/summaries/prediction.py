@@ -51,10 +51,11 @@ import pandas as pd
 import xarray as xr
 from formulaic import model_matrix
 
-from hierbayes.design import GroupDesign
+from hierbayes.design import GroupDesign, add_expression_columns, response_log_jacobian
 from hierbayes.exceptions import DataError, SpecError
 from hierbayes.families import Observed, check_response, get_family, inverse_link
 from hierbayes.inference.result import Fit
+from hierbayes.spec.transforms import invert_expression
 
 __all__ = [
     "GroupRows",
@@ -265,6 +266,7 @@ def _rows_of_data(fit: Fit, data: Any) -> PredictionRows:
     if len(data) == 0:
         raise DataError("The new data frame is empty (0 rows); nothing to predict.")
     design, spec = fit.design, fit.spec
+    data = add_expression_columns(spec, data, strict=False)  # log(y), size - incidence, log(exposure)
     if design.X.shape[1] > 0:
         if design.fixed_model_spec is None:  # pragma: no cover - make_design always sets it
             raise SpecError("This fit's design has no formulaic model spec; cannot rebuild X for new data.")
@@ -466,7 +468,10 @@ def posterior_predictive(
     -------
     xarray.DataArray
         Dims ``(chain, draw, obs)``, named ``"y"``: floats for the Gaussian family, integers
-        (int64) otherwise (0/1 for bernoulli, ``0..trials`` for binomial).
+        (int64) otherwise (0/1 for bernoulli, ``0..trials`` for binomial). For a transformed
+        response (``log(y) ~ ...``) the draws are transformed back to the scale of ``y`` itself
+        (``exp`` of the replicated ``log(y)``); ``kind="mean"`` and ``"linear"`` of
+        :func:`predict` stay on the transformed scale (the mean of ``log(y)``).
     """
     spec = fit.spec
     rows = prediction_rows(fit, data)
@@ -488,6 +493,8 @@ def posterior_predictive(
     out = np.empty((S, rows.n), dtype=np.int64 if family.discrete else float)
     for sl, eta in blocks:
         out[sl] = family.replicate(rng, eta, str(spec.link), _family_params(fit, sl), observed)
+    if spec.response_transformed:  # log(y) ~ ...: draws of y itself
+        out = invert_expression(spec.response, out)
     return _to_array(fit, rows, out, "y")
 
 
@@ -498,7 +505,9 @@ def log_likelihood(fit: Fit, data: pd.DataFrame | dict[str, Any] | None = None) 
     was fitted with), computed with scipy: ``norm.logpdf``, ``binom.logpmf`` (bernoulli: one
     trial) written on the link scale with ``log_expit`` / ``log_ndtr`` so that it stays finite
     for extreme :math:`\eta`, ``poisson.logpmf`` and ``nbinom.logpmf`` with
-    :math:`n = \alpha`, :math:`p = \alpha/(\alpha + \mu)`.
+    :math:`n = \alpha`, :math:`p = \alpha/(\alpha + \mu)`. For a transformed response
+    (``log(y) ~ ...``, :math:`z = e(y)`) it is the density of the original :math:`y`:
+    :math:`\log p(z_i \mid \theta) + \log|dz_i/dy_i|`, so LOO compares it with models of :math:`y`.
 
     Parameters
     ----------
@@ -527,6 +536,9 @@ def log_likelihood(fit: Fit, data: pd.DataFrame | dict[str, Any] | None = None) 
     observed = _observed(fit, rows)
     for sl, eta in blocks:
         out[sl] = family.log_likelihood(y, eta, str(spec.link), _family_params(fit, sl), observed)
+    jacobian = response_log_jacobian(spec, fit.design.data if data is None else as_frame(data))
+    if jacobian is not None:  # log(y) ~ ...: the density of y itself, log p(z) + log|dz/dy|
+        out += jacobian[None, :]
     return _to_array(fit, rows, out, "y")
 
 
