@@ -8,6 +8,7 @@ name               what it is
 ``sleepstudy``     reaction times of 18 subjects over 10 days of sleep deprivation (lme4)
 ``eight_schools``  SAT coaching effects with known standard errors (Rubin 1981)
 ``seedlings``      SIMULATED: seedling weights, 2 genotypes x 4 trays x 9 seedlings
+``cbpp``           contagious bovine pleuropneumonia: 56 herd-periods of 15 herds (lme4)
 =================  ========================================================================
 """
 
@@ -25,7 +26,10 @@ _FILES = {
     "sleepstudy": "sleepstudy.csv",
     "eight_schools": "eight_schools.csv",
     "seedlings": "seedlings.csv",
+    "cbpp": "cbpp.csv",
 }
+# Columns read as categories (strings), as R has them: cbpp's period is a factor, not a number.
+_DTYPES: dict[str, dict[str, type]] = {"cbpp": {"herd": str, "period": str}}
 
 
 def available() -> list[str]:
@@ -47,7 +51,7 @@ def load(name: str) -> pd.DataFrame:
     ----------
     name
         One of :func:`available` (``"achievement"``, ``"guatemalan"``, ``"sleepstudy"``,
-        ``"eight_schools"``).
+        ``"eight_schools"``, ``"seedlings"``, ``"cbpp"``).
 
     Examples
     --------
@@ -55,4 +59,4 @@ def load(name: str) -> pd.DataFrame:
     >>> hb.datasets.load("sleepstudy").shape
     (180, 3)
     """
-    return pd.read_csv(path(name))
+    return pd.read_csv(path(name), dtype=_DTYPES.get(name))
