@@ -90,8 +90,8 @@ def test_syntax_errors_point_at_the_problem(formula, message):
 
 
 def test_family_and_link_validation():
-    with pytest.raises(hb.SpecError, match="Unknown family 'gamma'"):
-        hb.parse_formula("y ~ x + (1 | g)", family="gamma")
+    with pytest.raises(hb.SpecError, match="Unknown family 'weibull'"):
+        hb.parse_formula("y ~ x + (1 | g)", family="weibull")
     with pytest.raises(hb.SpecError, match="Unknown link 'log' for family 'bernoulli'"):
         hb.parse_formula("y ~ x + (1 | g)", family="bernoulli", link="log")
     assert hb.parse_formula("y ~ x + (1 | g)", family="bernoulli", link="probit").link == "probit"

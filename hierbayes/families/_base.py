@@ -22,6 +22,7 @@ import pandas as pd
 import pymc as pm
 
 from hierbayes.exceptions import DataError, SpecError
+from hierbayes.families.links import inverse_link
 
 __all__ = ["Family", "LikelihoodText", "Observed", "as_float", "scale_rv", "show_rows"]
 
@@ -111,6 +112,9 @@ class Family(ABC):
     needs_trials: ClassVar[bool] = False
     #: A 0/1 response.
     binary: ClassVar[bool] = False
+    #: The fixed part has an intercept (``False``: ordinal families, whose cutpoints replace it; a
+    #: spec of such a family drops the intercept, as brms does).
+    fixed_intercept: ClassVar[bool] = True
 
     def check_link(self, link: str | None) -> str:
         """The link to use (the default for ``None``); a clear error for one the family does not have."""
@@ -158,6 +162,14 @@ class Family(ABC):
     def scale_label(self, link: str, known_sigma: str | None = None) -> str:
         """Plain-words description of the scale of variance partitions for this family."""
         return f"latent scale ({self.name}, {link} link)"
+
+    def prior_response(self, y: np.ndarray) -> np.ndarray:
+        """The values whose sd and mean scale data-scaled default priors (``y``; lognormal: ``log y``)."""
+        return y
+
+    def response_mean(self, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray]) -> np.ndarray:
+        r"""The expected response :math:`E[y \mid \eta, \theta]`; by default the inverse link :math:`g^{-1}(\eta)`."""
+        return inverse_link(link, eta)
 
     def fixed_priors(self) -> tuple[tuple[str, str], ...]:
         """Priors of the family's own parameters that users cannot set: ``(parameter, prior)`` rows."""

@@ -102,9 +102,11 @@ def resolve_priors(design: Design) -> ResolvedPriors:
     priors = spec.priors
     names = design.fixed_names
     p = design.X.shape[1]
-    gaussian = get_family(spec.family).data_scaled_priors
-    s_y = _sd(design.y) if gaussian else 1.0
-    y_center = float(np.mean(design.y)) if gaussian else 0.0
+    family = get_family(spec.family)
+    gaussian = family.data_scaled_priors
+    y_prior = family.prior_response(design.y)  # y itself; log y for the lognormal family
+    s_y = _sd(y_prior) if gaussian else 1.0
+    y_center = float(np.mean(y_prior)) if gaussian else 0.0
     priors.check_against(names, [g.name for g in design.groups])
     b, B = _default_fixed_moments(design.X, design.intercept_index, s_y, y_center)
     fixed = priors.fixed

@@ -155,11 +155,18 @@ class ModelSpec:
         if not self.response:
             raise SpecError("ModelSpec: the response column name is empty.")
         family = self.family.lower().replace("-", "_")
-        aliases = {"normal": "gaussian", "logistic": "bernoulli", "negbinomial": "negative_binomial"}
+        aliases = {
+            "normal": "gaussian", "logistic": "bernoulli", "negbinomial": "negative_binomial",
+            "student": "student_t", "studentt": "student_t", "t": "student_t", "ordinal": "cumulative",
+            "zip": "zero_inflated_poisson", "zinb": "zero_inflated_negative_binomial",
+            "zero_inflated_negbinomial": "zero_inflated_negative_binomial",
+        }  # fmt: skip
         family = aliases.get(family, family)
         fam = get_family(family)
         object.__setattr__(self, "family", family)
         object.__setattr__(self, "link", fam.check_link(self.link))
+        if not fam.fixed_intercept and self.intercept:  # ordinal: the cutpoints replace the intercept
+            object.__setattr__(self, "intercept", False)
         if self.known_sigma is not None and "sigma" not in fam.parameters():
             raise SpecError(
                 f"known_sigma (a known residual sd per row) only applies to families with a residual sd "

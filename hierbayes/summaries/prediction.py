@@ -598,8 +598,11 @@ def predict(
         values = posterior_predictive(fit, random_seed=random_seed, data=data, new_levels=new_levels).values
     elif kind in ("linear", "mean"):
         values = linear_predictor(fit, data, new_levels=new_levels, random_seed=random_seed).values
-        if kind == "mean":
-            values = inverse_link(str(fit.spec.link), values)
+        if kind == "mean":  # the family's E[y | eta] (inverse link; lognormal exp(eta + sigma^2/2), ...)
+            shape = values.shape
+            flat_eta = values.reshape(-1, shape[-1])
+            mean = get_family(fit.spec.family).response_mean(flat_eta, str(fit.spec.link), _family_params(fit, slice(None)))
+            values = np.asarray(mean).reshape(shape)
     else:
         raise ValueError(f"kind must be 'linear', 'mean' or 'response'; received {kind!r}.")
     flat = values.reshape(-1, values.shape[-1]).astype(float)
