@@ -28,7 +28,23 @@ from hierbayes.inference.sampling import sample
 from hierbayes.io import load, save
 from hierbayes.spec.formula import parse_formula
 from hierbayes.spec.model import GroupTerm, ModelSpec
-from hierbayes.spec.priors import LKJ, Exponential, HalfCauchy, HalfNormal, HalfStudentT, Normal, Priors
+from hierbayes.spec.priors import (
+    LKJ,
+    Exponential,
+    Flat,
+    Gamma,
+    HalfCauchy,
+    HalfNormal,
+    HalfStudentT,
+    ImproperPriorWarning,
+    InverseGamma,
+    Laplace,
+    Normal,
+    Prior,
+    Priors,
+    StudentT,
+    Uniform,
+)
 from hierbayes.summaries.compare import compare
 from hierbayes.summaries.contrasts import Contrast, contrast, odds_ratios, rate_ratios
 from hierbayes.summaries.covariance import implied_covariance, implied_covariance_draws
@@ -58,21 +74,29 @@ __all__ = [
     "EmpiricalBayes",
     "Exponential",
     "Fit",
+    "Flat",
     "FormulaError",
+    "Gamma",
     "GroupDesign",
     "GroupTerm",
     "HalfCauchy",
     "HalfNormal",
     "HalfStudentT",
+    "ImproperPriorWarning",
+    "InverseGamma",
+    "Laplace",
     "ModelSpec",
     "NestingWarning",
     "Normal",
     "PopulationAveraged",
+    "Prior",
     "PriorError",
     "Priors",
     "SamplerNotInstalledError",
     "SpecError",
+    "StudentT",
     "Summary",
+    "Uniform",
     "VariancePartition",
     "build_model",
     "check_calibration",

@@ -20,11 +20,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import pymc as pm
+import pytensor.tensor as pt
 
 from hierbayes.exceptions import DataError, SpecError
 from hierbayes.families.links import inverse_link
 
-__all__ = ["Family", "LikelihoodText", "Observed", "as_float", "scale_rv", "show_rows"]
+__all__ = ["Family", "LikelihoodText", "Observed", "as_float", "pymc_distribution", "scale_rv", "show_rows"]
 
 
 @dataclass(frozen=True)
@@ -74,23 +75,54 @@ def as_float(data: pd.DataFrame, column: str, family: str, hint: str = ".") -> n
     return np.array(series, dtype=float)
 
 
+def pymc_distribution(name: str) -> Any:
+    """The PyMC distribution class called ``name``; a :class:`SpecError` unless it is one (model cards are data)."""
+    cls = getattr(pm.distributions, name, None) if name.isidentifier() and not name.startswith("_") else None
+    if not (isinstance(cls, type) and issubclass(cls, pm.Distribution)):
+        raise SpecError(f"Prior: {name!r} is not a PyMC distribution (e.g. 'Gamma', 'HalfNormal', 'StudentT').")
+    return cls
+
+
+def _positive_support(name: str, cls: Any, kwargs: dict[str, Any]) -> None:
+    """Refuse a distribution that puts mass on negative numbers as the prior of a scale."""
+    try:
+        logp = float(np.max(pm.logp(cls.dist(**kwargs), -1.0).eval()))
+    except Exception as err:
+        raise SpecError(f"Prior for {name!r}: cannot build {cls.__name__}({kwargs}): {err}") from None
+    if np.isfinite(logp):
+        raise SpecError(
+            f"Prior for {name!r}: {cls.__name__} puts mass on negative values, but {name} is a standard deviation; "
+            "use a distribution on positive numbers (HalfNormal, HalfStudentT, Gamma, InverseGamma, Uniform(0, u))."
+        )
+
+
 def scale_rv(name: str, priors: tuple[Any, ...], dims: str | None) -> Any:
     """A PyMC random variable for a standard deviation from scale-prior values (one per term).
 
-    ``priors`` are :mod:`hierbayes.spec.priors` scale priors (read by their ``kind``, ``scale``
-    and ``nu``); all terms of one variable share the first prior's kind.
+    ``priors`` are :mod:`hierbayes.spec.priors` scale priors; each gives its PyMC distribution
+    by ``pymc()`` (``Flat`` becomes ``HalfFlat``). With ``dims``, priors of one distribution are
+    one vector variable; different distributions per term are separate variables
+    ``<name>__<k>`` stacked into the deterministic ``<name>``.
     """
-    scales = np.array([p.scale for p in priors]) if dims else priors[0].scale
-    first = priors[0]
-    if first.kind == "halfstudentt":
-        return pm.HalfStudentT(name, nu=first.nu, sigma=scales, dims=dims)
-    if first.kind == "halfnormal":
-        return pm.HalfNormal(name, sigma=scales, dims=dims)
-    if first.kind == "halfcauchy":
-        return pm.HalfCauchy(name, beta=scales, dims=dims)
-    if first.kind == "exponential":
-        return pm.Exponential(name, scale=scales, dims=dims)
-    raise TypeError(f"Unknown scale prior {first!r}")  # pragma: no cover - priors validate
+    specs = []
+    for prior in priors:
+        dist, kwargs = prior.pymc()
+        dist = "HalfFlat" if dist == "Flat" else dist
+        cls = pymc_distribution(dist)
+        if getattr(prior, "kind", None) in ("prior", "uniform"):
+            _positive_support(name, cls, kwargs)
+        specs.append((cls, kwargs))
+    if dims is None:
+        cls, kwargs = specs[0]
+        return cls(name, **kwargs)
+    first_cls, first_kw = specs[0]
+    if all(cls is first_cls and set(kw) == set(first_kw) for cls, kw in specs):
+        stacked = {k: np.array([kw[k] for _, kw in specs]) for k in first_kw}
+        if not stacked:
+            return first_cls(name, shape=len(specs), dims=dims)
+        return first_cls(name, **stacked, dims=dims)
+    parts = [cls(f"{name}__{k}", **kw) for k, (cls, kw) in enumerate(specs)]
+    return pm.Deterministic(name, pt.stack(parts), dims=dims)
 
 
 class Family(ABC):

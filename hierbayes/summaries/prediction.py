@@ -97,7 +97,7 @@ def _stacked(fit: Fit, name: str, *extra: str) -> np.ndarray:
             f"The posterior has no variable {name!r}; this fit cannot be used for predictions "
             f"(variables: {', '.join(map(str, post.data_vars))})."
         )
-    da = post[name].transpose("chain", "draw", *extra)
+    da = post[name].transpose("chain", "draw", *extra, ...)  # vector parameters (cutpoints) keep their dim
     return np.asarray(da.values, dtype=float).reshape((-1, *da.shape[2:]))
 
 
