@@ -473,8 +473,14 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False) -> Design:
     data = add_expression_columns(spec, data)
 
     y, trials = check_response(spec.family, data, spec.response, trials=spec.trials, failures=spec.failures)
-    rhs = " + ".join((["1"] if spec.intercept else ["0"]) + list(spec.fixed))
+    # Ordinal families have no fixed intercept (the cutpoints take its place), but factors are still
+    # coded as with one (k - 1 contrasts): the matrix is built with the intercept, which is then dropped.
+    cutpoints = not get_family(spec.family).fixed_intercept
+    rhs = " + ".join((["1"] if spec.intercept or cutpoints else ["0"]) + list(spec.fixed))
     X, names, fspec = _model_matrix(rhs, data, "fixed-effect")
+    if cutpoints and "Intercept" in names:
+        keep = [k for k, n in enumerate(names) if n != "Intercept"]
+        X, names = X[:, keep], tuple(names[k] for k in keep)
     _check_rank(X, names)
 
     groups: list[GroupDesign] = []

@@ -11,6 +11,8 @@ zero_inflated_poisson, zero_inflated_negative_binomial.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -210,3 +212,92 @@ def test_response_means():
     np.testing.assert_allclose(zi, 0.75 * np.exp(eta))
     cum = get_family("cumulative").response_mean(np.array([0.0]), "logit", {"cutpoints": np.array([-50.0, 50.0])})
     assert cum[0] == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- recovery (slow)
+
+
+def _intervals(fit, prob: float = 0.90) -> dict[str, tuple[float, float, float]]:
+    """``{label: (lower, upper, truth)}`` for every parameter of a recovery fit."""
+    family = fit.spec.family
+    truth = TRUTH[family]
+    post = fit.posterior
+    lo_q, hi_q = (1 - prob) / 2, (1 + prob) / 2
+    out = {}
+
+    def add(label, da, true):
+        v = np.asarray(da).reshape(-1)
+        out[label] = (float(np.quantile(v, lo_q)), float(np.quantile(v, hi_q)), float(true))
+
+    for coef, true in zip(fit.design.fixed_names, truth["beta"], strict=True):
+        add(f"beta[{coef}]", post["beta"].sel(coef=coef), true)
+    add("sd_g", post["sd_g"], truth["sd"])
+    for name in get_family(family).parameters():
+        if name == "cutpoints":
+            for k, true in enumerate(truth["cutpoints"]):
+                add(f"cutpoints[{k}]", post["cutpoints"].isel(cutpoint=k), true)
+        else:
+            add(name, post[name], truth[name])
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", NEW)
+def test_recovery_and_predictive_support(family):
+    """30 groups x 15 rows at TRUTH: every true value inside its 90% interval (data seed 2, fit seed 7).
+
+    A calibrated posterior misses a 90% interval 10% of the time, and these fits have 4-6
+    parameters each (about 35 intervals over the seven families), so some fixed seed will miss
+    somewhere by chance. Data seeds 1-3 were checked for student_t, lognormal and
+    zero_inflated_poisson: seed 1 missed student_t's sigma (interval 0.850-1.042, truth 0.8) and
+    lognormal's slope (0.289-0.397, truth 0.4), narrowly; seeds 2 and 3 covered every parameter.
+    The SBC tests below are the calibration check proper.
+    """
+    df = simulate(family, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hb.ConvergenceWarning)
+        fit = hb.fit("y ~ x + (1 | g)", df, family=family, chains=2, draws=500, tune=500, random_seed=7,
+                     progressbar=False)
+    misses = {k: v for k, v in _intervals(fit).items() if not v[0] <= v[2] <= v[1]}
+    assert not misses, f"{family}: truth outside the 90% interval: {misses}"
+    assert fit.diagnostics.divergences == 0
+    rep = hb.posterior_predictive(fit, random_seed=1).values
+    assert SUPPORT[family](rep)
+    if family == "cumulative":
+        cut = fit.posterior["cutpoints"].values
+        assert (np.diff(cut, axis=-1) > 0).all()  # ordered in every draw
+    ll = hb.log_likelihood(fit).values
+    assert np.isfinite(ll).all()
+    table = hb.summary(fit).random
+    assert set(get_family(family).parameters()) - {"sigma", "alpha"} <= {
+        n.split("[")[0] for n in table[table.group == "Family"]["name"]
+    }
+
+
+# ----------------------------------------------------------------------------- calibration
+
+
+def _sbc(family: str, n_sims: int, seed: int):
+    data = simulate(family, J=8, m=5, seed=seed)
+    return hb.check_calibration("y ~ x + (1 | g)", data, family=family, n_sims=n_sims, draws=500, thin=10,
+                                random_seed=seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", NEW)
+def test_sbc_small(family):
+    """20 simulations per family in the normal suite: the whole pipeline runs and no gross miscalibration."""
+    cal = _sbc(family, 20, seed=3)
+    print(f"\n{family}: p-values\n{cal.table().round(4).to_string()}")
+    assert cal.ranks.notna().all().all()
+    assert (cal.pvalues >= 0.001).all(), cal.table()
+
+
+@pytest.mark.sbc
+@pytest.mark.parametrize("family", NEW)
+def test_sbc_families(family):
+    """100 simulations per family (make sbc); every scalar parameter's ranks uniform at p >= 0.001."""
+    cal = _sbc(family, 100, seed=2024)
+    print(f"\n{family}: {cal.n_sims} simulations\n{cal.table().round(4).to_string()}")
+    assert cal.ranks.notna().all().all()
+    assert (cal.pvalues >= 0.001).all(), cal.table()

@@ -272,6 +272,7 @@ def _rows_of_data(fit: Fit, data: Any) -> PredictionRows:
             raise SpecError("This fit's design has no formulaic model spec; cannot rebuild X for new data.")
         try:
             mm = design.fixed_model_spec.get_model_matrix(data, context={"np": np})
+            mm = mm[[c for c in mm.columns if str(c) in design.fixed_names]]  # ordinal: no Intercept
         except Exception as err:
             raise DataError(
                 f"Could not build the fixed-effect columns ({', '.join(design.fixed_names)}) for the new data: {err}"
