@@ -146,3 +146,21 @@ def test_transformed_response_is_fitted_on_its_scale_and_scored_on_y(frame, synt
         hb.parse_formula("log(inc) ~ x", family="poisson")
     with pytest.raises(hb.SpecError, match="exactly one column"):
         hb.parse_formula("log(y / x) ~ g")
+
+
+def test_log_response_and_lognormal_family_have_the_same_loo_scale(frame, synthetic_fit):
+    """Gaussian on log(y) (with its Jacobian) and the lognormal family: equal pointwise log-likelihood."""
+    rng = np.random.default_rng(5)
+    vals = {
+        "beta": rng.normal(size=(1, 3, 2)),
+        "sigma": np.abs(rng.normal(1, 0.1, size=(1, 3))),
+        "sd_g": np.abs(rng.normal(size=(1, 3, 1))),
+        "u_g": rng.normal(size=(1, 3, 6, 1)),
+    }
+    a = synthetic_fit("log(y) ~ x + (1 | g)", frame, vals)
+    b = synthetic_fit("y ~ x + (1 | g)", frame, vals, family="lognormal")
+    np.testing.assert_allclose(hb.log_likelihood(a).values, hb.log_likelihood(b).values, rtol=1e-10)
+    # the lognormal's expected response is exp(eta + sigma^2 / 2)
+    eta = hb.linear_predictor(b).values.reshape(3, -1)
+    mean = hb.predict(b, kind="mean")["mean"].to_numpy()
+    np.testing.assert_allclose(mean, np.exp(eta + vals["sigma"].reshape(3, 1) ** 2 / 2).mean(axis=0), rtol=1e-10)
