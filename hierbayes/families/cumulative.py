@@ -114,9 +114,8 @@ class Cumulative(Family):
         n_cut = int(obs.y.max())
         model = pm.modelcontext(None)
         model.add_coord("cutpoint", [f"{k}|{k + 1}" for k in range(n_cut)])
-        raw = pm.Normal(
-            "cutpoints_raw", 0.0, CUTPOINT_PRIOR_SD, dims="cutpoint", initval=np.linspace(-1.0, 1.0, n_cut)
-        )
+        # No initval: pm.observe (SBC refits) cannot carry one; the samplers' jitter separates the cutpoints.
+        raw = pm.Normal("cutpoints_raw", 0.0, CUTPOINT_PRIOR_SD, dims="cutpoint")
         cutpoints = pm.Deterministic("cutpoints", pt.sort(raw), dims="cutpoint")
         y = obs.y.astype(np.int64)
         if link == "logit":
