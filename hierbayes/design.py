@@ -473,6 +473,7 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False) -> Design:
     data = add_expression_columns(spec, data)
 
     y, trials = check_response(spec.family, data, spec.response, trials=spec.trials, failures=spec.failures)
+    get_family(spec.family).check_fitted_response(y, spec.response)
     # Ordinal families have no fixed intercept (the cutpoints take its place), but factors are still
     # coded as with one (k - 1 contrasts): the matrix is built with the intercept, which is then dropped.
     cutpoints = not get_family(spec.family).fixed_intercept

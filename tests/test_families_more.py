@@ -167,10 +167,10 @@ def test_response_checks_name_the_column():
     with pytest.raises(hb.DataError, match=r"unordered Categorical"):
         hb.make_design(hb.parse_formula("c ~ x", family="cumulative"), df)
     df["c"] = pd.Categorical(["lo", "mid", "mid", "mid"], categories=["lo", "mid", "hi"], ordered=True)
-    with pytest.raises(hb.DataError, match=r"Categories \['hi'\] of column 'c' are never observed"):
+    with pytest.raises(hb.DataError, match=r"the cumulative family needs at least 3"):
         hb.make_design(hb.parse_formula("c ~ x", family="cumulative"), df)
     df["k"] = [0, 2, 2, 0]
-    with pytest.raises(hb.DataError, match=r"Categories \[1\] of column 'k'"):
+    with pytest.raises(hb.DataError, match=r"Categories \(codes\) \[1\] of column 'k'"):
         hb.make_design(hb.parse_formula("k ~ x", family="cumulative"), df)
     df["k"] = [-1, 2, 2, 0]
     with pytest.raises(hb.DataError, match=r"non-negative integer counts"):

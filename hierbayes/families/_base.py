@@ -171,6 +171,15 @@ class Family(ABC):
             Naming the column and showing the offending rows.
         """
 
+    def check_fitted_response(self, y: np.ndarray, response: str) -> None:
+        """Checks that only the fitted data must pass, not new data for predictions (default: none).
+
+        Raises
+        ------
+        DataError
+            Naming the response column.
+        """
+
     @abstractmethod
     def likelihood(self, eta: Any, obs: Observed, link: str, *, sigma_prior: Any = None) -> None:
         """Declare the observed variable ``y`` (dims ``obs``), and the family's parameters, in the current PyMC model."""

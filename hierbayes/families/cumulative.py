@@ -18,8 +18,9 @@ the order statistics of :math:`K-1` normal draws. They are sampled as ``cutpoint
 (unconstrained) and reported sorted as ``cutpoints`` (dim ``cutpoint``, labelled ``"0|1"``,
 ``"1|2"``, ...), which is exactly that prior and lets prior-predictive draws (and SBC) use it.
 
-The response is an ordered pandas Categorical (its codes are used; every category must be
-observed) or integers :math:`0..K-1` (write ``y - 1``, as a data column, for a 1..K scale).
+The response is an ordered pandas Categorical (its codes are used; the categories up to the
+highest observed one must all be observed, and unobserved top categories are not modelled) or
+integers :math:`0..K-1` (write ``y - 1``, as a data column, for a 1..K scale).
 Latent-scale residual variance: :math:`\pi^2/3` (logit) or 1 (probit), the variance of
 :math:`\varepsilon`. The expected response (``predict(kind="mean")``) is the expected category
 :math:`\sum_k k\, P(y_i = k)`.
@@ -75,12 +76,6 @@ class Cumulative(Family):
                     "of .cat.categories), or pd.Categorical(values, categories=[...], ordered=True)."
                 )
             y = series.cat.codes.to_numpy().astype(float)
-            unseen = [c for k, c in enumerate(series.cat.categories) if not np.any(y == k)]
-            if unseen:
-                raise DataError(
-                    f"Categories {unseen!r} of column {response!r} are never observed; their cutpoints cannot be "
-                    f"estimated. Remove them: data[{response!r}] = data[{response!r}].cat.remove_unused_categories()."
-                )
         else:
             if not pd.api.types.is_numeric_dtype(series) or series.dtype == bool:
                 raise DataError(
@@ -95,18 +90,22 @@ class Cumulative(Family):
                     f"The cumulative family needs integer categories 0..K-1 in column {response!r}. "
                     f"{show_rows(data, bad, [response])} For a 1..K scale subtract 1 in the data."
                 )
-            missing = sorted(set(range(int(y.max()) + 1)) - set(y.astype(int)))
-            if missing:
-                raise DataError(
-                    f"Categories {missing} of column {response!r} (0..{int(y.max())}) are never observed; their "
-                    "cutpoints cannot be estimated. Recode the categories to consecutive integers 0..K-1."
-                )
+        return y, None
+
+    def check_fitted_response(self, y: np.ndarray, response: str) -> None:
+        """The fitted data: at least 3 categories, every one of 0..max observed."""
+        missing = sorted(set(range(int(y.max()) + 1)) - set(y.astype(int)))
+        if missing:
+            raise DataError(
+                f"Categories (codes) {missing} of column {response!r} (0..{int(y.max())}) are never observed; their "
+                "cutpoints cannot be estimated. Recode to consecutive integers 0..K-1, or drop unused categories "
+                f"(data[{response!r}].cat.remove_unused_categories())."
+            )
         if int(y.max()) < 2:
             raise DataError(
                 f"Column {response!r} has {int(y.max()) + 1} categories; the cumulative family needs at least 3 "
                 "(use family='bernoulli' for two)."
             )
-        return y, None
 
     def likelihood(self, eta: Any, obs: Observed, link: str, *, sigma_prior: Any = None) -> None:
         """Ordered cutpoints (sorted iid normals) and ``y ~ OrderedLogistic/OrderedProbit(eta, cutpoints)``."""

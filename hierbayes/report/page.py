@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from hierbayes.exceptions import SpecError
 from hierbayes.families import get_family
 from hierbayes.inference.diagnostics import ESS_PER_CHAIN_MIN, RHAT_MAX
 from hierbayes.inference.result import Fit
@@ -307,7 +308,10 @@ def _variance_section(fit: Fit) -> str:
         return ""
     from hierbayes.summaries.variance import variance_partition
 
-    vp = variance_partition(fit)
+    try:
+        vp = variance_partition(fit)
+    except SpecError as err:  # families without a latent residual variance (beta, zero-inflated)
+        return f"<p>{esc(str(err))}</p>"
     pct = f"{round(vp.prob * 100)}%"
     rows = []
     for comp in vp.draws.coords["component"].values:

@@ -161,7 +161,7 @@ def variance_rows(s: Summary) -> list[tuple[str, str, pd.Series | None, pd.Serie
         if "corr" in cells:
             continue
         label = "(Intercept)" if name == "Intercept" else str(name)
-        out.append((str(group), label, cells.get("variance"), cells.get("sd", cells.get("shape"))))
+        out.append((str(group), label, cells.get("variance"), cells.get("sd", cells.get("shape", cells.get("value")))))
     return out
 
 
