@@ -1,27 +1,21 @@
 r"""Response families, one module each, looked up by name in one registry.
 
-=====================  ===========  =====================================================
-family                 links        response
-=====================  ===========  =====================================================
-``gaussian``           identity     real numbers; :math:`y \sim N(\mu, \sigma^2)`
-``bernoulli``          logit,       0/1 (or booleans); :math:`y \sim \mathrm{Bernoulli}(p)`
-                       probit
-``binomial``           logit,       integer successes :math:`0 \le y \le n` with ``trials``
-                       probit       :math:`n` (or ``failures`` :math:`n - y`)
-``poisson``            log          non-negative integers, optional ``offset``
-``negative_binomial``  log          non-negative integers; :math:`\mathrm{Var} = \mu + \mu^2/\alpha`
-``student_t``          identity     real numbers, heavy tails; :math:`t_\nu(\mu, \sigma)`
-``lognormal``          identity     positive; :math:`\log y \sim N(\mu, \sigma^2)`
-``gamma``              log          positive; shape :math:`\alpha`, :math:`\mathrm{Var} = \mu^2/\alpha`
-``beta``               logit,       proportions in (0, 1); precision :math:`\phi`
-                       probit
-``cumulative``         logit,       ordered categories 0..K-1 (ordinal), ordered cutpoints
-                       probit
-``zero_inflated_       log          counts with extra zeros (probability ``zi``)
-poisson``
-``zero_inflated_       log          overdispersed counts with extra zeros
-negative_binomial``
-=====================  ===========  =====================================================
+===================================  =============  ==================================================================
+family                               links          response
+===================================  =============  ==================================================================
+``gaussian``                         identity       real numbers; :math:`y \sim N(\mu, \sigma^2)`
+``bernoulli``                        logit, probit  0/1 (or booleans); :math:`y \sim \mathrm{Bernoulli}(p)`
+``binomial``                         logit, probit  successes :math:`0 \le y \le n` of ``trials`` :math:`n`
+``poisson``                          log            non-negative integers, optional ``offset``
+``negative_binomial``                log            non-negative integers; :math:`\mathrm{Var} = \mu + \mu^2/\alpha`
+``student_t``                        identity       real numbers, heavy tails; :math:`t_\nu(\mu, \sigma)`
+``lognormal``                        identity       positive; :math:`\log y \sim N(\mu, \sigma^2)`
+``gamma``                            log            positive; :math:`\mathrm{Var} = \mu^2/\alpha` (shape :math:`\alpha`)
+``beta``                             logit, probit  proportions in (0, 1); precision :math:`\phi`
+``cumulative``                       logit, probit  ordered categories 0..K-1 (ordinal), ordered cutpoints
+``zero_inflated_poisson``            log            counts with extra zeros (probability ``zi``)
+``zero_inflated_negative_binomial``  log            overdispersed counts with extra zeros
+===================================  =============  ==================================================================
 
 Default priors of the families' own parameters: Student-t :math:`\nu \sim \mathrm{Gamma}(2, 0.1)`;
 gamma :math:`1/\alpha \sim \mathrm{Exponential}(1)`; beta :math:`\phi \sim \mathrm{Gamma}(2, 0.1)`;
