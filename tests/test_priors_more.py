@@ -151,3 +151,29 @@ def test_eight_schools_with_a_uniform_prior_on_tau_matches_quadrature():
     tau = draw_stats(fit.posterior["sd_school"].sel(school__coef="Intercept"))
     assert abs(mu["mean"] - e_mu) < 3 * mu["mcse_mean"], (mu, e_mu)
     assert abs(tau["mean"] - e_tau) < 3 * tau["mcse_mean"], (tau, e_tau)
+
+
+def test_open_priors_in_a_model_card():
+    from hierbayes.cards import parse_card
+
+    card = parse_card(
+        """
+name = "sleep"
+[data]
+dataset = "sleepstudy"
+[model]
+formula = "Reaction ~ Days + (Days | Subject)"
+[priors]
+fixed.Days = { dist = "studentt", nu = 3, sigma = 10 }
+sigma = { dist = "prior", name = "HalfCauchy", beta = 25 }
+[priors.group_sd.Subject]
+Intercept = { dist = "halfnormal", scale = 30 }
+Days = { dist = "gamma", alpha = 2, beta = 0.2 }
+"""
+    )
+    expected = hb.Priors(
+        fixed={"Days": hb.StudentT(nu=3, sigma=10)},
+        group_sd={"Subject": {"Intercept": hb.HalfNormal(scale=30), "Days": hb.Gamma(alpha=2, beta=0.2)}},
+        sigma=hb.Prior("HalfCauchy", beta=25),
+    )
+    assert card.spec.priors == expected
