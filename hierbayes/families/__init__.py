@@ -15,11 +15,14 @@ family                               links          response
 ``cumulative``                       logit, probit  ordered categories 0..K-1 (ordinal), ordered cutpoints
 ``zero_inflated_poisson``            log            counts with extra zeros (probability ``zi``)
 ``zero_inflated_negative_binomial``  log            overdispersed counts with extra zeros
+``hurdle_poisson``                   log            zeros from a hurdle (probability ``hu``), positive counts truncated
+``hurdle_negative_binomial``         log            the same with a zero-truncated negative binomial
 ===================================  =============  ==================================================================
 
 Default priors of the families' own parameters: Student-t :math:`\nu \sim \mathrm{Gamma}(2, 0.1)`;
 gamma :math:`1/\alpha \sim \mathrm{Exponential}(1)`; beta :math:`\phi \sim \mathrm{Gamma}(2, 0.1)`;
-cutpoints sorted iid :math:`N(0, 2.5^2)`; zero inflation :math:`\mathrm{zi} \sim \mathrm{Beta}(1, 1)`.
+cutpoints sorted iid :math:`N(0, 2.5^2)`; zero inflation :math:`\mathrm{zi} \sim \mathrm{Beta}(1, 1)`;
+hurdle :math:`\mathrm{hu} \sim \mathrm{Beta}(1, 1)`.
 Only the Gaussian family has the collapsed sampler (``lognormal`` users may fit the Gaussian
 ``log(y) ~ ...`` for it).
 
@@ -27,7 +30,7 @@ Latent-scale residual variances (used by variance partitions): logit :math:`\pi^
 probit 1 (binomial, bernoulli, cumulative); Poisson and negative binomial use the log-normal
 approximation :math:`\log(1 + 1/\lambda)` (resp. :math:`\log(1 + 1/\lambda + 1/\alpha)`);
 Student-t :math:`\sigma^2\nu/(\nu - 2)`; lognormal :math:`\sigma^2` (log scale); gamma
-:math:`\psi_1(\alpha)`. None is defined for ``beta`` and the zero-inflated families: their
+:math:`\psi_1(\alpha)`. None is defined for ``beta``, the zero-inflated and the hurdle families: their
 variance partitions raise an error that says so.
 
 Adding a family: write a module with a :class:`~hierbayes.families._base.Family` subclass
@@ -48,6 +51,7 @@ from hierbayes.families.binomial import Binomial
 from hierbayes.families.cumulative import Cumulative
 from hierbayes.families.gamma import Gamma
 from hierbayes.families.gaussian import Gaussian
+from hierbayes.families.hurdle import HurdleNegativeBinomial, HurdlePoisson
 from hierbayes.families.links import LINKS, Link, get_link, inverse_link
 from hierbayes.families.lognormal import LogNormal
 from hierbayes.families.negative_binomial import NegativeBinomial
@@ -76,6 +80,7 @@ FAMILIES: dict[str, Family] = {
     for f in (
         Gaussian(), Bernoulli(), Binomial(), Poisson(), NegativeBinomial(),
         StudentT(), LogNormal(), Gamma(), Beta(), Cumulative(), ZeroInflatedPoisson(), ZeroInflatedNegativeBinomial(),
+        HurdlePoisson(), HurdleNegativeBinomial(),
     )
 }  # fmt: skip
 

@@ -179,6 +179,7 @@ class Family(ABC):
         DataError
             Naming the response column.
         """
+        return None
 
     @abstractmethod
     def likelihood(self, eta: Any, obs: Observed, link: str, *, sigma_prior: Any = None) -> None:
