@@ -159,7 +159,8 @@ class ModelSpec:
             "normal": "gaussian", "logistic": "bernoulli", "negbinomial": "negative_binomial",
             "student": "student_t", "studentt": "student_t", "t": "student_t", "ordinal": "cumulative",
             "zip": "zero_inflated_poisson", "zinb": "zero_inflated_negative_binomial",
-            "zero_inflated_negbinomial": "zero_inflated_negative_binomial", "hurdle_negbinomial": "hurdle_negative_binomial",
+            "zero_inflated_negbinomial": "zero_inflated_negative_binomial",
+            "hurdle_negbinomial": "hurdle_negative_binomial",
         }  # fmt: skip
         family = aliases.get(family, family)
         fam = get_family(family)
