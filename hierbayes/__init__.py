@@ -34,7 +34,23 @@ from hierbayes.inference.sampling import sample
 from hierbayes.io import load, save
 from hierbayes.spec.formula import parse_formula
 from hierbayes.spec.model import GroupTerm, ModelSpec
-from hierbayes.spec.priors import LKJ, Exponential, HalfCauchy, HalfNormal, HalfStudentT, Normal, Priors
+from hierbayes.spec.priors import (
+    LKJ,
+    Exponential,
+    Flat,
+    Gamma,
+    HalfCauchy,
+    HalfNormal,
+    HalfStudentT,
+    ImproperPriorWarning,
+    InverseGamma,
+    Laplace,
+    Normal,
+    Prior,
+    Priors,
+    StudentT,
+    Uniform,
+)
 from hierbayes.statistics import SufficientStatistics
 from hierbayes.summaries.checks import KFold, bayes_r2, kfold, plot_ppc
 from hierbayes.summaries.compare import compare
@@ -65,24 +81,32 @@ __all__ = [
     "EmpiricalBayes",
     "Exponential",
     "Fit",
+    "Flat",
     "FormulaError",
+    "Gamma",
     "GroupDesign",
     "GroupTerm",
     "HalfCauchy",
     "HalfNormal",
     "HalfStudentT",
     "KFold",
+    "ImproperPriorWarning",
+    "InverseGamma",
+    "Laplace",
     "ModelSpec",
     "NestingWarning",
     "Normal",
     "PopulationAveraged",
+    "Prior",
     "PriorError",
     "Priors",
     "SamplerNotInstalledError",
     "SingularFitWarning",
     "SpecError",
     "SufficientStatistics",
+    "StudentT",
     "Summary",
+    "Uniform",
     "VariancePartition",
     "add_log_likelihood",
     "add_log_prior",

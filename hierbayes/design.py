@@ -27,10 +27,18 @@ from hierbayes.exceptions import DataError
 from hierbayes.families import check_response, get_family
 from hierbayes.spec.formula import split_terms
 from hierbayes.spec.model import GroupTerm, ModelSpec
-from hierbayes.spec.transforms import EVAL_CONTEXT, NOT_COLUMNS
+from hierbayes.spec.transforms import EVAL_CONTEXT, NOT_COLUMNS, evaluate_expression, expression_columns, is_column_name
 from hierbayes.statistics import SufficientStatistics, compute_statistics
 
-__all__ = ["Design", "GroupDesign", "NestingWarning", "design_statistics", "make_design"]
+__all__ = [
+    "Design",
+    "GroupDesign",
+    "NestingWarning",
+    "add_expression_columns",
+    "design_statistics",
+    "make_design",
+    "response_log_jacobian",
+]
 
 
 class NestingWarning(UserWarning):
@@ -249,6 +257,65 @@ def _check_finite(data: pd.DataFrame, columns: list[str]) -> None:
                 )
 
 
+def add_expression_columns(spec: ModelSpec, data: pd.DataFrame, *, strict: bool = True) -> pd.DataFrame:
+    """``data`` with a column per expression of the spec (``"size - incidence"``, ``"log(exposure)"``).
+
+    The response, ``trials``, ``failures`` and ``offset`` may be expressions of columns; each is
+    evaluated by :func:`~hierbayes.spec.transforms.evaluate_expression` (never ``eval``) and
+    stored under its own text, so the rest of the pipeline reads it like a column. With
+    ``strict=False`` (new data for predictions) an expression whose columns are absent is skipped.
+
+    Raises
+    ------
+    DataError
+        For a non-numeric column inside an expression, or an expression that is not finite
+        (``log`` of 0), naming the expression and the first offending row.
+    """
+    exprs = [
+        e for e in (spec.response, spec.trials, spec.failures, spec.offset) if e is not None and not is_column_name(e)
+    ]
+    if not exprs:
+        return data
+    data = data.copy()
+    for expr in exprs:
+        cols = expression_columns(expr)
+        if not all(c in data.columns for c in cols):
+            if strict:  # pragma: no cover - columns were checked before
+                raise DataError(f"The expression {expr!r} needs columns {', '.join(cols)}; add them to the data.")
+            continue
+        for col in cols:
+            if not pd.api.types.is_numeric_dtype(data[col]):
+                raise DataError(
+                    f"Column {col!r} in the expression {expr!r} must be numeric; it has dtype {data[col].dtype}."
+                )
+        values = evaluate_expression(expr, {c: data[c].to_numpy(dtype=float) for c in cols})
+        assert isinstance(values, np.ndarray)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = data.index[np.flatnonzero(bad)[0]]
+            raise DataError(
+                f"The expression {expr!r} is not finite in {int(bad.sum())} row(s) (e.g. row {row!r}: "
+                f"{', '.join(f'{c} = {data.loc[row, c]!r}' for c in cols)}); log or sqrt of 0 or a negative "
+                "number? Drop those rows or change the expression."
+            )
+        data[expr] = values
+    return data
+
+
+def response_log_jacobian(spec: ModelSpec, data: pd.DataFrame) -> np.ndarray | None:
+    r"""Per row :math:`\log|dz/dy|` of a transformed response :math:`z = e(y)`; ``None`` when not transformed.
+
+    With it the density of the original :math:`y` is :math:`\log p(y) = \log p(z) + \log|dz/dy|`,
+    so that a ``log(y) ~ ...`` model's LOO compares with a model of ``y`` itself.
+    """
+    if not spec.response_transformed:
+        return None
+    col = spec.response_column
+    _, deriv = evaluate_expression(spec.response, {col: data[col].to_numpy(dtype=float)}, wrt=col)
+    with np.errstate(divide="ignore"):
+        return np.log(np.abs(deriv))
+
+
 def _model_matrix(rhs: str, data: pd.DataFrame, what: str) -> tuple[np.ndarray, tuple[str, ...], FormulaicSpec]:
     # Safety: every factor formulaic would evaluate passes the formula whitelist first (also for
     # specs built by hand, not parsed), so nothing but the allowed transforms can run.
@@ -461,10 +528,18 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False, crossed: bo
     if len(data) < 2:
         raise DataError(f"The data have {len(data)} usable row(s); a multilevel model needs more than one.")
     _check_finite(data, columns)
+    data = add_expression_columns(spec, data)
 
     y, trials = check_response(spec.family, data, spec.response, trials=spec.trials, failures=spec.failures)
-    rhs = " + ".join((["1"] if spec.intercept else ["0"]) + list(spec.fixed))
+    get_family(spec.family).check_fitted_response(y, spec.response)
+    # Ordinal families have no fixed intercept (the cutpoints take its place), but factors are still
+    # coded as with one (k - 1 contrasts): the matrix is built with the intercept, which is then dropped.
+    cutpoints = not get_family(spec.family).fixed_intercept
+    rhs = " + ".join((["1"] if spec.intercept or cutpoints else ["0"]) + list(spec.fixed))
     X, names, fspec = _model_matrix(rhs, data, "fixed-effect")
+    if cutpoints and "Intercept" in names:
+        keep = [k for k, n in enumerate(names) if n != "Intercept"]
+        X, names = X[:, keep], tuple(names[k] for k in keep)
     _check_rank(X, names)
 
     groups: list[GroupDesign] = []

@@ -159,7 +159,7 @@ def test_csv_path_is_relative_to_the_card(tmp_path):
         (lambda t: t + "[sampler]\nchains = true\n", CardError, "chains must be of type int"),
         (lambda t: t + "[sampler]\nsampler = 'stan'\n", CardError, "sampler must be one of auto"),
         (lambda t: t + "[sampler]\nmethod = 'reml'\n", CardError, "method must be one of auto"),
-        (lambda t: t + "[priors]\nsigma = { dist = 'gamma', scale = 1 }\n", PriorError, "unknown prior distribution"),
+        (lambda t: t + "[priors]\nsigma = { dist = 'weibull', scale = 1 }\n", PriorError, "unknown prior distribution"),
         (lambda t: t + "[priors]\nfixed = { mean = 0, scale = 1 }\n", PriorError, "unknown key 'scale'"),
         (lambda t: t.replace("[data]", "[data]\ndropna = 'yes'"), CardError, "dropna must be true or false"),
         (lambda t: t + "[model.args]\ny = 'Reaction'\n", CardError, "a formula card has no args"),

@@ -80,8 +80,8 @@ def test_priors_from_dict_errors_name_the_key():
         priors_from_dict({"fixd": {"mean": 0, "sd": 1}})
     with pytest.raises(PriorError, match=r"priors.fixed: unknown key 'scale'"):
         priors_from_dict({"fixed": {"mean": 0, "scale": 1}})
-    with pytest.raises(PriorError, match="unknown prior distribution 'gamma'"):
-        priors_from_dict({"sigma": {"dist": "gamma", "scale": 1}})
+    with pytest.raises(PriorError, match="unknown prior distribution 'weibull'"):
+        priors_from_dict({"sigma": {"dist": "weibull", "scale": 1}})
     with pytest.raises(PriorError, match="lkj must be"):
         priors_from_dict({"lkj": {"shape": 2}})
 

@@ -10,6 +10,7 @@ name               what it is
 ``seedlings``      SIMULATED: seedling weights, 2 genotypes x 4 trays x 9 seedlings
 ``naming``         SIMULATED: word naming times, 30 subjects x 20 words, crossed
 ``birds``          SIMULATED: bird counts at 40 sites x 5 years, unequal survey hours
+``cbpp``           contagious bovine pleuropneumonia: 56 herd-periods of 15 herds (lme4)
 =================  ========================================================================
 """
 
@@ -29,7 +30,10 @@ _FILES = {
     "seedlings": "seedlings.csv",
     "naming": "naming.csv",
     "birds": "birds.csv",
+    "cbpp": "cbpp.csv",
 }
+# Columns read as categories (strings), as R has them: cbpp's period is a factor, not a number.
+_DTYPES: dict[str, dict[str, type]] = {"cbpp": {"herd": str, "period": str}}
 
 
 def available() -> list[str]:
@@ -51,7 +55,7 @@ def load(name: str) -> pd.DataFrame:
     ----------
     name
         One of :func:`available` (``"achievement"``, ``"guatemalan"``, ``"sleepstudy"``,
-        ``"eight_schools"``).
+        ``"eight_schools"``, ``"seedlings"``, ``"cbpp"``).
 
     Examples
     --------
@@ -59,4 +63,4 @@ def load(name: str) -> pd.DataFrame:
     >>> hb.datasets.load("sleepstudy").shape
     (180, 3)
     """
-    return pd.read_csv(path(name))
+    return pd.read_csv(path(name), dtype=_DTYPES.get(name))

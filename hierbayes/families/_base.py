@@ -20,10 +20,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import pymc as pm
+import pytensor.tensor as pt
 
 from hierbayes.exceptions import DataError, SpecError
+from hierbayes.families.links import inverse_link
 
-__all__ = ["Family", "LikelihoodText", "Observed", "as_float", "scale_rv", "show_rows"]
+__all__ = ["Family", "LikelihoodText", "Observed", "as_float", "pymc_distribution", "scale_rv", "show_rows"]
 
 
 @dataclass(frozen=True)
@@ -73,23 +75,54 @@ def as_float(data: pd.DataFrame, column: str, family: str, hint: str = ".") -> n
     return np.array(series, dtype=float)
 
 
+def pymc_distribution(name: str) -> Any:
+    """The PyMC distribution class called ``name``; a :class:`SpecError` unless it is one (model cards are data)."""
+    cls = getattr(pm.distributions, name, None) if name.isidentifier() and not name.startswith("_") else None
+    if not (isinstance(cls, type) and issubclass(cls, pm.Distribution)):
+        raise SpecError(f"Prior: {name!r} is not a PyMC distribution (e.g. 'Gamma', 'HalfNormal', 'StudentT').")
+    return cls
+
+
+def _positive_support(name: str, cls: Any, kwargs: dict[str, Any]) -> None:
+    """Refuse a distribution that puts mass on negative numbers as the prior of a scale."""
+    try:
+        logp = float(np.max(pm.logp(cls.dist(**kwargs), -1.0).eval()))
+    except Exception as err:
+        raise SpecError(f"Prior for {name!r}: cannot build {cls.__name__}({kwargs}): {err}") from None
+    if np.isfinite(logp):
+        raise SpecError(
+            f"Prior for {name!r}: {cls.__name__} puts mass on negative values, but {name} is a standard deviation; "
+            "use a distribution on positive numbers (HalfNormal, HalfStudentT, Gamma, InverseGamma, Uniform(0, u))."
+        )
+
+
 def scale_rv(name: str, priors: tuple[Any, ...], dims: str | None) -> Any:
     """A PyMC random variable for a standard deviation from scale-prior values (one per term).
 
-    ``priors`` are :mod:`hierbayes.spec.priors` scale priors (read by their ``kind``, ``scale``
-    and ``nu``); all terms of one variable share the first prior's kind.
+    ``priors`` are :mod:`hierbayes.spec.priors` scale priors; each gives its PyMC distribution
+    by ``pymc()`` (``Flat`` becomes ``HalfFlat``). With ``dims``, priors of one distribution are
+    one vector variable; different distributions per term are separate variables
+    ``<name>__<k>`` stacked into the deterministic ``<name>``.
     """
-    scales = np.array([p.scale for p in priors]) if dims else priors[0].scale
-    first = priors[0]
-    if first.kind == "halfstudentt":
-        return pm.HalfStudentT(name, nu=first.nu, sigma=scales, dims=dims)
-    if first.kind == "halfnormal":
-        return pm.HalfNormal(name, sigma=scales, dims=dims)
-    if first.kind == "halfcauchy":
-        return pm.HalfCauchy(name, beta=scales, dims=dims)
-    if first.kind == "exponential":
-        return pm.Exponential(name, scale=scales, dims=dims)
-    raise TypeError(f"Unknown scale prior {first!r}")  # pragma: no cover - priors validate
+    specs = []
+    for prior in priors:
+        dist, kwargs = prior.pymc()
+        dist = "HalfFlat" if dist == "Flat" else dist
+        cls = pymc_distribution(dist)
+        if getattr(prior, "kind", None) in ("prior", "uniform"):
+            _positive_support(name, cls, kwargs)
+        specs.append((cls, kwargs))
+    if dims is None:
+        cls, kwargs = specs[0]
+        return cls(name, **kwargs)
+    first_cls, first_kw = specs[0]
+    if all(cls is first_cls and set(kw) == set(first_kw) for cls, kw in specs):
+        stacked = {k: np.array([kw[k] for _, kw in specs]) for k in first_kw}
+        if not stacked:
+            return first_cls(name, shape=len(specs), dims=dims)
+        return first_cls(name, **stacked, dims=dims)
+    parts = [cls(f"{name}__{k}", **kw) for k, (cls, kw) in enumerate(specs)]
+    return pm.Deterministic(name, pt.stack(parts), dims=dims)
 
 
 class Family(ABC):
@@ -111,6 +144,9 @@ class Family(ABC):
     needs_trials: ClassVar[bool] = False
     #: A 0/1 response.
     binary: ClassVar[bool] = False
+    #: The fixed part has an intercept (``False``: ordinal families, whose cutpoints replace it; a
+    #: spec of such a family drops the intercept, as brms does).
+    fixed_intercept: ClassVar[bool] = True
 
     def check_link(self, link: str | None) -> str:
         """The link to use (the default for ``None``); a clear error for one the family does not have."""
@@ -135,6 +171,16 @@ class Family(ABC):
             Naming the column and showing the offending rows.
         """
 
+    def check_fitted_response(self, y: np.ndarray, response: str) -> None:
+        """Checks that only the fitted data must pass, not new data for predictions (default: none).
+
+        Raises
+        ------
+        DataError
+            Naming the response column.
+        """
+        return None
+
     @abstractmethod
     def likelihood(self, eta: Any, obs: Observed, link: str, *, sigma_prior: Any = None) -> None:
         """Declare ``y`` (dims ``obs``) and the family's own parameters in the current PyMC model."""
@@ -158,6 +204,14 @@ class Family(ABC):
     def scale_label(self, link: str, known_sigma: str | None = None) -> str:
         """Plain-words description of the scale of variance partitions for this family."""
         return f"latent scale ({self.name}, {link} link)"
+
+    def prior_response(self, y: np.ndarray) -> np.ndarray:
+        """The values whose sd and mean scale data-scaled default priors (``y``; lognormal: ``log y``)."""
+        return y
+
+    def response_mean(self, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray]) -> np.ndarray:
+        r"""The expected response :math:`E[y \mid \eta, \theta]`; by default the inverse link :math:`g^{-1}(\eta)`."""
+        return inverse_link(link, eta)
 
     def fixed_priors(self) -> tuple[tuple[str, str], ...]:
         """Priors of the family's own parameters that users cannot set: ``(parameter, prior)`` rows."""

@@ -39,6 +39,7 @@ import pytensor.tensor as pt
 
 from hierbayes.design import Design, GroupDesign
 from hierbayes.families import Observed, get_family, scale_rv
+from hierbayes.families._base import pymc_distribution
 from hierbayes.inference.priors import ResolvedPriors, resolve_priors
 from hierbayes.spec import names
 
@@ -149,6 +150,8 @@ def fixed_effects(design: Design, priors: ResolvedPriors, scaling: FixedScaling)
     """Declare ``beta_std`` (standardised scale) and the reported ``beta``; ``None`` without columns."""
     if design.X.shape[1] == 0:
         return None
+    if priors.fixed_other:
+        return _fixed_effects_other(design, priors, scaling)
     A_inv = np.linalg.inv(scaling.A)
     mean_std = A_inv @ priors.b
     cov_std = A_inv @ priors.B @ A_inv.T
@@ -158,6 +161,35 @@ def fixed_effects(design: Design, priors: ResolvedPriors, scaling: FixedScaling)
         chol = np.linalg.cholesky((cov_std + cov_std.T) / 2)
         beta_std = pm.MvNormal(names.BETA_STD, mu=mean_std, chol=chol, dims="coef")
     pm.Deterministic("beta", pt.dot(scaling.A, beta_std), dims="coef")
+    return beta_std
+
+
+def _fixed_effects_other(design: Design, priors: ResolvedPriors, scaling: FixedScaling) -> pt.TensorVariable:
+    r"""Fixed effects when some have a non-normal prior (Student-t, Laplace, flat, any PyMC distribution).
+
+    ``beta_std`` is declared flat and the prior is added as a log density of :math:`\beta = A\tilde\beta`
+    (``pm.Potential`` ``beta_prior``): the normal part :math:`N(b, B)` over the other coefficients
+    (its marginal) plus each non-normal prior at its coefficient. The map is linear, so no
+    Jacobian term is needed. Prior-predictive sampling (and SBC) cannot use such a model.
+    """
+    beta_std = pm.Flat("beta_std", dims="coef")
+    beta = pm.Deterministic("beta", pt.dot(scaling.A, beta_std), dims="coef")
+    other = sorted(priors.fixed_other)
+    normal = [k for k in range(design.X.shape[1]) if k not in priors.fixed_other]
+    terms = []
+    if normal:
+        b, B = priors.b[normal], priors.B[np.ix_(normal, normal)]
+        chol = np.linalg.cholesky((B + B.T) / 2)
+        terms.append(pm.logp(pm.MvNormal.dist(mu=b, chol=chol), beta[normal]))
+    for k in other:
+        dist, kwargs = priors.fixed_other[k].pymc()
+        if dist != "Flat":
+            terms.append(pm.logp(pymc_distribution(dist).dist(**kwargs), beta[k]))
+    if terms:
+        total = pt.sum(terms[0])
+        for t in terms[1:]:
+            total = total + pt.sum(t)
+        pm.Potential("beta_prior", total)
     return beta_std
 
 

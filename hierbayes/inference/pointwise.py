@@ -21,17 +21,19 @@ predictions on new rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from hierbayes.design import GroupDesign
+from hierbayes.design import GroupDesign, response_log_jacobian
 from hierbayes.exceptions import DataError, SpecError
 from hierbayes.families import Observed, get_family
 from hierbayes.inference import posterior
 from hierbayes.inference.result import Fit
 from hierbayes.spec import names
+from hierbayes.spec.transforms import invert_expression
 
 __all__ = [
     "GroupRows",
@@ -64,7 +66,7 @@ def _stacked(fit: Fit, name: str, *extra: str) -> np.ndarray:
             f"The posterior has no variable {name!r}; this fit cannot be used for predictions "
             f"(variables: {', '.join(map(str, post.data_vars))})."
         )
-    da = post[name].transpose("chain", "draw", *extra)
+    da = post[name].transpose("chain", "draw", *extra, ...)  # vector parameters (cutpoints) keep their dim
     return np.asarray(da.values, dtype=float).reshape((-1, *da.shape[2:]))
 
 
@@ -123,11 +125,11 @@ class PredictionRows:
     obs: np.ndarray  # coordinate labels of the "obs" dim
 
 
-def _intercept_only(Z: np.ndarray) -> bool:
+def intercept_only(Z: np.ndarray) -> bool:
     return Z.shape[1] == 1 and bool(np.all(Z[:, 0] == 1.0))
 
 
-def _rows_of_fit(fit: Fit) -> PredictionRows:
+def rows_of_fit(fit: Fit) -> PredictionRows:
     design = fit.design
     groups = tuple(
         GroupRows(
@@ -136,7 +138,7 @@ def _rows_of_fit(fit: Fit) -> PredictionRows:
             new_index=np.full(design.n_obs, -1),
             n_new=0,
             Z=g.Z,
-            intercept_only=_intercept_only(g.Z),
+            intercept_only=intercept_only(g.Z),
         )
         for g in design.groups
     )
@@ -159,7 +161,7 @@ def _rows_of_fit(fit: Fit) -> PredictionRows:
 
 
 
-def _eta_chunks(
+def eta_chunks(
     fit: Fit, rows: PredictionRows, new_effects: list[np.ndarray | None]
 ) -> tuple[int, int, list[tuple[slice, np.ndarray]]]:
     """Compute eta in chunks of draws; return ``(chains, draws, [(draw slice, (c, n) block)])``."""
@@ -188,7 +190,7 @@ def _eta_chunks(
     return chains, draws, blocks
 
 
-def _to_array(fit: Fit, rows: PredictionRows, values: np.ndarray, name: str) -> xr.DataArray:
+def to_array(fit: Fit, rows: PredictionRows, values: np.ndarray, name: str) -> xr.DataArray:
     post = fit.posterior
     chains, draws = _n_draws(fit)
     return xr.DataArray(
@@ -201,7 +203,7 @@ def _to_array(fit: Fit, rows: PredictionRows, values: np.ndarray, name: str) -> 
 
 
 
-def _observed(fit: Fit, rows: PredictionRows) -> Observed:
+def observed_rows(fit: Fit, rows: PredictionRows) -> Observed:
     """The rows' response and the row-level quantities the family needs, checked for new data."""
     spec = fit.spec
     if spec.known_sigma is not None and rows.known_sigma is None:
@@ -212,7 +214,7 @@ def _observed(fit: Fit, rows: PredictionRows) -> Observed:
     return Observed(y=rows.y, trials=rows.trials, known_sigma=rows.known_sigma)
 
 
-def _family_params(fit: Fit, sl: slice) -> dict[str, np.ndarray]:
+def family_params(fit: Fit, sl: slice) -> dict[str, np.ndarray]:
     """The family's own parameters (``sigma``, ``alpha``) for the draws in ``sl``, as columns."""
     family = get_family(fit.spec.family)
     params = family.parameters(known_sigma=fit.spec.known_sigma is not None)
@@ -230,10 +232,10 @@ def replicate_rows(
     """
     spec = fit.spec
     new_effects = new_effects if new_effects is not None else [None] * len(rows.groups)
-    chains, draws, blocks = _eta_chunks(fit, rows, new_effects)
+    chains, draws, blocks = eta_chunks(fit, rows, new_effects)
     S = chains * draws
     family = get_family(spec.family)
-    observed = _observed(fit, rows)
+    observed = observed_rows(fit, rows)
     if family.needs_trials and rows.trials is None:
         raise DataError(
             f"Replicating a {spec.family} response needs the number of trials: add column "
@@ -246,16 +248,20 @@ def replicate_rows(
         )
     out = np.empty((S, rows.n), dtype=np.int64 if family.discrete else float)
     for sl, eta in blocks:
-        out[sl] = family.replicate(rng, eta, str(spec.link), _family_params(fit, sl), observed)
-    return _to_array(fit, rows, out, "y")
+        out[sl] = family.replicate(rng, eta, str(spec.link), family_params(fit, sl), observed)
+    if spec.response_transformed:  # log(y) ~ ...: draws of y itself
+        out = invert_expression(spec.response, out)
+    return to_array(fit, rows, out, "y")
 
 
 def log_likelihood_of_rows(
-    fit: Fit, rows: PredictionRows, new_effects: list[np.ndarray | None] | None = None
+    fit: Fit, rows: PredictionRows, new_effects: list[np.ndarray | None] | None = None, *, data: Any = None
 ) -> xr.DataArray:
     r"""Pointwise :math:`\log p(y_i \mid \theta^{(s)})`, dims ``(chain, draw, obs)``, named ``"y"``.
 
     ``new_effects`` holds, per group, the effects of unseen levels (``None``: :math:`u = 0`).
+    ``data`` are the rows' data (``None``: the fit's own), needed for a transformed response
+    (``log(y) ~ ...``), whose density is that of ``y``: :math:`\log p(z) + \log|dz/dy|`.
     """
     spec = fit.spec
     if rows.y is None:
@@ -267,13 +273,16 @@ def log_likelihood_of_rows(
         )
     y = rows.y
     new_effects = new_effects if new_effects is not None else [None] * len(rows.groups)
-    chains, draws, blocks = _eta_chunks(fit, rows, new_effects)
+    chains, draws, blocks = eta_chunks(fit, rows, new_effects)
     out = np.empty((chains * draws, rows.n))
     family = get_family(spec.family)
-    observed = _observed(fit, rows)
+    observed = observed_rows(fit, rows)
     for sl, eta in blocks:
-        out[sl] = family.log_likelihood(y, eta, str(spec.link), _family_params(fit, sl), observed)
-    return _to_array(fit, rows, out, "y")
+        out[sl] = family.log_likelihood(y, eta, str(spec.link), family_params(fit, sl), observed)
+    jacobian = response_log_jacobian(spec, fit.design.data if data is None else pd.DataFrame(data))
+    if jacobian is not None:
+        out += jacobian[None, :]
+    return to_array(fit, rows, out, "y")
 
 
 # ----------------------------------------------------------------------------- ArviZ groups
@@ -311,7 +320,7 @@ def add_log_likelihood(fit: Fit) -> Fit:
     Fit
         The same fit, for chaining.
     """
-    rows = _rows_of_fit(fit)
+    rows = rows_of_fit(fit)
     _set_group(fit, "log_likelihood", log_likelihood_of_rows(fit, rows))
     _ensure_observed_data(fit, rows.obs)
     return fit
@@ -341,7 +350,7 @@ def add_posterior_predictive(fit: Fit, *, random_seed: int | np.random.Generator
         seed = fit.settings.get("random_seed")
         random_seed = np.random.default_rng([int(seed), 13]) if seed is not None else None
     rng = np.random.default_rng(random_seed)
-    rows = _rows_of_fit(fit)
+    rows = rows_of_fit(fit)
     _set_group(fit, "posterior_predictive", replicate_rows(fit, rows, rng))
     _ensure_observed_data(fit, rows.obs)
     return fit

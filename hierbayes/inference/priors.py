@@ -7,11 +7,13 @@ module turns them into numbers once the design exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from hierbayes.design import Design
+from hierbayes.design import Design, GroupDesign
+from hierbayes.exceptions import PriorError
 from hierbayes.families import get_family
 from hierbayes.spec.priors import DEFAULT_SCALE, SCALE_PRIORS, HalfStudentT, Normal, ScalePrior
 
@@ -24,7 +26,9 @@ class ResolvedPriors:
 
     ``b`` and ``B`` are the mean and covariance of the fixed effects, ``group_sd[g]`` the list of
     scale priors of group ``g``'s terms, ``sigma`` the residual-sd prior (``None`` when the family
-    has none or sigma is known), ``lkj_eta`` the LKJ shape.
+    has none or sigma is known), ``lkj_eta`` the LKJ shape. ``fixed_other`` holds the fixed
+    effects with a non-normal prior (:class:`~hierbayes.StudentT`, ``Laplace``, ``Flat``,
+    ``Prior``) by column index; their rows of ``b`` and ``B`` are not used.
     """
 
     b: np.ndarray
@@ -33,6 +37,7 @@ class ResolvedPriors:
     sigma: ScalePrior | None
     lkj_eta: float
     response_scale: float
+    fixed_other: dict[int, Any] = field(default_factory=dict)
 
 
 def _sd(x: np.ndarray) -> float:
@@ -82,28 +87,39 @@ def _default_fixed_moments(
     return b, B
 
 
+def _z_sd(design: Design, g: GroupDesign, k: int) -> float:
+    """Sample sd of column ``k`` of ``g``'s Z over all rows (from the statistics of a Dask design); 1 if constant."""
+    if design.statistics is None:
+        return _sd(g.Z[:, k])
+    z_sd = float(design.statistics.group(g.name).z_sd(design.statistics.n)[k])
+    return z_sd if z_sd > 0 else 1.0
+
+
 def _group_scale_priors(design: Design, s_y: float) -> dict[str, tuple[ScalePrior, ...]]:
-    """The sd prior of every term of every group: the user's, or the data-scaled default."""
+    """The sd prior of every term of every group: the user's (per group or per term), or the data-scaled default."""
     priors = design.spec.priors
     group_priors: dict[str, tuple[ScalePrior, ...]] = {}
+    scale_types = tuple(SCALE_PRIORS.values())
     per_group = dict(priors.group_sd) if isinstance(priors.group_sd, tuple) else {}
     for g in design.groups:
-        if isinstance(priors.group_sd, tuple(SCALE_PRIORS.values())):
-            group_priors[g.name] = tuple(priors.group_sd for _ in g.coef_names)  # type: ignore[misc]
-        elif g.name in per_group:
-            group_priors[g.name] = tuple(per_group[g.name] for _ in g.coef_names)
+        defaults = [
+            HalfStudentT(scale=DEFAULT_SCALE * s_y / (1.0 if cname == "Intercept" else _z_sd(design, g, k)), nu=3.0)
+            for k, cname in enumerate(g.coef_names)
+        ]
+        chosen: Any = priors.group_sd if isinstance(priors.group_sd, scale_types) else per_group.get(g.name)
+        if chosen is None:
+            group_priors[g.name] = tuple(defaults)
+        elif isinstance(chosen, tuple):  # per term: {term: prior}
+            by_term = dict(chosen)
+            unknown = sorted(set(by_term) - set(g.coef_names))
+            if unknown:
+                raise PriorError(
+                    f"Priors.group_sd[{g.name!r}] names term {unknown[0]!r}, which does not vary by {g.name}; "
+                    f"its terms are: {', '.join(g.coef_names)}."
+                )
+            group_priors[g.name] = tuple(by_term.get(c, d) for c, d in zip(g.coef_names, defaults, strict=True))
         else:
-            scales = []
-            for k, cname in enumerate(g.coef_names):
-                if cname == "Intercept":
-                    s_z = 1.0
-                elif design.statistics is not None:
-                    z_sd = float(design.statistics.group(g.name).z_sd(design.statistics.n)[k])
-                    s_z = z_sd if z_sd > 0 else 1.0
-                else:
-                    s_z = _sd(g.Z[:, k])
-                scales.append(HalfStudentT(scale=DEFAULT_SCALE * s_y / s_z, nu=3.0))
-            group_priors[g.name] = tuple(scales)
+            group_priors[g.name] = tuple(chosen for _ in g.coef_names)
     return group_priors
 
 
@@ -124,26 +140,36 @@ def resolve_priors(design: Design) -> ResolvedPriors:
     priors = spec.priors
     names = design.fixed_names
     p = design.X.shape[1]
-    gaussian = get_family(spec.family).data_scaled_priors
+    family = get_family(spec.family)
+    gaussian = family.data_scaled_priors
     col_mean, col_sd, y_mean, y_sd = _column_moments(design)
+    if design.statistics is None:  # the response the priors are stated on: y itself, log y for lognormal
+        y_prior = family.prior_response(design.y)
+        y_mean, y_sd = float(np.mean(y_prior)), _sd(y_prior)
     s_y = y_sd if gaussian else 1.0
     y_center = y_mean if gaussian else 0.0
     priors.check_against(names, [g.name for g in design.groups])
     b, B = _default_fixed_moments(col_mean, col_sd, design.intercept_index, s_y, y_center)
     fixed = priors.fixed
+    fixed_other: dict[int, Any] = {}
     if isinstance(fixed, Normal):
         b, B = fixed.moments(p, names)
     elif isinstance(fixed, tuple):
         for name, prior in fixed:
             k = names.index(name)
+            if not isinstance(prior, Normal):
+                fixed_other[k] = prior
+                continue
             b[k] = float(np.asarray(prior.mean))
             B[k, :] = 0.0
             B[:, k] = 0.0
             B[k, k] = float(np.asarray(prior.sd)) ** 2
+    elif fixed is not None:  # one non-normal prior for every coefficient
+        fixed_other = dict.fromkeys(range(p), fixed)
     sigma_prior: ScalePrior | None = None
     if gaussian and design.known_sigma is None:
         sigma_prior = priors.sigma or HalfStudentT(scale=DEFAULT_SCALE * s_y, nu=3.0)
     return ResolvedPriors(
         b=b, B=B, group_sd=_group_scale_priors(design, s_y), sigma=sigma_prior, lkj_eta=priors.lkj.eta,
-        response_scale=s_y,
+        response_scale=s_y, fixed_other=fixed_other,
     )

@@ -36,6 +36,7 @@ import numpy as np
 import xarray as xr
 
 from hierbayes._version import __version__
+from hierbayes.exceptions import SpecError
 from hierbayes.families import get_family
 from hierbayes.inference.diagnostics import ESS_PER_CHAIN_MIN, RHAT_MAX
 from hierbayes.inference.result import Fit
@@ -358,7 +359,10 @@ def _variance_section(fit: Fit) -> str:
     if not fit.design.groups:
         return ""
 
-    vp = variance_partition(fit)
+    try:
+        vp = variance_partition(fit)
+    except SpecError as err:  # families without a latent residual variance (beta, zero-inflated)
+        return f"<p>{esc(str(err))}</p>"
     pct = f"{round(vp.prob * 100)}%"
     rows = []
     for comp in vp.draws.coords["component"].values:

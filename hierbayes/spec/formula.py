@@ -3,11 +3,21 @@
 Supported syntax
 ----------------
 Left-hand side: ``y``; ``y | se(s)`` (known residual sd per row, brms); ``y | trials(n)`` and
-``cbind(successes, failures)`` (binomial).
+``cbind(successes, failures)`` (binomial). The response, ``trials()`` and both parts of
+``cbind()`` may be expressions of columns (``cbind(incidence, size - incidence)``,
+``trials(n - k)``, ``log(y)``): column names, numbers, ``+ - * / **`` and the one-argument
+functions ``log, log2, log10, log1p, exp, sqrt, abs, I``, evaluated by hierbayes's own
+evaluator (:func:`~hierbayes.spec.transforms.evaluate_expression`), never by ``eval``. A
+transformed response (``log(y) ~ ...``) is fitted on the transformed scale; its pointwise
+log-likelihood adds the Jacobian so that LOO compares on the original scale, and replicated
+draws are transformed back (see :func:`hierbayes.log_likelihood`).
 
 Right-hand side: fixed terms in Wilkinson notation as formulaic reads them (``x``, ``x*z``,
-``x:z``, ``C(g)``, ``log(x)``, ``0 +`` or ``- 1`` for no intercept), ``offset(x)``, and random
-terms:
+``x:z``, ``C(g)``, ``C(g, Treatment("b"))``, ``C(g, Sum())``, ``I(x > 0)``, ``log(x)``, ``0 +``
+or ``- 1`` for no intercept), ``offset(x)`` or ``offset(log(exposure))``, and random
+terms (a grouping factor may appear in more than one term, lme4's uncorrelated form: the second
+term's name and dims get the coefficients' names appended, ``(1 | g) + (0 + x | g)`` gives ``g``
+and ``g__x``):
 
 =====================  ===============================================================
 ``(1 | g)``            random intercept by ``g``
@@ -25,13 +35,15 @@ Grouping factors are always treated as categorical, also when the column is nume
 Safety: a formula is data. formulaic evaluates terms with Python's ``eval``, so terms may only name
 columns, numbers, arithmetic (``+ - * / // % **``; comparisons only inside ``I()``: ``I(x > 0)``)
 and the transforms in :data:`~hierbayes.spec.transforms.ALLOWED_TRANSFORMS` (``np.``-prefixed too;
-``contr.<name>`` inside ``C()``). Anything else is refused with a :class:`~hierbayes.FormulaError`
-before formulaic sees the formula: other function calls (``open``, ``eval``, ``__import__``),
-attribute access (``x.__class__``), names starting with ``_``, ``{...}`` Python blocks,
-backtick-quoted names, lambdas, comprehensions, keyword arguments of numpy functions (``out=``),
-string arithmetic and powers of constants (``9**9**9**9`` would run for ever). The response,
-``se()``, ``trials()``, ``cbind()``, ``offset()`` and grouping factors must be plain column names.
-:func:`hierbayes.make_design` applies the same check to specs built by hand or loaded from a file.
+``contr.<name>`` and ``Treatment()``/``Sum()`` contrasts inside ``C()``). Anything else is refused
+with a :class:`~hierbayes.FormulaError` before formulaic sees the formula: other function calls
+(``open``, ``eval``, ``__import__``), attribute access (``x.__class__``), names starting with
+``_``, ``{...}`` Python blocks, backtick-quoted names, lambdas, comprehensions, keyword arguments
+of numpy functions (``out=``), string arithmetic and powers of constants (``9**9**9**9`` would run
+for ever). The response, ``trials()``, ``cbind()`` and ``offset()`` are expressions of columns
+checked by the narrower expression whitelist (no ``eval``); grouping factors and ``se()`` must be
+plain column names. :func:`hierbayes.make_design` applies the same check to specs built by hand or
+loaded from a file.
 """
 
 from __future__ import annotations
@@ -45,8 +57,10 @@ from hierbayes.spec.model import Covariance, GroupTerm, ModelSpec
 from hierbayes.spec.priors import Priors
 from hierbayes.spec.transforms import (
     ALLOWED_TRANSFORMS,
+    EXPRESSION_FUNCTIONS,
     check_calls,
     check_chars,
+    check_expression,
     check_safe,
     formula_error,
     is_column_name,
@@ -202,8 +216,79 @@ def _parse_random(inner: str, formula: str, pos: int, centered: bool) -> list[Gr
     ]
 
 
-_LHS_SPECIAL = re.compile(r"^(?P<y>[^|]+?)\s*\|\s*(?P<kind>se|trials)\(\s*(?P<col>[^)]+?)\s*\)\s*$")
-_CBIND = re.compile(r"^cbind\(\s*(?P<s>[^,]+?)\s*,\s*(?P<f>[^)]+?)\s*\)$")
+def _call_inner(text: str, name: str) -> str | None:
+    """The argument text of ``name(...)`` when ``text`` is exactly one such call, else ``None``."""
+    text = text.strip()
+    if not re.match(rf"^{name}\s*\(", text) or not text.endswith(")"):
+        return None
+    start = text.index("(")
+    depth = 0
+    for i, ch in enumerate(text[start:], start):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0:
+            return text[start + 1 : i] if i == len(text) - 1 else None
+    return None
+
+
+def _parse_lhs(lhs: str, formula: str) -> tuple[str, str | None, str | None, str | None, bool]:
+    """``(response, trials, failures, known_sigma, is_cbind)`` of the left-hand side.
+
+    The response, ``cbind()``'s parts and ``trials()`` may be expressions of columns (checked by
+    :func:`~hierbayes.spec.transforms.check_expression`); ``se()`` names a column.
+    """
+    trials = failures = known_sigma = None
+    response = lhs
+    is_cbind = False
+    pieces = _top_level_split(lhs, 0, formula, sep="|")
+    if len(pieces) > 2:
+        raise formula_error(formula, 0, "The response has more than one '|'; write y | se(s) or y | trials(n).")
+    if len(pieces) == 2:
+        response = pieces[0][0].strip()
+        extra = pieces[1][0].strip()
+        se, tr = _call_inner(extra, "se"), _call_inner(extra, "trials")
+        if se is not None:
+            known_sigma = se.strip()
+            if not is_column_name(known_sigma):
+                raise formula_error(
+                    formula, max(formula.find(known_sigma), 0),
+                    f"The response {lhs.strip()!r} must be a column name with se(column): se() must name a column; "
+                    f"received {known_sigma!r}. Compute it as a column of the data first.",
+                )
+        elif tr is not None:
+            trials = tr.strip()
+            why = check_expression(trials)
+            if why is not None:
+                raise formula_error(
+                    formula, max(formula.find(trials), 0),
+                    f"The response {lhs.strip()!r} must be a column name with trials(): trials() must name a column; "
+                    f"received {trials!r}, which is neither a column name nor arithmetic of columns ({why}).",
+                )
+        else:
+            raise formula_error(
+                formula, pieces[1][1],
+                f"After '|' in the response, write se(column) or trials(column); received {extra!r}.",
+            )
+    else:
+        inner = _call_inner(lhs, "cbind")
+        if inner is not None:
+            parts = _top_level_split(inner, 0, formula, sep=",")
+            if len(parts) != 2:
+                raise formula_error(
+                    formula, 0, f"cbind() takes two arguments, successes and failures; received {inner!r}."
+                )
+            response, failures = parts[0][0].strip(), parts[1][0].strip()
+            is_cbind = True
+    for part in (response, failures):
+        why = None if part is None else check_expression(part)
+        if why is not None:
+            raise formula_error(
+                formula, max(formula.find(str(part)), 0),
+                f"The response {lhs.strip()!r} must be a column name, an expression of columns with arithmetic "
+                f"and {', '.join(sorted(EXPRESSION_FUNCTIONS))} (log(y), cbind(incidence, size - incidence)), "
+                f"y | se(s) or y | trials(n): {why}.",
+            )
+    return response, trials, failures, known_sigma, is_cbind
 
 
 def parse_formula(
@@ -248,32 +333,9 @@ def parse_formula(
     if not lhs:
         raise formula_error(formula, 0, "The formula has no response before '~'.")
 
-    trials = known_sigma = failures = None
-    response = lhs
-    special = _LHS_SPECIAL.match(lhs)
-    cbind = _CBIND.match(lhs)
-    if special:
-        response = special.group("y").strip()
-        if special.group("kind") == "se":
-            known_sigma = special.group("col")
-        else:
-            trials = special.group("col")
-    elif cbind:
-        response, failures = cbind.group("s"), cbind.group("f")
-        if family == "gaussian":
-            family = "binomial"
-    for what, col in (("se()", known_sigma), ("trials()", trials), ("cbind()'s failures", failures)):
-        if col is not None and not is_column_name(col):
-            raise formula_error(
-                formula, max(formula.find(col), 0),
-                f"{what} must name a column; received {col!r}. Compute it as a column of the data first.",
-            )
-    if not is_column_name(response):
-        raise formula_error(
-            formula, max(formula.find(response), 0),
-            f"The response {response!r} must be a column name (or y | se(s), y | trials(n), cbind(s, f)); "
-            "compute transformed responses as a column of the data first.",
-        )
+    response, trials, failures, known_sigma, is_cbind = _parse_lhs(lhs, formula)
+    if is_cbind and family == "gaussian":
+        family = "binomial"
 
     fixed_pieces: list[str] = []
     groups: list[GroupTerm] = []
@@ -286,12 +348,20 @@ def parse_formula(
         if stripped.startswith("(") and stripped.endswith(")") and "|" in stripped:
             inner = stripped[1:-1]
             groups.extend(_parse_random(inner, formula, lead, centered))
-        elif stripped.startswith("offset(") and stripped.endswith(")"):
-            offset = stripped[len("offset("):-1].strip()
-            if not is_column_name(offset):
+        elif _call_inner(stripped, "offset") is not None:
+            if offset is not None:
                 raise formula_error(
                     formula, lead,
-                    f"offset({offset}) must name a column; compute it (e.g. log exposure) as a column first.",
+                    f"The formula has two offsets (offset({offset}) and {stripped}); add them in one: "
+                    f"offset({offset} + ...).",
+                )
+            offset = str(_call_inner(stripped, "offset")).strip()
+            why = check_expression(offset)
+            if why is not None:
+                raise formula_error(
+                    formula, lead,
+                    f"offset({offset}) must name a column or an expression of columns with arithmetic and "
+                    f"{', '.join(sorted(EXPRESSION_FUNCTIONS))} (e.g. offset(log(exposure))): {why}.",
                 )
         elif "|" in stripped:
             raise formula_error(

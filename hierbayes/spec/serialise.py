@@ -19,7 +19,15 @@ import numpy as np
 
 from hierbayes.exceptions import PriorError, SpecError
 from hierbayes.spec.model import GroupTerm, ModelSpec
-from hierbayes.spec.priors import LKJ, Normal, Priors, scale_prior_from_dict
+from hierbayes.spec.priors import (
+    FIXED_PRIORS,
+    LKJ,
+    Normal,
+    Priors,
+    prior_from_dict,
+    prior_to_dict,
+    scale_prior_from_dict,
+)
 
 __all__ = ["jsonable", "priors_from_dict", "priors_to_dict", "spec_from_dict", "spec_to_dict"]
 
@@ -50,6 +58,8 @@ def jsonable(value: Any) -> Any:
 
 
 def _scale_prior_to_dict(prior: Any) -> dict[str, Any]:
+    if not hasattr(prior, "scale"):
+        return prior_to_dict(prior)
     out: dict[str, Any] = {"dist": prior.kind, "scale": prior.scale}
     for f in dataclasses.fields(prior):
         if f.name not in ("kind", "scale") and f.init:
@@ -57,7 +67,15 @@ def _scale_prior_to_dict(prior: Any) -> dict[str, Any]:
     return out
 
 
-def _normal_to_dict(prior: Normal) -> dict[str, Any]:
+def _group_sd_to_dict(prior: Any) -> dict[str, Any]:
+    if isinstance(prior, tuple):  # per term: {term: prior}
+        return {term: _scale_prior_to_dict(p) for term, p in prior}
+    return _scale_prior_to_dict(prior)
+
+
+def _normal_to_dict(prior: Any) -> dict[str, Any]:
+    if not isinstance(prior, Normal):
+        return prior_to_dict(prior)
     out: dict[str, Any] = {"mean": jsonable(prior.mean)}
     if prior.sd is not None:
         out["sd"] = jsonable(prior.sd)
@@ -73,18 +91,21 @@ def priors_to_dict(priors: Priors) -> dict[str, Any]:
     is the one of a model card's ``[priors]`` table:
 
     * ``fixed``: ``{"mean": b, "sd": s}`` or ``{"mean": b, "cov": B}`` for all fixed effects, or
-      ``{coefficient: {"mean": ..., "sd": ...}}`` for single coefficients;
-    * ``group_sd``: ``{"dist": "halfnormal", "scale": 1.0}`` for every group, or
-      ``{group: {...}}``;
+      ``{coefficient: {"mean": ..., "sd": ...}}`` for single coefficients; other priors as
+      ``{"dist": "studentt", "nu": 3, "mu": 0, "sigma": 2.5}`` (``laplace``, ``flat``,
+      ``{"dist": "prior", "name": "Cauchy", "alpha": 0, "beta": 1}``);
+    * ``group_sd``: ``{"dist": "halfnormal", "scale": 1.0}`` for every group, ``{group: {...}}``,
+      or per term ``{group: {term: {...}}}``; also ``gamma``, ``inversegamma``, ``uniform``,
+      ``flat`` and ``prior``;
     * ``sigma``: a scale prior; ``lkj``: ``{"eta": 1.0}``.
     """
     out: dict[str, Any] = {}
-    if isinstance(priors.fixed, Normal):
-        out["fixed"] = _normal_to_dict(priors.fixed)
-    elif priors.fixed is not None:
+    if isinstance(priors.fixed, tuple):
         out["fixed"] = {name: _normal_to_dict(p) for name, p in priors.fixed}
+    elif priors.fixed is not None:
+        out["fixed"] = _normal_to_dict(priors.fixed)
     if isinstance(priors.group_sd, tuple):
-        out["group_sd"] = {name: _scale_prior_to_dict(p) for name, p in priors.group_sd}
+        out["group_sd"] = {name: _group_sd_to_dict(p) for name, p in priors.group_sd}
     elif priors.group_sd is not None:
         out["group_sd"] = _scale_prior_to_dict(priors.group_sd)
     if priors.sigma is not None:
@@ -97,9 +118,11 @@ def priors_to_dict(priors: Priors) -> dict[str, Any]:
 _NORMAL_KEYS = {"mean": "mean", "b": "mean", "sd": "sd", "cov": "cov", "B": "cov"}
 
 
-def _normal_from_dict(value: Any, where: str) -> Normal:
+def _normal_from_dict(value: Any, where: str) -> Any:
     if not isinstance(value, Mapping):
         raise PriorError(f"{where} must be a table like {{ mean = 0, sd = 10 }}; received {value!r}.")
+    if "dist" in value:
+        return prior_from_dict(value, where, FIXED_PRIORS)
     kwargs: dict[str, Any] = {}
     for key, val in value.items():
         if key not in _NORMAL_KEYS:
@@ -114,6 +137,12 @@ def _normal_from_dict(value: Any, where: str) -> Normal:
 
 def _is_table_of_tables(value: Mapping[str, Any]) -> bool:
     return bool(value) and all(isinstance(v, Mapping) for v in value.values())
+
+
+def _group_sd_from_dict(value: Mapping[str, Any], where: str) -> Any:
+    if _is_table_of_tables(value):  # per term
+        return {str(k): scale_prior_from_dict(v, f"{where}.{k}") for k, v in value.items()}
+    return scale_prior_from_dict(value, where)
 
 
 def priors_from_dict(value: Mapping[str, Any], where: str = "priors") -> Priors:
@@ -143,7 +172,7 @@ def priors_from_dict(value: Mapping[str, Any], where: str = "priors") -> Priors:
             raise PriorError(f"{where}.group_sd must be a table like {{ dist = 'halfnormal', scale = 1 }}.")
         if _is_table_of_tables(gsd):
             kwargs["group_sd"] = {
-                str(k): scale_prior_from_dict(v, f"{where}.group_sd.{k}") for k, v in gsd.items()
+                str(k): _group_sd_from_dict(v, f"{where}.group_sd.{k}") for k, v in gsd.items()
             }
         else:
             kwargs["group_sd"] = scale_prior_from_dict(gsd, f"{where}.group_sd")

@@ -11,13 +11,22 @@ and in comparisons only), ``+ - * / // % **``, comparisons, calls of :data:`ALLO
 (``np.``-prefixed numpy ufuncs too; one argument, no keywords, so ``out=`` cannot write into the
 data), ``contr.<name>`` contrasts inside ``C()`` and literal lists of constants as transform
 arguments. ``**`` between two numbers is refused: it would run while the formula is read, in
-unbounded time (``9**9**9**9``).
+unbounded time (``9**9**9**9``). formulaic's contrast objects (``Treatment("b")``, ``Sum()``,
+``Helmert()``, ``Poly()``, ``Diff()``) are allowed inside ``C()`` with constant arguments.
+
+Expressions outside the fixed terms (the response ``log(y)``, ``cbind(incidence, size - incidence)``,
+``trials(n - k)``, ``offset(log(exposure))``) are narrower: column names, numbers, ``+ - * / **``,
+unary minus and the one-argument functions of :data:`EXPRESSION_FUNCTIONS`. They are never given
+to ``eval``: :func:`evaluate_expression` walks the checked syntax tree itself, and also gives the
+derivative with respect to one column (the Jacobian of a transformed response) and, for a
+transform of a single column, its inverse (:func:`invert_expression`).
 """
 
 from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -26,13 +35,19 @@ from hierbayes.exceptions import FormulaError
 
 __all__ = [
     "ALLOWED_TRANSFORMS",
+    "CONTRAST_CLASSES",
     "EVAL_CONTEXT",
+    "EXPRESSION_FUNCTIONS",
     "NOT_COLUMNS",
     "NUMPY_ALIASES",
     "check_calls",
     "check_chars",
+    "check_expression",
     "check_safe",
+    "evaluate_expression",
+    "expression_columns",
     "formula_error",
+    "invert_expression",
     "is_column_name",
 ]
 
@@ -47,6 +62,8 @@ ALLOWED_TRANSFORMS: frozenset[str] = frozenset(
 NUMPY_ALIASES: frozenset[str] = frozenset({"np", "numpy"})
 _NUMPY_UFUNCS = frozenset({"log", "log2", "log10", "log1p", "exp", "sqrt", "abs"})
 _CONTRASTS = frozenset({"treatment", "sum", "helmert", "poly", "diff"})
+#: formulaic's contrast classes, allowed inside ``C()`` (``C(g, Treatment("b"))``, ``C(g, Sum())``).
+CONTRAST_CLASSES: frozenset[str] = frozenset({"Treatment", "Sum", "Helmert", "Poly", "Diff"})
 _FORBIDDEN_CHARS = {
     "{": "Python blocks {...}",
     "}": "Python blocks {...}",
@@ -65,7 +82,7 @@ _CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*\(")
 #: fitted data and for new data alike.
 EVAL_CONTEXT: dict[str, Any] = {"np": np, "numpy": np, "sqrt": np.sqrt, "abs": np.abs, "log1p": np.log1p}
 #: Names in a term that are not data columns.
-NOT_COLUMNS: frozenset[str] = ALLOWED_TRANSFORMS | NUMPY_ALIASES | {"contr"}
+NOT_COLUMNS: frozenset[str] = ALLOWED_TRANSFORMS | NUMPY_ALIASES | CONTRAST_CLASSES | {"contr"}
 
 
 def is_column_name(name: str) -> bool:
@@ -95,7 +112,7 @@ def check_chars(text: str, formula: str, pos: int) -> None:
 def _allowed_list() -> str:
     return (
         f"allowed transforms: {', '.join(sorted(ALLOWED_TRANSFORMS))} (and contr.treatment/sum/helmert/poly/diff "
-        "inside C()). Compute other columns in the data first."
+        "or Treatment/Sum/Helmert/Poly/Diff inside C()). Compute other columns in the data first."
     )
 
 
@@ -104,7 +121,11 @@ def check_calls(text: str, formula: str, pos: int) -> None:
     for match in _CALL.finditer(text):
         name = match.group(1)
         base = name.split(".", 1)[1] if name.split(".", 1)[0] in NUMPY_ALIASES and "." in name else name
-        if base in ALLOWED_TRANSFORMS or (name.startswith("contr.") and name[len("contr.") :] in _CONTRASTS):
+        if (
+            base in ALLOWED_TRANSFORMS
+            or name in CONTRAST_CLASSES
+            or (name.startswith("contr.") and name[len("contr.") :] in _CONTRASTS)
+        ):
             continue
         raise formula_error(
             formula,
@@ -191,6 +212,15 @@ class _Whitelist:
 
     def call(self, node: ast.Call) -> None:
         fname = _call_name(node.func)
+        if fname in CONTRAST_CLASSES:
+            for arg in (*node.args, *(kw.value for kw in node.keywords)):
+                if not isinstance(arg, ast.Constant) or not isinstance(arg.value, (int, float, str, bool)):
+                    raise self.refuse(f"{fname}() takes constant arguments only (a level such as \"b\").")
+            for kw in node.keywords:
+                if kw.arg is None or kw.arg.startswith("_"):
+                    shown = "**" if kw.arg is None else repr(kw.arg)
+                    raise self.refuse(f"the keyword {shown} is not allowed in a formula.")
+            return
         if fname not in ALLOWED_TRANSFORMS and not fname.startswith("contr."):
             raise self.refuse(f"the function {fname!r} is not allowed in a formula; {_allowed_list()}")
         plain = fname in _NUMPY_UFUNCS or fname == "I"
@@ -238,3 +268,225 @@ def check_safe(expr: str, formula: str, pos: int) -> None:
     except SyntaxError:
         raise formula_error(formula, pos, f"Term {text!r} is not a valid expression.") from None
     _Whitelist(text, formula, pos).visit(tree)
+
+
+# ----------------------------------------------------------------------------- expressions
+
+#: One-argument functions an expression (response, ``cbind``, ``trials``, ``offset``) may call.
+EXPRESSION_FUNCTIONS: frozenset[str] = frozenset({"I", "log", "log2", "log10", "log1p", "exp", "sqrt", "abs"})
+_EXPR_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
+
+# value and derivative of each function at a
+_FUNCS: dict[str, Any] = {
+    "I": (lambda a: a, lambda a: 1.0),
+    "log": (np.log, lambda a: 1.0 / a),
+    "log2": (np.log2, lambda a: 1.0 / (a * np.log(2.0))),
+    "log10": (np.log10, lambda a: 1.0 / (a * np.log(10.0))),
+    "log1p": (np.log1p, lambda a: 1.0 / (1.0 + a)),
+    "exp": (np.exp, np.exp),
+    "sqrt": (np.sqrt, lambda a: 0.5 / np.sqrt(a)),
+    "abs": (np.abs, np.sign),
+}
+_INVERSES: dict[str, Any] = {
+    "I": lambda z: z,
+    "log": np.exp,
+    "log2": lambda z: 2.0**z,
+    "log10": lambda z: 10.0**z,
+    "log1p": np.expm1,
+    "exp": np.log,
+    "sqrt": lambda z: z**2,
+}
+
+
+def _expr_func_name(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in NUMPY_ALIASES:
+        return func.attr
+    return None
+
+
+def _check_expr_node(node: ast.AST) -> str | None:
+    """Why ``node`` is not an allowed expression, or ``None``."""
+    if isinstance(node, ast.Name):
+        ok = is_column_name(node.id) and node.id not in NUMPY_ALIASES
+        return None if ok else f"the name {node.id!r} is not a column name"
+    if isinstance(node, ast.Constant):
+        ok = isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+        return None if ok else f"the constant {node.value!r} is not a number"
+    if isinstance(node, ast.BinOp):
+        if not isinstance(node.op, _EXPR_BINOPS):
+            return f"the operator {type(node.op).__name__} is not allowed (allowed: + - * / **)"
+        if isinstance(node.op, ast.Pow) and not (_has_name(node.left) or _has_name(node.right)):
+            return f"'{ast.unparse(node)}' raises a number to a power; write the number itself"
+        return _check_expr_node(node.left) or _check_expr_node(node.right)
+    if isinstance(node, ast.UnaryOp):
+        if not isinstance(node.op, _ALLOWED_UNARY):
+            return f"the operator {type(node.op).__name__} is not allowed"
+        return _check_expr_node(node.operand)
+    if isinstance(node, ast.Call):
+        name = _expr_func_name(node.func)
+        if name not in EXPRESSION_FUNCTIONS:
+            return (
+                f"the function {ast.unparse(node.func)!r} is not allowed here; allowed: "
+                f"{', '.join(sorted(EXPRESSION_FUNCTIONS))} (one argument each)"
+            )
+        if len(node.args) != 1 or node.keywords or isinstance(node.args[0], ast.Starred):
+            return f"{name}() takes exactly one argument and no keywords"
+        return _check_expr_node(node.args[0])
+    return f"{type(node).__name__} ({ast.unparse(node)!r}) is not allowed"
+
+
+def _parse_expression(expr: str) -> ast.expr:
+    """The checked syntax tree of ``expr``; :class:`ValueError` with the reason otherwise."""
+    text = expr.strip()
+    for ch in text:
+        if ch in _FORBIDDEN_CHARS:
+            raise ValueError(f"{_FORBIDDEN_CHARS[ch]} are not allowed (received {ch!r})")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        raise ValueError("it is not a valid expression") from None
+    why = _check_expr_node(tree.body)
+    if why is not None:
+        raise ValueError(why)
+    return tree.body
+
+
+def check_expression(expr: str) -> str | None:
+    """Why ``expr`` is not an allowed expression of columns, or ``None`` when it is.
+
+    Allowed: column names, numbers, ``+ - * / **``, unary ``-`` and one-argument calls of
+    :data:`EXPRESSION_FUNCTIONS` (``np.``-prefixed too), e.g. ``size - incidence``,
+    ``log(exposure)``, ``log(y + 1)``.
+    """
+    try:
+        _parse_expression(expr)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def expression_columns(expr: str) -> tuple[str, ...]:
+    """The column names used by an allowed expression, in order of appearance."""
+    if is_column_name(expr.strip()):
+        return (expr.strip(),)
+    tree = _parse_expression(expr)
+    names: list[str] = []
+    funcs = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id not in NUMPY_ALIASES and id(node) not in funcs:
+            names.append(node.id)
+    return tuple(dict.fromkeys(names))
+
+
+def _dual(node: ast.AST, columns: Mapping[str, Any], wrt: str | None) -> tuple[Any, Any]:
+    """``(value, d value / d wrt)`` of a checked expression node (forward-mode differentiation)."""
+    if isinstance(node, ast.Name):
+        v = np.asarray(columns[node.id], dtype=float)
+        return v, (1.0 if node.id == wrt else 0.0)
+    if isinstance(node, ast.Constant):
+        return float(node.value), 0.0
+    if isinstance(node, ast.UnaryOp):
+        v, d = _dual(node.operand, columns, wrt)
+        return (-v, -d) if isinstance(node.op, ast.USub) else (v, d)
+    if isinstance(node, ast.Call):
+        name = _expr_func_name(node.func)
+        assert name is not None
+        f, df = _FUNCS[name]
+        v, d = _dual(node.args[0], columns, wrt)
+        return f(v), df(v) * d
+    assert isinstance(node, ast.BinOp)
+    a, da = _dual(node.left, columns, wrt)
+    b, db = _dual(node.right, columns, wrt)
+    if isinstance(node.op, ast.Add):
+        return a + b, da + db
+    if isinstance(node.op, ast.Sub):
+        return a - b, da - db
+    if isinstance(node.op, ast.Mult):
+        return a * b, a * db + b * da
+    if isinstance(node.op, ast.Div):
+        return a / b, (da * b - a * db) / b**2
+    value = a**b
+    dv = b * a ** (b - 1.0) * da
+    if np.any(np.asarray(db) != 0):
+        dv = dv + value * np.log(a) * db
+    return value, dv
+
+
+def evaluate_expression(
+    expr: str, columns: Mapping[str, Any], *, wrt: str | None = None
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    r"""Evaluate an allowed expression on columns, without ``eval``.
+
+    Parameters
+    ----------
+    expr
+        For example ``"size - incidence"`` or ``"log(exposure)"`` (checked by
+        :func:`check_expression`; a refused expression raises :class:`ValueError`).
+    columns
+        Column name to values (a DataFrame works).
+    wrt
+        A column name: also return :math:`\partial e / \partial x_{wrt}` elementwise (the
+        Jacobian of a transformed response :math:`z = e(y)` is :math:`|dz/dy|`).
+
+    Returns
+    -------
+    numpy.ndarray or tuple of numpy.ndarray
+        The values (float), and their derivatives when ``wrt`` is given.
+    """
+    tree = _parse_expression(expr)
+    with np.errstate(all="ignore"):
+        value, deriv = _dual(tree, columns, wrt)
+    n = max((np.size(columns[c]) for c in expression_columns(expr)), default=1)
+    value = np.broadcast_to(np.asarray(value, dtype=float), (n,)).copy()
+    if wrt is None:
+        return value
+    return value, np.broadcast_to(np.asarray(deriv, dtype=float), (n,)).copy()
+
+
+def _constant(node: ast.AST) -> float:
+    return float(_dual(node, {}, None)[0])
+
+
+def _invert(node: ast.AST, z: Any) -> Any:
+    if isinstance(node, ast.Name):
+        return z
+    if isinstance(node, ast.UnaryOp):
+        return _invert(node.operand, -z if isinstance(node.op, ast.USub) else z)
+    if isinstance(node, ast.Call):
+        name = _expr_func_name(node.func)
+        if name not in _INVERSES:
+            raise ValueError(f"{name}() is not one-to-one")
+        return _invert(node.args[0], _INVERSES[name](z))
+    if isinstance(node, ast.BinOp):
+        left_var, right_var = _has_name(node.left), _has_name(node.right)
+        if left_var == right_var:
+            raise ValueError("the column appears on both sides of an operator")
+        var, const = (node.left, _constant(node.right)) if left_var else (node.right, _constant(node.left))
+        op = node.op
+        if isinstance(op, ast.Add):
+            return _invert(var, z - const)
+        if isinstance(op, ast.Sub):
+            return _invert(var, z + const if left_var else const - z)
+        if isinstance(op, ast.Mult):
+            return _invert(var, z / const)
+        if isinstance(op, ast.Div):
+            return _invert(var, z * const if left_var else const / z)
+        if isinstance(op, ast.Pow):
+            return _invert(var, z ** (1.0 / const) if left_var else np.log(z) / np.log(const))
+    raise ValueError(f"{ast.unparse(node)!r} cannot be inverted")
+
+
+def invert_expression(expr: str, z: Any) -> np.ndarray:
+    """The column value ``y`` with ``expr(y) = z``, for an expression of one column (``log(y)`` -> ``exp(z)``).
+
+    Raises
+    ------
+    ValueError
+        When ``expr`` names more than one column or is not one-to-one (``abs``, ``y * y``).
+    """
+    if len(expression_columns(expr)) != 1:
+        raise ValueError(f"{expr!r} must use exactly one column to be inverted")
+    with np.errstate(all="ignore"):
+        return np.asarray(_invert(_parse_expression(expr), np.asarray(z, dtype=float)), dtype=float)

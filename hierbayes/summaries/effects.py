@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from hierbayes.families import get_family
 from hierbayes.inference.diagnostics import draw_stats
 from hierbayes.inference.posterior import DEFAULT_PROB
 from hierbayes.inference.result import Fit
@@ -118,6 +119,17 @@ def summary(fit: Fit, *, prob: float = DEFAULT_PROB) -> Summary:
         rows.append(_row(post[names.SIGMA], prob, group="Residual", name="", quantity="sd"))
     if "alpha" in post:
         rows.append(_row(post["alpha"], prob, group="Shape", name="alpha", quantity="shape"))
+    for pname in get_family(fit.spec.family).parameters(known_sigma=fit.spec.known_sigma is not None):
+        if pname in ("sigma", "alpha") or pname not in post:  # shown above
+            continue
+        da = post[pname]
+        extra = [d for d in da.dims if d not in ("chain", "draw")]
+        if not extra:
+            rows.append(_row(da, prob, group="Family", name=pname, quantity="value"))
+            continue
+        for label in da.coords[extra[0]].values:
+            element = da.sel({extra[0]: label})
+            rows.append(_row(element, prob, group="Family", name=f"{pname}[{label}]", quantity="value"))
     random = pd.DataFrame(rows, columns=["group", "name", "quantity", *_COLUMNS])
 
     fixed_rows = {}
@@ -174,7 +186,7 @@ def variance_rows(s: Summary) -> list[tuple[str, str, pd.Series | None, pd.Serie
         if "corr" in cells:
             continue
         label = "(Intercept)" if name == "Intercept" else str(name)
-        out.append((str(group), label, cells.get("variance"), cells.get("sd", cells.get("shape"))))
+        out.append((str(group), label, cells.get("variance"), cells.get("sd", cells.get("shape", cells.get("value")))))
     return out
 
 

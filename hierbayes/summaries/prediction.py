@@ -58,19 +58,20 @@ import pandas as pd
 import xarray as xr
 from formulaic import model_matrix
 
-from hierbayes.design import GroupDesign
+from hierbayes.design import GroupDesign, add_expression_columns
 from hierbayes.exceptions import DataError, SpecError
-from hierbayes.families import check_response, inverse_link
+from hierbayes.families import check_response, get_family, inverse_link
 from hierbayes.inference.pointwise import (
     GroupRows,
     PredictionRows,
-    _eta_chunks,
-    _intercept_only,
-    _rows_of_fit,
-    _to_array,
+    eta_chunks,
+    family_params,
     group_cov_cholesky,
+    intercept_only,
     log_likelihood_of_rows,
     replicate_rows,
+    rows_of_fit,
+    to_array,
 )
 from hierbayes.inference.result import Fit
 from hierbayes.spec.transforms import EVAL_CONTEXT
@@ -186,7 +187,7 @@ def _group_rows(g: GroupDesign, data: pd.DataFrame, fitted: pd.DataFrame) -> Gro
     else:
         Z = np.ones((len(data), 1))
     return GroupRows(
-        design=g, index=index, new_index=new_index, n_new=n_new, Z=Z, intercept_only=_intercept_only(Z)
+        design=g, index=index, new_index=new_index, n_new=n_new, Z=Z, intercept_only=intercept_only(Z)
     )
 
 
@@ -204,12 +205,14 @@ def _rows_of_data(fit: Fit, data: Any, include_group_effects: bool = True) -> Pr
     if len(data) == 0:
         raise DataError("The new data frame is empty (0 rows); nothing to predict.")
     design, spec = fit.design, fit.spec
+    data = add_expression_columns(spec, data, strict=False)  # log(y), size - incidence, log(exposure)
     if design.X.shape[1] > 0:
         if design.fixed_model_spec is None:  # pragma: no cover - make_design always sets it
             raise SpecError("This fit's design has no formulaic model spec; cannot rebuild X for new data.")
         try:
             with np.errstate(all="ignore"):
                 mm = design.fixed_model_spec.get_model_matrix(data, context=EVAL_CONTEXT)
+            mm = mm[[c for c in mm.columns if str(c) in design.fixed_names]]  # ordinal: no Intercept
         except Exception as err:
             raise DataError(
                 f"Could not build the fixed-effect columns ({', '.join(design.fixed_names)}) for the new data: {err}"
@@ -259,7 +262,7 @@ def prediction_rows(fit: Fit, data: Any = None, *, include_group_effects: bool =
     columns are not needed): brms ``re_formula = NA``, bambi ``include_group_specific=False``.
     """
     if data is None:
-        rows = _rows_of_fit(fit)
+        rows = rows_of_fit(fit)
         return rows if include_group_effects else dataclasses.replace(rows, groups=())
     return _rows_of_data(fit, data, include_group_effects)
 
@@ -298,7 +301,7 @@ def _say_if_sample(fit: Fit, data: Any, out: xr.DataArray) -> xr.DataArray:
 
 
 def _eta(fit: Fit, rows: PredictionRows, new_levels: NewLevels, rng: np.random.Generator) -> np.ndarray:
-    chains, draws, blocks = _eta_chunks(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
+    chains, draws, blocks = eta_chunks(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
     out = np.empty((chains * draws, rows.n))
     for sl, block in blocks:
         out[sl] = block
@@ -338,7 +341,7 @@ def linear_predictor(
     """
     rows = prediction_rows(fit, data, include_group_effects=include_group_effects)
     rng = np.random.default_rng(random_seed)
-    return _to_array(fit, rows, _eta(fit, rows, new_levels, rng), "eta")
+    return to_array(fit, rows, _eta(fit, rows, new_levels, rng), "eta")
 
 
 # ----------------------------------------------------------------------------- predictive draws
@@ -373,7 +376,10 @@ def posterior_predictive(
     -------
     xarray.DataArray
         Dims ``(chain, draw, obs)``, named ``"y"``: floats for the Gaussian family, integers
-        (int64) otherwise (0/1 for bernoulli, ``0..trials`` for binomial).
+        (int64) otherwise (0/1 for bernoulli, ``0..trials`` for binomial). For a transformed
+        response (``log(y) ~ ...``) the draws are transformed back to the scale of ``y`` itself
+        (``exp`` of the replicated ``log(y)``); ``kind="mean"`` and ``"linear"`` of
+        :func:`predict` stay on the transformed scale (the mean of ``log(y)``).
     """
     rows = prediction_rows(fit, data, include_group_effects=include_group_effects)
     if random_seed is None:  # seeded from the fit: the same call gives the same draws
@@ -396,7 +402,9 @@ def log_likelihood(
     was fitted with), computed with scipy: ``norm.logpdf``, ``binom.logpmf`` (bernoulli: one
     trial) written on the link scale with ``log_expit`` / ``log_ndtr`` so that it stays finite
     for extreme :math:`\eta`, ``poisson.logpmf`` and ``nbinom.logpmf`` with
-    :math:`n = \alpha`, :math:`p = \alpha/(\alpha + \mu)`.
+    :math:`n = \alpha`, :math:`p = \alpha/(\alpha + \mu)`. For a transformed response
+    (``log(y) ~ ...``, :math:`z = e(y)`) it is the density of the original :math:`y`:
+    :math:`\log p(z_i \mid \theta) + \log|dz_i/dy_i|`, so LOO compares it with models of :math:`y`.
 
     Parameters
     ----------
@@ -420,7 +428,7 @@ def log_likelihood(
     """
     rows = prediction_rows(fit, data)
     rng = np.random.default_rng(random_seed)
-    out = log_likelihood_of_rows(fit, rows, _new_level_effects(fit, rows, new_levels, rng))
+    out = log_likelihood_of_rows(fit, rows, _new_level_effects(fit, rows, new_levels, rng), data=data)
     return _say_if_sample(fit, data, out)
 
 
@@ -487,8 +495,11 @@ def predict(
         values = linear_predictor(
             fit, data, new_levels=new_levels, random_seed=random_seed, include_group_effects=include_group_effects
         ).values
-        if kind == "mean":
-            values = inverse_link(str(fit.spec.link), values)
+        if kind == "mean":  # the family's E[y | eta] (inverse link; lognormal exp(eta + sigma^2/2), ...)
+            shape = values.shape
+            flat_eta = values.reshape(-1, shape[-1])
+            mean = get_family(fit.spec.family).response_mean(flat_eta, str(fit.spec.link), family_params(fit, slice(None)))
+            values = np.asarray(mean).reshape(shape)
     else:
         raise ValueError(f"kind must be 'linear', 'mean' or 'response'; received {kind!r}.")
     flat = values.reshape(-1, values.shape[-1]).astype(float)

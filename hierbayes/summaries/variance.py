@@ -134,7 +134,8 @@ def latent_residual_draws(fit: Fit, rows: np.ndarray | None = None) -> np.ndarra
         s2 = design.known_sigma**2
         return np.broadcast_to(s2[rows], target).copy() if per_row else np.full(shape, float(np.mean(s2)))
     family = get_family(spec.family)
-    params = {name: values(post[name]) for name in family.parameters()}
+    scalar = [name for name in family.parameters() if set(post[name].dims) <= {"chain", "draw"}]  # not cutpoints
+    params = {name: values(post[name]) for name in scalar}
     if per_row:
         params = {name: value[..., None] for name, value in params.items()}
     idx = np.arange(design.n_obs) if rows is None else np.asarray(rows)
