@@ -133,9 +133,7 @@ def random_slopes(
         fixed=fixed,
         intercept=intercept,
         groups=(
-            GroupTerm(
-                factor=(group,), intercept=True, terms=slope_terms, covariance=covariance, centered=centered
-            ),
+            GroupTerm(factor=(group,), intercept=True, terms=slope_terms, covariance=covariance, centered=centered),
         ),
         family=family,
         link=link,
@@ -172,11 +170,14 @@ def nested(
             f"received {groups!r}. Use random_intercept() for one."
         )
     intercept, fixed = _fixed(x)
-    terms = tuple(
-        GroupTerm(factor=tuple(groups[: k + 1]), centered=centered) for k in range(len(groups))
-    )
+    terms = tuple(GroupTerm(factor=tuple(groups[: k + 1]), centered=centered) for k in range(len(groups)))
     spec = ModelSpec(
-        response=y, fixed=fixed, intercept=intercept, groups=terms, family=family, link=link,
+        response=y,
+        fixed=fixed,
+        intercept=intercept,
+        groups=terms,
+        family=family,
+        link=link,
         priors=priors or Priors(),
     )
     return _finish(spec, data)
@@ -232,7 +233,14 @@ def glmm(
         terms = tuple(GroupTerm(factor=(g,), centered=centered) for g in names)
     intercept, fixed = _fixed(x)
     spec = ModelSpec(
-        response=y, fixed=fixed, intercept=intercept, groups=terms, family=family, link=link,
-        trials=trials, offset=offset, priors=priors or Priors(),
+        response=y,
+        fixed=fixed,
+        intercept=intercept,
+        groups=terms,
+        family=family,
+        link=link,
+        trials=trials,
+        offset=offset,
+        priors=priors or Priors(),
     )
     return _finish(spec, data)

@@ -206,7 +206,7 @@ class Card:
             if self.dataset not in datasets.available():
                 raise DataError(
                     f"Model card {self.name!r}: no bundled data set {self.dataset!r}; bundled are "
-                    f"{', '.join(datasets.available())}. Use path = \"file.csv\" in [data] for your own data."
+                    f'{", ".join(datasets.available())}. Use path = "file.csv" in [data] for your own data.'
                 )
             return datasets.load(self.dataset)
         assert self.data_path is not None
@@ -226,8 +226,8 @@ def _data_part(table: dict[str, Any], base: Path | None, source: str) -> tuple[s
     has_ds, has_path = "dataset" in table, "path" in table
     if has_ds == has_path:
         raise CardError(
-            f"{source}: [data] needs exactly one of dataset = \"<name>\" (bundled: "
-            f"{', '.join(datasets.available())}) or path = \"file.csv\"."
+            f'{source}: [data] needs exactly one of dataset = "<name>" (bundled: '
+            f'{", ".join(datasets.available())}) or path = "file.csv".'
         )
     dropna = table.get("dropna", False)
     if not isinstance(dropna, bool):
@@ -256,8 +256,7 @@ def _builder_args(builder: Callable[..., ModelSpec], name: str, args: Any, sourc
         ok = isinstance(val, str | bool) or (isinstance(val, list) and all(isinstance(v, str) for v in val))
         if not ok:
             raise CardError(
-                f"{source}: [model.args] {key} must be a column name, a list of names or true/false; "
-                f"received {val!r}."
+                f"{source}: [model.args] {key} must be a column name, a list of names or true/false; received {val!r}."
             )
     return dict(args)
 
@@ -267,7 +266,7 @@ def _model_part(table: dict[str, Any], priors: Any, source: str) -> ModelSpec:
     has_formula, has_builder = "formula" in table, "builder" in table
     if has_formula == has_builder:
         raise CardError(
-            f"{source}: [model] needs exactly one of formula = \"y ~ x + (1 | g)\" or builder = \"<name>\" "
+            f'{source}: [model] needs exactly one of formula = "y ~ x + (1 | g)" or builder = "<name>" '
             f"(one of {', '.join(BUILDERS)}) with a [model.args] table."
         )
     family, link = table.get("family"), table.get("link")
@@ -280,8 +279,7 @@ def _model_part(table: dict[str, Any], priors: Any, source: str) -> ModelSpec:
         centered = table.get("centered", False)
         if not isinstance(centered, bool):
             raise CardError(f"{source}: [model] centered must be true or false; received {centered!r}.")
-        return parse_formula(table["formula"], family=family or "gaussian", link=link, priors=priors,
-                             centered=centered)
+        return parse_formula(table["formula"], family=family or "gaussian", link=link, priors=priors, centered=centered)
     name = table["builder"]
     if not isinstance(name, str) or name not in BUILDERS:
         raise CardError(f"{source}: unknown builder {name!r}; allowed: {', '.join(BUILDERS)}.")
@@ -313,8 +311,7 @@ def _sampler_part(table: dict[str, Any], source: str) -> dict[str, Any]:
         types = _SAMPLER_TYPES[key]
         if (isinstance(val, bool) and bool not in types) or not isinstance(val, types):
             raise CardError(
-                f"{source}: [sampler] {key} must be of type {' or '.join(t.__name__ for t in types)}; "
-                f"received {val!r}."
+                f"{source}: [sampler] {key} must be of type {' or '.join(t.__name__ for t in types)}; received {val!r}."
             )
         out[key] = val
     if "sampler" in out and out["sampler"] not in SAMPLERS:
@@ -422,12 +419,23 @@ def check_output_folder(out: str | Path, *, overwrite: bool = False) -> Path:
 
 def summary_table(fit: Fit) -> pd.DataFrame:
     """The summary as one long table (random and fixed parts), as written to ``summary.csv``."""
-
     s = summary(fit)
     random = s.random.assign(part="random")
     fixed = s.fixed.rename_axis("name").reset_index().assign(part="fixed", group="", quantity="coef")
-    cols = ["part", "group", "name", "quantity", "mean", "sd", "lower", "upper", "r_hat", "ess_bulk",
-            "ess_tail", "mcse_mean"]
+    cols = [
+        "part",
+        "group",
+        "name",
+        "quantity",
+        "mean",
+        "sd",
+        "lower",
+        "upper",
+        "r_hat",
+        "ess_bulk",
+        "ess_tail",
+        "mcse_mean",
+    ]
     table = pd.concat([random, fixed], ignore_index=True)
     return table.reindex(columns=cols)
 
@@ -442,7 +450,6 @@ def write_results(fit: Fit, out: str | Path) -> dict[str, Path]:
     dict
         File name -> path written.
     """
-
     out = Path(out)
     paths = {name: out / name for name in OUTPUT_FILES}
     save(fit, paths["posterior.nc"])

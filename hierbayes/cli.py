@@ -44,25 +44,48 @@ def _sampler_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--draws", type=int, metavar="N", help="kept draws per chain")
     g.add_argument("--tune", type=int, metavar="N", help="tuning (warm-up) draws per chain, discarded")
     g.add_argument("--chains", type=int, metavar="N", help="number of independent chains")
-    g.add_argument("--seed", type=int, metavar="N", dest="random_seed",
-                   help="random seed; the same seed and sampler give the same draws")
-    g.add_argument("--sampler", choices=SAMPLERS,
-                   help="NUTS implementation: auto (numpyro if JAX is installed, else nutpie), nutpie, pymc or numpyro")
-    g.add_argument("--target-accept", type=float, metavar="P", dest="target_accept",
-                   help="NUTS target acceptance rate in (0, 1); raise it (0.95) when there are divergences")
-    g.add_argument("--method", choices=("auto", "collapsed", "full"),
-                   help="auto (default): random effects integrated out (collapsed) for Gaussian models with one "
-                        "grouping factor or two nested ones, the full model otherwise; see hb.fit")
+    g.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        dest="random_seed",
+        help="random seed; the same seed and sampler give the same draws",
+    )
+    g.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        help="NUTS implementation: auto (numpyro if JAX is installed, else nutpie), nutpie, pymc or numpyro",
+    )
+    g.add_argument(
+        "--target-accept",
+        type=float,
+        metavar="P",
+        dest="target_accept",
+        help="NUTS target acceptance rate in (0, 1); raise it (0.95) when there are divergences",
+    )
+    g.add_argument(
+        "--method",
+        choices=("auto", "collapsed", "full"),
+        help="auto (default): random effects integrated out (collapsed) for Gaussian models with one "
+        "grouping factor or two nested ones, the full model otherwise; see hb.fit",
+    )
     g.add_argument("--no-progress", action="store_true", help="do not show the sampler's progress bar")
 
 
 def _output_options(p: argparse.ArgumentParser, default: str | None) -> None:
     where = f"default: {default}" if default else "default: results/<card name>"
-    p.add_argument("--out", type=Path, metavar="DIR",
-                   help=f"output folder for posterior.nc, summary.txt, summary.csv and report.html ({where})")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the result files in an existing, non-empty output folder "
-                        "(without it such a folder is an error and nothing is written)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help=f"output folder for posterior.nc, summary.txt, summary.csv and report.html ({where})",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the result files in an existing, non-empty output folder "
+        "(without it such a folder is an error and nothing is written)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,24 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hierbayes",
         description="Bayesian multilevel (hierarchical, mixed-effects) models on PyMC: fit a TOML model "
-                    "card, write the posterior, summary tables and a self-contained HTML report.",
+        "card, write the posterior, summary tables and a self-contained HTML report.",
         epilog="Examples:\n"
-               "  hierbayes fit models/achievement.toml --out results/achievement\n"
-               "  hierbayes fit models/sleepstudy.toml --draws 500 --chains 2 --seed 7\n"
-               "  hierbayes report results/achievement/posterior.nc\n"
-               "  hierbayes demo",
+        "  hierbayes fit models/achievement.toml --out results/achievement\n"
+        "  hierbayes fit models/sleepstudy.toml --draws 500 --chains 2 --seed 7\n"
+        "  hierbayes report results/achievement/posterior.nc\n"
+        "  hierbayes demo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                help="run 'hierbayes COMMAND --help' for its options")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, help="run 'hierbayes COMMAND --help' for its options"
+    )
 
     fit = sub.add_parser(
         "fit",
         help="fit the model of a TOML model card and write its results",
         description="Fit the model described by a TOML model card (see models/*.toml and hierbayes.cards) "
-                    "and write posterior.nc, summary.txt, summary.csv and report.html to the output folder. "
-                    "The summary is also printed.",
+        "and write posterior.nc, summary.txt, summary.csv and report.html to the output folder. "
+        "The summary is also printed.",
     )
     fit.add_argument("card", type=Path, help="the model card, e.g. models/achievement.toml")
     _output_options(fit, None)
@@ -97,19 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="rebuild the HTML report from a saved fit (no sampling)",
         description="Rebuild report.html from a fit saved as posterior.nc (by 'hierbayes fit' or hb.save). "
-                    "Nothing is sampled again; the same saved fit always gives the same report.",
+        "Nothing is sampled again; the same saved fit always gives the same report.",
     )
     rep.add_argument("posterior", type=Path, help="a saved fit, e.g. results/achievement/posterior.nc")
-    rep.add_argument("--out", type=Path, metavar="FILE",
-                     help="where to write the report (default: report.html next to the saved fit; "
-                          "an existing report there is replaced)")
+    rep.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="where to write the report (default: report.html next to the saved fit; "
+        "an existing report there is replaced)",
+    )
 
     demo = sub.add_parser(
         "demo",
         help="fit the bundled three-level achievement model and write its report",
         description="Fit the bundled three-level model of math achievement (tests within children within "
-                    "schools; the card models/achievement.toml) with a progress bar, print the summary and "
-                    "write the results and the report.",
+        "schools; the card models/achievement.toml) with a progress bar, print the summary and "
+        "write the results and the report.",
     )
     _output_options(demo, _DEMO_OUT)
     _sampler_options(demo)

@@ -166,9 +166,7 @@ class Design:
         for g in self.groups:
             if g.name == name:
                 return g
-        raise KeyError(
-            f"No grouping factor {name!r} in this model; it has: {', '.join(g.name for g in self.groups)}."
-        )
+        raise KeyError(f"No grouping factor {name!r} in this model; it has: {', '.join(g.name for g in self.groups)}.")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -455,7 +453,7 @@ def _check_groups(
     # Separately listed factors whose ids repeat across the other's levels, where nesting is plausible.
     singles = [] if crossed else [g for g in out if len(g.term.factor) == 1]
     for i, a in enumerate(singles):
-        for b in singles[i + 1:]:  # formula order: the earlier factor is taken as the outer one
+        for b in singles[i + 1 :]:  # formula order: the earlier factor is taken as the outer one
             if (
                 _parent_map(b.index, a.index, b.n_levels) is not None
                 or _parent_map(a.index, b.index, a.n_levels) is not None

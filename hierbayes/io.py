@@ -96,6 +96,4 @@ def load(path: str | os.PathLike[str]) -> Fit:
     if stored.dropped:
         design = dataclasses.replace(design, dropped=stored.dropped)
     diagnostics = _diagnostics_from_dict(stored.diagnostics, stored.idata, stored.spec, design)
-    return Fit(
-        spec=stored.spec, design=design, idata=stored.idata, settings=stored.settings, diagnostics=diagnostics
-    )
+    return Fit(spec=stored.spec, design=design, idata=stored.idata, settings=stored.settings, diagnostics=diagnostics)

@@ -198,9 +198,7 @@ def compute_statistics(
     out_groups = []
     for name, index, n_levels, Z in groups:
         Z = np.asarray(Z, dtype=np.float64)
-        out_groups.append(
-            GroupStatistics(name, _level_sums(index, n_levels, Z, Z), _level_sums(index, n_levels, Z, T))
-        )
+        out_groups.append(GroupStatistics(name, _level_sums(index, n_levels, Z, Z), _level_sums(index, n_levels, Z, T)))
     out_cross = {}
     for inner, outer in cross:
         index, n_levels, Zb = by_name[inner]

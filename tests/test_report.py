@@ -66,7 +66,8 @@ def test_report_sections(tiny_nested_fit, html_path):
     for problem in tiny_nested_fit.diagnostics.problems:
         assert problem.split(":")[0] in text
     assert "random_seed" in text and tiny_nested_fit.settings["versions"]["pymc"] in text
-    assert "E-BFMI" in text and "Rank plots of the fixed effects" in text and "baseline" not in text  # a Gaussian model has no odds-ratio section
+    # a Gaussian model has no odds-ratio section
+    assert "E-BFMI" in text and "Rank plots of the fixed effects" in text and "baseline" not in text
 
 
 @pytest.mark.slow

@@ -316,7 +316,8 @@ def test_prior_negative_scales():
 def test_prior_unknown_distribution_and_names(df):
     with pytest.raises(
         hb.PriorError,
-        match=r"group_sd: unknown prior distribution 'weibull'; allowed: exponential, flat, gamma, halfcauchy, halfnormal",
+        match=r"group_sd: unknown prior distribution 'weibull'; allowed: exponential, flat, gamma, halfcauchy, "
+        r"halfnormal",
     ):
         scale_prior_from_dict({"dist": "weibull", "scale": 1.0}, "group_sd")
     with pytest.raises(

@@ -231,9 +231,7 @@ def _check_supported(spec: ModelSpec) -> None:
             "hb.fit(model, ddf.sample(frac=...).compute())."
         )
     if spec.known_sigma is not None:
-        raise SpecError(
-            "A known residual sd per row (se(...)) cannot be fitted from Dask data; fit it in memory."
-        )
+        raise SpecError("A known residual sd per row (se(...)) cannot be fitted from Dask data; fit it in memory.")
     if not spec.groups:
         raise SpecError("A model without random effects cannot be fitted from Dask data; add a grouping term.")
 
@@ -333,8 +331,13 @@ def make_design_dask(
             parent, pindex = parents[term.name]
             sample_groups.append(
                 GroupDesign(
-                    term, levels.codes[term.name][pos], levels.levels[term.name], Z,
-                    tuple(str(c) for c in zspec.column_names), parent, pindex,
+                    term,
+                    levels.codes[term.name][pos],
+                    levels.levels[term.name],
+                    Z,
+                    tuple(str(c) for c in zspec.column_names),
+                    parent,
+                    pindex,
                 )
             )
         X = _matrix(fixed, sample, "fixed-effect", None)
@@ -343,9 +346,14 @@ def make_design_dask(
         draft = Design(spec=spec, data=sample, y=y, X=X, fixed_names=names, groups=tuple(sample_groups))
         D = np.hstack([y[:, None], X, *([offset[:, None]] if offset is not None else [])])
         plan = _Plan(
-            spec=spec, fixed=fixed, zspecs=zspecs, levels=levels,
-            n_levels={g.name: g.n_levels for g in sample_groups}, cross=nested_pairs(tuple(sample_groups)),
-            columns=raw_columns(draft), shift=D.mean(axis=0),
+            spec=spec,
+            fixed=fixed,
+            zspecs=zspecs,
+            levels=levels,
+            n_levels={g.name: g.n_levels for g in sample_groups},
+            cross=nested_pairs(tuple(sample_groups)),
+            columns=raw_columns(draft),
+            shift=D.mean(axis=0),
         )
         from dask import delayed
 
@@ -353,8 +361,18 @@ def make_design_dask(
         stats = _compute(client, _tree(parts, _add), progressbar)
     _check_rank_gram(stats, names)
     design = Design(
-        spec=spec, data=sample, y=y, X=X, fixed_names=names, groups=tuple(sample_groups), trials=trials,
-        offset=offset, known_sigma=None, dropped=dropped, fixed_model_spec=fixed, statistics=stats,
+        spec=spec,
+        data=sample,
+        y=y,
+        X=X,
+        fixed_names=names,
+        groups=tuple(sample_groups),
+        trials=trials,
+        offset=offset,
+        known_sigma=None,
+        dropped=dropped,
+        fixed_model_spec=fixed,
+        statistics=stats,
     )
     spec.priors.check_against(names, [g.name for g in design.groups])
     return design

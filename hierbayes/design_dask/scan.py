@@ -222,5 +222,3 @@ def _check_columns(spec: ModelSpec, available: list[str]) -> list[str]:
                 f"Available columns: {', '.join(available)}."
             )
     return needed
-
-

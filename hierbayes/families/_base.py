@@ -186,13 +186,15 @@ class Family(ABC):
         """Declare ``y`` (dims ``obs``) and the family's own parameters in the current PyMC model."""
 
     @abstractmethod
-    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                       obs: Observed) -> np.ndarray:
+    def log_likelihood(
+        self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         r"""Pointwise :math:`\log p(y_i \mid \eta_i, \theta)`, shape of ``eta``."""
 
     @abstractmethod
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """Draws of ``y`` given ``eta`` (shape of ``eta``)."""
 
     def latent_residual_variance(

@@ -47,8 +47,9 @@ class Bernoulli(BinomialBase):
         assert obs.y is not None
         pm.Bernoulli("y", observed=obs.y.astype(np.int64), dims="obs", **self._pymc_p(eta, link))
 
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """0/1 draws."""
         mu = inverse_link(link, eta)
         return rng.random(mu.shape) < mu

@@ -60,14 +60,16 @@ class Beta(Family):
         mu = get_link(link).inverse_pt(eta)
         pm.Beta("y", alpha=mu * phi, beta=(1.0 - mu) * phi, observed=obs.y, dims="obs")
 
-    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                       obs: Observed) -> np.ndarray:
+    def log_likelihood(
+        self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``beta.logpdf(y, mu phi, (1 - mu) phi)``."""
         mu, phi = inverse_link(link, eta), params["phi"]
         return stats.beta.logpdf(y, mu * phi, (1.0 - mu) * phi)
 
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """Beta draws (clipped into the open interval, where floats round to 0 or 1)."""
         mu, phi = inverse_link(link, eta), params["phi"]
         draws = rng.beta(mu * phi, (1.0 - mu) * phi)

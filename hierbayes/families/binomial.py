@@ -1,5 +1,6 @@
-r"""Binomial responses: :math:`y_i \sim \mathrm{Binomial}(n_i, p_i)`, with :math:`\mathrm{logit}(p_i) = \eta_i` or
-:math:`\Phi^{-1}(p_i) = \eta_i`.
+r"""Binomial responses: :math:`y_i \sim \mathrm{Binomial}(n_i, p_i)`.
+
+Links: :math:`\mathrm{logit}(p_i) = \eta_i` or :math:`\Phi^{-1}(p_i) = \eta_i`.
 
 Latent-scale residual variance (for ICCs): :math:`\pi^2/3` for the logit link (the variance of
 the standard logistic distribution), 1 for the probit link. Comparing two predictions gives an
@@ -38,8 +39,9 @@ class BinomialBase(Family):
     def _pymc_p(self, eta: Any, link: str) -> dict[str, Any]:
         return {"logit_p": eta} if link == "logit" else {"p": pm.math.invprobit(eta)}
 
-    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                       obs: Observed) -> np.ndarray:
+    def log_likelihood(
+        self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``binom.logpmf`` written on the link scale (``log_expit``/``log_ndtr``): finite for extreme eta."""
         n = self._trials(y, obs)
         log_choose = special.gammaln(n + 1) - special.gammaln(y + 1) - special.gammaln(n - y + 1)
@@ -95,8 +97,9 @@ class Binomial(BinomialBase):
             "y", n=obs.trials.astype(np.int64), observed=obs.y.astype(np.int64), dims="obs", **self._pymc_p(eta, link)
         )
 
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """Binomial draws with the rows' trials."""
         assert obs.trials is not None
         return rng.binomial(obs.trials.astype(np.int64)[None, :], inverse_link(link, eta))

@@ -136,16 +136,18 @@ class Cumulative(Family):
         """``P(y = k)`` for k = 0..K-1 along a last axis."""
         return np.diff(self._cumulative(eta, link, params), axis=-1)
 
-    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                       obs: Observed) -> np.ndarray:
+    def log_likelihood(
+        self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``log(F(c_y - eta) - F(c_{y-1} - eta))``."""
         p = self.probabilities(eta, link, params)
         k = np.broadcast_to(np.asarray(y, dtype=np.int64), p.shape[:-1])[..., None]
         with np.errstate(divide="ignore"):
             return np.log(np.take_along_axis(p, k, axis=-1)[..., 0])
 
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """Categories 0..K-1: the number of cutpoints below a latent draw ``eta + noise``."""
         c = np.asarray(params["cutpoints"], dtype=float)
         if c.ndim == np.ndim(eta):

@@ -51,14 +51,16 @@ class Gamma(Family):
         shape = pm.Deterministic("shape", 1.0 / inv_shape)
         pm.Gamma("y", alpha=shape, beta=shape / pt.exp(eta), observed=obs.y, dims="obs")
 
-    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                       obs: Observed) -> np.ndarray:
+    def log_likelihood(
+        self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``gamma.logpdf(y, shape, scale=exp(eta)/shape)``."""
         a = params["shape"]
         return stats.gamma.logpdf(y, a, scale=np.exp(eta) / a)
 
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """Gamma draws with mean ``exp(eta)``."""
         a = params["shape"]
         return rng.gamma(np.broadcast_to(a, eta.shape), np.exp(eta) / a)

@@ -49,13 +49,15 @@ class Gaussian(Family):
     def _sigma(params: Mapping[str, np.ndarray], obs: Observed) -> np.ndarray:
         return obs.known_sigma[None, :] if obs.known_sigma is not None else params["sigma"]
 
-    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                       obs: Observed) -> np.ndarray:
+    def log_likelihood(
+        self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``norm.logpdf(y, eta, sigma)``."""
         return stats.norm.logpdf(y, loc=eta, scale=self._sigma(params, obs))
 
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """Normal draws around ``eta``."""
         return rng.normal(eta, self._sigma(params, obs))
 

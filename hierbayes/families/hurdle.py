@@ -39,8 +39,9 @@ class _Hurdle(CountsBase):
     def _draws(self, rng: np.random.Generator, lam: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
-    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                       obs: Observed) -> np.ndarray:
+    def log_likelihood(
+        self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``log(hu)`` at zeros, ``log(1 - hu) + log f(y) - log(1 - f(0))`` elsewhere."""
         hu = np.asarray(params["hu"], dtype=float)
         lam = np.exp(eta)
@@ -48,8 +49,9 @@ class _Hurdle(CountsBase):
         positive = np.log1p(-hu) + self._logpmf(y, lam, params) - np.log(-np.expm1(log_f0))
         return np.where(np.asarray(y) == 0, np.log(hu), positive)
 
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """Zero with probability ``hu``; else a zero-truncated count (redrawn until positive)."""
         lam = np.broadcast_to(np.exp(eta), np.shape(eta))
         out = self._draws(rng, lam, params)

@@ -67,13 +67,15 @@ class LogNormal(Family):
         sigma = scale_rv("sigma", (sigma_prior,), None)
         pm.LogNormal("y", mu=eta, sigma=sigma, observed=obs.y, dims="obs")
 
-    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                       obs: Observed) -> np.ndarray:
+    def log_likelihood(
+        self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``lognorm.logpdf(y, s=sigma, scale=exp(eta))``."""
         return stats.lognorm.logpdf(y, s=params["sigma"], scale=np.exp(eta))
 
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``exp(Normal(eta, sigma))`` draws."""
         return np.exp(rng.normal(eta, params["sigma"]))
 

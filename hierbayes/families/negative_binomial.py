@@ -1,4 +1,5 @@
-r"""Overdispersed counts: :math:`y_i \sim \mathrm{NegBin}(\lambda_i, \alpha)`,
+r"""Overdispersed counts: :math:`y_i \sim \mathrm{NegBin}(\lambda_i, \alpha)`.
+
 :math:`\mathrm{Var} = \lambda + \lambda^2/\alpha`, :math:`\log \lambda_i = \eta_i`.
 
 The shape gets :math:`1/\alpha \sim \mathrm{Exponential}(1)`. Latent-scale residual variance:
@@ -41,14 +42,16 @@ class NegativeBinomial(CountsBase):
         alpha = pm.Deterministic("alpha", 1.0 / inv_alpha)
         pm.NegativeBinomial("y", mu=pt.exp(eta), alpha=alpha, observed=obs.y.astype(np.int64), dims="obs")
 
-    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                       obs: Observed) -> np.ndarray:
+    def log_likelihood(
+        self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``nbinom.logpmf(y, alpha, alpha / (alpha + mu))``."""
         a = params["alpha"]
         return stats.nbinom.logpmf(y, a, a / (a + np.exp(eta)))
 
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """Negative binomial draws."""
         a = params["alpha"]
         # As a gamma-Poisson mixture: numpy's negative_binomial fails for a huge shape.

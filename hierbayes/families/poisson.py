@@ -89,13 +89,15 @@ class Poisson(CountsBase):
         assert obs.y is not None
         pm.Poisson("y", mu=pt.exp(eta), observed=obs.y.astype(np.int64), dims="obs")
 
-    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                       obs: Observed) -> np.ndarray:
+    def log_likelihood(
+        self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``poisson.logpmf(y, exp(eta))``."""
         return stats.poisson.logpmf(y, np.exp(eta))
 
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """Poisson draws."""
         return rng.poisson(np.minimum(np.exp(eta), MAX_RATE))
 

@@ -51,13 +51,15 @@ class StudentT(Family):
     def _sigma(params: Mapping[str, np.ndarray], obs: Observed) -> np.ndarray:
         return obs.known_sigma[None, :] if obs.known_sigma is not None else params["sigma"]
 
-    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                       obs: Observed) -> np.ndarray:
+    def log_likelihood(
+        self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``t.logpdf(y, nu, eta, sigma)``."""
         return stats.t.logpdf(y, df=params["nu"], loc=eta, scale=self._sigma(params, obs))
 
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``eta + sigma * t_nu`` draws."""
         nu = np.broadcast_to(params["nu"], eta.shape)
         return eta + self._sigma(params, obs) * rng.standard_t(nu)

@@ -40,16 +40,18 @@ class _ZeroInflated(CountsBase):
     def _count_draws(self, rng: np.random.Generator, lam: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
-    def log_likelihood(self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                       obs: Observed) -> np.ndarray:
+    def log_likelihood(
+        self, y: np.ndarray, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """``log(zi + (1 - zi) f(0))`` at zeros, ``log(1 - zi) + log f(y)`` elsewhere."""
         zi = np.asarray(params["zi"], dtype=float)
         count = self._count_logpmf(y, np.exp(eta), params)
         zero = np.logaddexp(np.log(zi), np.log1p(-zi) + count)
         return np.where(np.asarray(y) == 0, zero, np.log1p(-zi) + count)
 
-    def replicate(self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray],
-                  obs: Observed) -> np.ndarray:
+    def replicate(
+        self, rng: np.random.Generator, eta: np.ndarray, link: str, params: Mapping[str, np.ndarray], obs: Observed
+    ) -> np.ndarray:
         """A structural zero with probability ``zi``, else a count draw."""
         zi = np.broadcast_to(np.asarray(params["zi"], dtype=float), np.shape(eta))
         counts = self._count_draws(rng, np.exp(eta), params)

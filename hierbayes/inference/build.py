@@ -83,7 +83,7 @@ def fixed_scaling(design: Design) -> FixedScaling:
         means = stats.means[1 : 1 + p]
         sds = np.where(stats.sd()[1 : 1 + p] > 1e-12 * (1.0 + np.abs(means)), stats.sd()[1 : 1 + p], 0.0)
     else:
-        means, sds = None, [np.std(X[:, k]) for k in range(p)]
+        means, sds = None, np.array([np.std(X[:, k]) for k in range(p)])
     for k in range(p):
         if k == icol:
             continue

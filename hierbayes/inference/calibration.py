@@ -168,7 +168,7 @@ class Calibration:
             ax.set_title(f"{label}\np = {self.pvalues[label]:.3g}", fontsize=9)
             ax.set_xlim(0, self.n_draws + 1)
             ax.set_xlabel("rank")
-        for ax in list(axes.flat)[len(labels):]:
+        for ax in list(axes.flat)[len(labels) :]:
             ax.set_visible(False)
         fig.suptitle(
             f"SBC rank histograms: {self.n_sims} simulations, ranks among {self.n_draws} draws "
@@ -181,9 +181,7 @@ class Calibration:
         import arviz_plots as azp
 
         pit = (self.ranks + 0.5) / (self.n_draws + 1)
-        ds = xr.Dataset(
-            {c: (("chain", "draw"), pit[c].dropna().to_numpy()[None, :]) for c in pit.columns}
-        )
+        ds = xr.Dataset({c: (("chain", "draw"), pit[c].dropna().to_numpy()[None, :]) for c in pit.columns})
         pc = azp.plot_ecdf_pit(xr.DataTree.from_dict({"prior_sbc": ds}), backend="matplotlib")
         fig = pc.viz["figure"].item()
         assert isinstance(fig, Figure)
@@ -198,7 +196,7 @@ def _scalars(ds: xr.Dataset, names: Sequence[str], sample_dims: tuple[str, ...])
             continue
         da = ds[name].transpose(*sample_dims, ...)
         extra = [d for d in da.dims if d not in sample_dims]
-        flat = da.values.reshape(-1, *da.shape[len(sample_dims):])
+        flat = da.values.reshape(-1, *da.shape[len(sample_dims) :])
         if not extra:
             out[name] = flat
             continue
@@ -304,9 +302,7 @@ def check_calibration(
     available = chains * len(range(0, draws, thin))
     n_draws = (available + 1) // bins * bins - 1
     if n_draws < bins:
-        raise ValueError(
-            f"Only {available} thinned draws per refit for {bins} bins; raise draws= or lower thin=."
-        )
+        raise ValueError(f"Only {available} thinned draws per refit for {bins} bins; raise draws= or lower thin=.")
 
     seeds = np.random.SeedSequence(random_seed).generate_state(n_sims + 1)
     with reproducible_compilation():  # same draws with a cold or warm compile cache (hierbayes.inference.sampling)

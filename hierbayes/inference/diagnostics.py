@@ -22,6 +22,7 @@ import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import arviz_stats as azs
 import numpy as np
@@ -135,7 +136,7 @@ def _elements(posterior: xr.Dataset, names: Sequence[str], chains: int) -> tuple
     for name in ds.data_vars:
         for label, one in _scalars({k: v[name] for k, v in stats.items()}):
             if one["sd"] == 0:
-                constant += 0 if name.startswith("corr_") and len(set(label)) == 1 else 1
+                constant += 0 if str(name).startswith("corr_") and len(set(label)) == 1 else 1
                 continue
             rhat = np.inf if np.isnan(one["rhat"]) or one["stuck"] else one["rhat"]
             key = f"{name}[{', '.join(label)}]" if label else str(name)
@@ -189,7 +190,7 @@ def diagnose(idata: xr.DataTree, var_names: Sequence[str], *, centered_terms: Se
         with _quiet():
             bfmi = float(azs.bfmi(stats["energy"]).min())
     table, n_constant = _elements(post, var_names, chains) if enough else (pd.DataFrame(), 0)
-    worst = {
+    worst: dict[str, Any] = {
         "max_rhat": ("", 1.0) if table.empty else (str(table["rhat"].idxmax()), float(table["rhat"].max())),
         "min_ess_bulk": ("", np.inf) if table.empty else (str(table["bulk"].idxmin()), float(table["bulk"].min())),
         "min_ess_tail": ("", np.inf) if table.empty else (str(table["tail"].idxmin()), float(table["tail"].min())),
@@ -243,7 +244,9 @@ def _problems(d: Diagnostics, *, checked: bool, constant: int, centered_terms: S
         value = (
             "could not be computed (a chain did not move)"
             if np.isinf(rhat)
-            else f"is {rhat:.3g} (above {RHAT_MAX})" if rhat >= 10 else f"is {rhat:.3f} (above {RHAT_MAX})"
+            else f"is {rhat:.3g} (above {RHAT_MAX})"
+            if rhat >= 10
+            else f"is {rhat:.3f} (above {RHAT_MAX})"
         )
         problems.append(
             f"R-hat of {label} {value}: the chains have not converged to the same distribution. "
@@ -256,10 +259,10 @@ def _problems(d: Diagnostics, *, checked: bool, constant: int, centered_terms: S
             "of the posterior would go unnoticed. Run several chains (chains=4, the default)."
         )
     need = ESS_PER_CHAIN_MIN * d.chains
-    for kind, (label, value) in (("bulk", d.min_ess_bulk), ("tail", d.min_ess_tail)):
-        if np.isfinite(value) and value < need:
+    for kind, (ess_label, ess_value) in (("bulk", d.min_ess_bulk), ("tail", d.min_ess_tail)):
+        if np.isfinite(ess_value) and ess_value < need:
             problems.append(
-                f"The {kind} effective sample size of {label} is {value:.0f}, below {need} "
+                f"The {kind} effective sample size of {ess_label} is {ess_value:.0f}, below {need} "
                 f"({ESS_PER_CHAIN_MIN} per chain): its {'mean' if kind == 'bulk' else 'interval'} is not "
                 "reliable yet. Draw more (draws=2000 or more chains)"
                 + ("; the non-centred form usually mixes better." if centered_terms else ".")

@@ -179,7 +179,7 @@ def fit(
     aggregated = None
     if is_dask_input(data) and not get_family(spec.family).collapses:
         rows = spec
-        spec, frame = aggregate_counts(spec, data, progressbar=progressbar)
+        spec, frame = aggregate_counts(spec, data, progressbar=bool(progressbar))
         design = make_design(spec, frame, dropna=dropna)
         aggregated = (
             f"hierbayes: the {rows.family} rows of the Dask data were aggregated exactly into {len(frame)} rows "
@@ -188,7 +188,7 @@ def fit(
     elif is_dask_input(data):
         if method == "full":
             _dask_note(None, "full", "")  # refused before a pass over the data
-        design = make_design_dask(spec, data, dropna=dropna, random_seed=random_seed, progressbar=progressbar)
+        design = make_design_dask(spec, data, dropna=dropna, random_seed=random_seed, progressbar=bool(progressbar))
     else:
         design = make_design(spec, data, dropna=dropna, crossed=crossed)
     chosen, note = choose_method(design, method)
@@ -220,9 +220,7 @@ def fit(
     if progressbar is True and bar is False:
         _log.info(f"hierbayes: sampled in {time.perf_counter() - started:.1f} s.")
     if chosen == "collapsed":
-        idata = add_random_effects(
-            idata, design, random_seed=random_seed, store_random_effects=store_random_effects
-        )
+        idata = add_random_effects(idata, design, random_seed=random_seed, store_random_effects=store_random_effects)
     names = var_names(design)
     check = names["fixed"] + names["sd"] + names["corr"] + names["other"]
     centered = [g.name for g in design.groups if g.term.centered]

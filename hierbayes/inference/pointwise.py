@@ -159,8 +159,6 @@ def rows_of_fit(fit: Fit) -> PredictionRows:
     )
 
 
-
-
 def eta_chunks(
     fit: Fit, rows: PredictionRows, new_effects: list[np.ndarray | None]
 ) -> tuple[int, int, list[tuple[slice, np.ndarray]]]:
@@ -201,8 +199,6 @@ def to_array(fit: Fit, rows: PredictionRows, values: np.ndarray, name: str) -> x
     )
 
 
-
-
 def observed_rows(fit: Fit, rows: PredictionRows) -> Observed:
     """The rows' response and the row-level quantities the family needs, checked for new data."""
     spec = fit.spec
@@ -219,8 +215,6 @@ def family_params(fit: Fit, sl: slice) -> dict[str, np.ndarray]:
     family = get_family(fit.spec.family)
     params = family.parameters(known_sigma=fit.spec.known_sigma is not None)
     return {name: _stacked(fit, name)[sl][:, None] for name in params}
-
-
 
 
 def replicate_rows(

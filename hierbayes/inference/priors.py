@@ -170,6 +170,11 @@ def resolve_priors(design: Design) -> ResolvedPriors:
     if gaussian and design.known_sigma is None:
         sigma_prior = priors.sigma or HalfStudentT(scale=DEFAULT_SCALE * s_y, nu=3.0)
     return ResolvedPriors(
-        b=b, B=B, group_sd=_group_scale_priors(design, s_y), sigma=sigma_prior, lkj_eta=priors.lkj.eta,
-        response_scale=s_y, fixed_other=fixed_other,
+        b=b,
+        B=B,
+        group_sd=_group_scale_priors(design, s_y),
+        sigma=sigma_prior,
+        lkj_eta=priors.lkj.eta,
+        response_scale=s_y,
+        fixed_other=fixed_other,
     )

@@ -98,20 +98,27 @@ class Fit:
         post = self.idata["posterior"]
         groups = ", ".join(sorted(self.idata.children))
         levels = "; ".join(f"{g.name}: {g.n_levels} levels" for g in self.design.groups) or "no grouping factor"
-        diag = "not recorded" if self.diagnostics is None else (
-            "all checks passed" if self.diagnostics.ok else f"{len(self.diagnostics.problems)} problem(s)"
+        diag = (
+            "not recorded"
+            if self.diagnostics is None
+            else ("all checks passed" if self.diagnostics.ok else f"{len(self.diagnostics.problems)} problem(s)")
         )
         rows = [
             ("Formula", self.spec.formula()),
             ("Family", f"{self.spec.family} ({self.spec.link} link)"),
             ("Data", f"{self.design.n_obs} rows; {levels}"),
-            ("Draws", f"{post.sizes['chain']} chains x {post.sizes['draw']} draws, method "
-                      f"{self.settings.get('method', '?')}, seed {self.settings.get('random_seed', '?')}"),
+            (
+                "Draws",
+                f"{post.sizes['chain']} chains x {post.sizes['draw']} draws, method "
+                f"{self.settings.get('method', '?')}, seed {self.settings.get('random_seed', '?')}",
+            ),
             ("Diagnostics", diag),
             ("idata groups", groups),
         ]
-        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{html.escape(str(v))}"
-                       "</td></tr>" for k, v in rows)
+        body = "".join(
+            f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+            for k, v in rows
+        )
         return f"<div><b>hierbayes.Fit</b><table>{body}</table></div>"
 
     def __repr__(self) -> str:

@@ -116,8 +116,10 @@ def resolve_sampler(sampler: str) -> str:
     for module in _INSTALL_HINTS.get(sampler, ()):
         if importlib.util.find_spec(module) is None:
             packages = " ".join(_INSTALL_HINTS[sampler])
-            how = f'pip install "hierbayes[jax]" (or pip install {packages})' if sampler == "numpyro" else (
-                f"pip install {packages}"
+            how = (
+                f'pip install "hierbayes[jax]" (or pip install {packages})'
+                if sampler == "numpyro"
+                else (f"pip install {packages}")
             )
             raise SamplerNotInstalledError(
                 f"The {sampler!r} sampler needs the package {module!r}, which is not installed. "

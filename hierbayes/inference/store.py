@@ -171,8 +171,9 @@ def _encode_column(s: pd.Series) -> tuple[np.ndarray, dict[str, Any], np.ndarray
             attrs["storage"] = str(dtype.storage)
             attrs["na_value"] = "NA" if dtype.na_value is pd.NA else "nan"
         missing = np.asarray(s.isna())
-        values = np.array(["" if m else str(v) for v, m in zip(s.to_numpy(dtype=object), missing, strict=True)],
-                          dtype=object)
+        values = np.array(
+            ["" if m else str(v) for v, m in zip(s.to_numpy(dtype=object), missing, strict=True)], dtype=object
+        )
         return values, attrs, (missing if missing.any() else None)
     if isinstance(dtype, np.dtype) and dtype.kind in "biufmM":
         attrs["encoding"] = "numpy"
@@ -191,8 +192,9 @@ def _decode_column(values: np.ndarray, attrs: Mapping[str, Any], missing: np.nda
     dtype_name = str(attrs["pandas_dtype"])
     if enc == "categorical":
         cats = json.loads(attrs["categories"])
-        return pd.Categorical.from_codes(np.asarray(values, dtype=np.int64), categories=cats,
-                                         ordered=bool(int(attrs["ordered"])))
+        return pd.Categorical.from_codes(
+            np.asarray(values, dtype=np.int64), categories=cats, ordered=bool(int(attrs["ordered"]))
+        )
     if enc == "string":
         arr = np.array([str(v) for v in values], dtype=object)
         if missing is not None:

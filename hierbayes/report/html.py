@@ -54,6 +54,7 @@ _RC: dict[str, Any] = {
 
 
 def esc(value: object) -> str:
+    """HTML-escape ``value`` as text."""
     return html.escape(str(value), quote=True)
 
 
@@ -78,9 +79,9 @@ class Cell(NamedTuple):
     cls: str
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[object]], *, ident: str | None = None,
-           left: int = 1) -> str:
+def table(header: Sequence[str], rows: Iterable[Sequence[object]], *, ident: str | None = None, left: int = 1) -> str:
     """An HTML table; the first ``left`` columns are left-aligned, cells are escaped."""
+
     def cls(i: int, extra: str = "") -> str:
         names = " ".join(n for n in ("l" if i < left else "", extra) if n)
         return f' class="{names}"' if names else ""
@@ -97,6 +98,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]], *, ident: str
 
 
 def new_figure(width: float, height: float) -> Figure:
+    """A new matplotlib figure of ``width`` x ``height`` inches, not registered with pyplot."""
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -112,10 +114,12 @@ def png(fig: Any, alt: str) -> str:
 
 
 def figure(img: str, caption: str) -> str:
+    """An HTML ``<figure>`` with an image and its caption."""
     return f"<figure>{img}<figcaption>{caption}</figcaption></figure>"
 
 
 def close_figure(fig: Any) -> None:
+    """Close a figure (also when pyplot made it)."""
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -229,8 +233,10 @@ def _likelihood(fit: Fit) -> list[str]:
     tilde = _mo("∼")
     if spec.known_sigma is not None:
         sd = _sup(_sub(_mi("σ"), _I), _mn(2))
-        return [_math(y, tilde, _call("Normal", eta, sd)),
-                _math(_sub(_mi("σ"), _I), _mo("="), _col(spec.known_sigma), note="(known)")]
+        return [
+            _math(y, tilde, _call("Normal", eta, sd)),
+            _math(_sub(_mi("σ"), _I), _mo("="), _col(spec.known_sigma), note="(known)"),
+        ]
     text = get_family(spec.family).describe(str(spec.link))
     mean = eta if spec.link == "identity" else _sub(_mi(text.mean), _I)
     args = [mean, *(_sup(_mi(e[0]), _mn(2)) if e.endswith("²") else _mi(e) for e in text.extra)]
@@ -300,8 +306,13 @@ def _priors_table(fit: Fit) -> str:
             src = "set in the model" if user.lkj != type(user.lkj)() else "default"
             rows.append([f"R[{g.name}]", f"LKJ(η = {fmt(rp.lkj_eta)})", src])
     if rp.sigma is not None:
-        rows.append(["σ", _scale_prior_text(rp.sigma),
-                     "set in the model" if user.sigma is not None else "default (scaled to the data)"])
+        rows.append(
+            [
+                "σ",
+                _scale_prior_text(rp.sigma),
+                "set in the model" if user.sigma is not None else "default (scaled to the data)",
+            ]
+        )
     for param, prior_text in get_family(spec.family).fixed_priors():
         rows.append([param, prior_text, "default"])
     note = ""
@@ -316,6 +327,7 @@ def _priors_table(fit: Fit) -> str:
 
 
 def model_section(fit: Fit) -> str:
+    """The report's model section: formula, likelihood, linear predictor, group terms and priors."""
     parts = [
         f"<p>Formula (lme4 syntax): <code>{esc(fit.spec.formula())}</code>; family "
         f"<b>{esc(fit.spec.family)}</b>, link <b>{esc(fit.spec.link)}</b>.</p>",
@@ -332,6 +344,7 @@ def model_section(fit: Fit) -> str:
 
 
 def data_section(fit: Fit) -> str:
+    """The report's data section: rows, response summary and group sizes."""
     design = fit.design
     spec = fit.spec
     y = design.y
@@ -340,9 +353,20 @@ def data_section(fit: Fit) -> str:
         parts.append(f"<p>Proportion of 1s: {fmt(np.mean(y))} ({int(np.sum(y))} of {design.n_obs}).</p>")
     else:
         parts.append(
-            table(["", "mean", "sd", "min", "median", "max"],
-                   [[spec.response, fmt(np.mean(y)), fmt(np.std(y, ddof=1) if y.size > 1 else 0.0),
-                     fmt(np.min(y)), fmt(np.median(y)), fmt(np.max(y))]], ident="data-response")
+            table(
+                ["", "mean", "sd", "min", "median", "max"],
+                [
+                    [
+                        spec.response,
+                        fmt(np.mean(y)),
+                        fmt(np.std(y, ddof=1) if y.size > 1 else 0.0),
+                        fmt(np.min(y)),
+                        fmt(np.median(y)),
+                        fmt(np.max(y)),
+                    ]
+                ],
+                ident="data-response",
+            )
         )
     if design.dropped:
         dropped = ", ".join(f"{k}: {v}" for k, v in sorted(design.dropped.items()))
@@ -350,12 +374,27 @@ def data_section(fit: Fit) -> str:
     rows = []
     for g in design.groups:
         counts = np.bincount(g.index, minlength=g.n_levels)
-        rows.append([g.name, g.parent or "—", ", ".join(g.coef_names), g.n_levels, int(counts.min()),
-                     fmt(np.median(counts)), int(counts.max())])
+        rows.append(
+            [
+                g.name,
+                g.parent or "—",
+                ", ".join(g.coef_names),
+                g.n_levels,
+                int(counts.min()),
+                fmt(np.median(counts)),
+                int(counts.max()),
+            ]
+        )
     if rows:
         parts.append("<p>Grouping factors:</p>")
-        parts.append(table(["Factor", "Nested in", "Varying", "Levels", "Obs/level min", "median", "max"],
-                            rows, ident="data-groups", left=3))
+        parts.append(
+            table(
+                ["Factor", "Nested in", "Varying", "Levels", "Obs/level min", "median", "max"],
+                rows,
+                ident="data-groups",
+                left=3,
+            )
+        )
     nested = [g for g in design.groups if g.parent]
     for g in nested:
         per_parent = np.bincount(np.asarray(g.parent_index), minlength=design.group(str(g.parent)).n_levels)
@@ -368,7 +407,20 @@ def data_section(fit: Fit) -> str:
     if cols:
         X = design.X
         parts.append("<p>Fixed-effect columns (model matrix):</p>")
-        parts.append(table(["Column", "mean", "sd", "min", "max"],
-                            [[n, fmt(X[:, k].mean()), fmt(X[:, k].std(ddof=1) if len(X) > 1 else 0.0),
-                              fmt(X[:, k].min()), fmt(X[:, k].max())] for k, n in cols], ident="data-fixed"))
+        parts.append(
+            table(
+                ["Column", "mean", "sd", "min", "max"],
+                [
+                    [
+                        n,
+                        fmt(X[:, k].mean()),
+                        fmt(X[:, k].std(ddof=1) if len(X) > 1 else 0.0),
+                        fmt(X[:, k].min()),
+                        fmt(X[:, k].max()),
+                    ]
+                    for k, n in cols
+                ],
+                ident="data-fixed",
+            )
+        )
     return "\n".join(parts)

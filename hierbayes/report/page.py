@@ -124,26 +124,61 @@ def _summary_section(fit: Fit) -> str:
     for group, name, var, spread in variance_rows(s):
         first = var if var is not None else spread
         assert first is not None
-        rows.append([group, name, _interval(var) if var is not None else "",
-                     _interval(spread) if spread is not None else "",
-                     f"{first['r_hat']:.3f}", f"{first['ess_bulk']:.0f}"])
-    parts.append(table(["Groups", "Name", "Variance", "Std.Dev.", "R-hat", "ESS bulk"], rows,
-                        ident="summary-random", left=2))
+        rows.append(
+            [
+                group,
+                name,
+                _interval(var) if var is not None else "",
+                _interval(spread) if spread is not None else "",
+                f"{first['r_hat']:.3f}",
+                f"{first['ess_bulk']:.0f}",
+            ]
+        )
+    parts.append(
+        table(["Groups", "Name", "Variance", "Std.Dev.", "R-hat", "ESS bulk"], rows, ident="summary-random", left=2)
+    )
     corr = s.random[s.random.quantity == "corr"]
     if not corr.empty:
-        parts.append(table(["Groups", "Pair", "Correlation", "R-hat", "ESS bulk"],
-                            [[r["group"], r["name"].replace(":", " ~ "), _interval(r), f"{r['r_hat']:.3f}",
-                              f"{r['ess_bulk']:.0f}"] for _, r in corr.iterrows()],
-                            ident="summary-corr", left=2))
+        parts.append(
+            table(
+                ["Groups", "Pair", "Correlation", "R-hat", "ESS bulk"],
+                [
+                    [
+                        r["group"],
+                        r["name"].replace(":", " ~ "),
+                        _interval(r),
+                        f"{r['r_hat']:.3f}",
+                        f"{r['ess_bulk']:.0f}",
+                    ]
+                    for _, r in corr.iterrows()
+                ],
+                ident="summary-corr",
+                left=2,
+            )
+        )
     groups = "; ".join(f"{k}: {v}" for k, v in s.ngroups.items())
     parts.append(f"<p>Number of observations: {s.nobs}" + (f"; levels: {esc(groups)}" if groups else "") + ".</p>")
     parts.append("<h3>Fixed effects</h3>")
-    parts.append(table(
-        ["", "Mean", "SD", f"{pct} lower", f"{pct} upper", "R-hat", "ESS bulk", "ESS tail", "MCSE"],
-        [[name, fmt(r["mean"]), fmt(r["sd"]), fmt(r["lower"]), fmt(r["upper"]), f"{r['r_hat']:.3f}",
-          f"{r['ess_bulk']:.0f}", f"{r['ess_tail']:.0f}", fmt(r["mcse_mean"])] for name, r in s.fixed.iterrows()],
-        ident="summary-fixed",
-    ))
+    parts.append(
+        table(
+            ["", "Mean", "SD", f"{pct} lower", f"{pct} upper", "R-hat", "ESS bulk", "ESS tail", "MCSE"],
+            [
+                [
+                    name,
+                    fmt(r["mean"]),
+                    fmt(r["sd"]),
+                    fmt(r["lower"]),
+                    fmt(r["upper"]),
+                    f"{r['r_hat']:.3f}",
+                    f"{r['ess_bulk']:.0f}",
+                    f"{r['ess_tail']:.0f}",
+                    fmt(r["mcse_mean"]),
+                ]
+                for name, r in s.fixed.iterrows()
+            ],
+            ident="summary-fixed",
+        )
+    )
     parts.append(f"<details><summary>As text (lmer-like)</summary><pre>{esc(str(s))}</pre></details>")
     return "\n".join(parts)
 
@@ -162,12 +197,24 @@ def _diagnostics_section(fit: Fit) -> str:
     need = ESS_PER_CHAIN_MIN * d.chains
     rows = [
         ["Divergent transitions", str(d.divergences), "0", _verdict(d.divergences == 0)],
-        [f"Largest R-hat ({d.max_rhat[0] or '—'})", f"{d.max_rhat[1]:.3f}", f"≤ {RHAT_MAX}",
-         _verdict(d.chains < 2 or d.max_rhat[1] <= RHAT_MAX)],
-        [f"Smallest bulk ESS ({d.min_ess_bulk[0] or '—'})", fmt(d.min_ess_bulk[1]), f"≥ {need}",
-         _verdict(not np.isfinite(d.min_ess_bulk[1]) or d.min_ess_bulk[1] >= need)],
-        [f"Smallest tail ESS ({d.min_ess_tail[0] or '—'})", fmt(d.min_ess_tail[1]), f"≥ {need}",
-         _verdict(not np.isfinite(d.min_ess_tail[1]) or d.min_ess_tail[1] >= need)],
+        [
+            f"Largest R-hat ({d.max_rhat[0] or '—'})",
+            f"{d.max_rhat[1]:.3f}",
+            f"≤ {RHAT_MAX}",
+            _verdict(d.chains < 2 or d.max_rhat[1] <= RHAT_MAX),
+        ],
+        [
+            f"Smallest bulk ESS ({d.min_ess_bulk[0] or '—'})",
+            fmt(d.min_ess_bulk[1]),
+            f"≥ {need}",
+            _verdict(not np.isfinite(d.min_ess_bulk[1]) or d.min_ess_bulk[1] >= need),
+        ],
+        [
+            f"Smallest tail ESS ({d.min_ess_tail[0] or '—'})",
+            fmt(d.min_ess_tail[1]),
+            f"≥ {need}",
+            _verdict(not np.isfinite(d.min_ess_tail[1]) or d.min_ess_tail[1] >= need),
+        ],
         ["Draws at maximum tree depth", str(d.treedepth_hits), "0", _verdict(d.treedepth_hits == 0)],
     ]
     bfmi = _min_bfmi(fit)
@@ -176,12 +223,16 @@ def _diagnostics_section(fit: Fit) -> str:
     checks = table(["Check", "Value", "Wanted", "Verdict"], rows, ident="diagnostics")
     where = f"{d.chains} chain(s) × {d.draws} draws"
     if d.ok:
-        verdict = (f'<div class="verdict ok">All checks passed ({where}): no divergences, the chains agree '
-                   "and there are enough effective draws for the means and intervals reported.</div>")
+        verdict = (
+            f'<div class="verdict ok">All checks passed ({where}): no divergences, the chains agree '
+            "and there are enough effective draws for the means and intervals reported.</div>"
+        )
     else:
         items = "".join(f"<li>{esc(p)}</li>" for p in d.problems)
-        verdict = (f'<div class="verdict bad">{len(d.problems)} problem(s) found ({where}); '
-                   f"treat the numbers above with care:<ul>{items}</ul></div>")
+        verdict = (
+            f'<div class="verdict bad">{len(d.problems)} problem(s) found ({where}); '
+            f"treat the numbers above with care:<ul>{items}</ul></div>"
+        )
     return "\n".join([verdict, checks, _rank_plot(fit), _rank_plot_fixed(fit)])
 
 
@@ -210,8 +261,11 @@ def _rank_plot(fit: Fit) -> str:
         fig = pc.viz["figure"].item()
         img = png(fig, "Rank plots of the standard deviations")
         close_figure(fig)
-    return figure(img, "Posterior densities per chain (left) and rank plots (right) of the standard "
-                        "deviations: with well-mixed chains the densities overlap and the ranks are uniform.")
+    return figure(
+        img,
+        "Posterior densities per chain (left) and rank plots (right) of the standard "
+        "deviations: with well-mixed chains the densities overlap and the ranks are uniform.",
+    )
 
 
 def _rank_plot_fixed(fit: Fit) -> str:
@@ -246,8 +300,11 @@ def _rank_plot_fixed(fit: Fit) -> str:
         fig = pc.viz["figure"].item()
         img = png(fig, "Rank plots of the fixed effects and correlations")
         close_figure(fig)
-    return figure(img, "Posterior densities per chain (left) and rank plots (right) of the fixed effects and the "
-                        "correlations of the random effects (chains in the legend).")
+    return figure(
+        img,
+        "Posterior densities per chain (left) and rank plots (right) of the fixed effects and the "
+        "correlations of the random effects (chains in the legend).",
+    )
 
 
 # ------------------------------------------------------------------------------- PPC
@@ -273,19 +330,27 @@ def _ppc_distribution(fit: Fit, yrep: np.ndarray) -> str:
     if not discrete:
         import arviz_plots as azp
 
-        tree = xr.DataTree.from_dict({
-            "posterior_predictive": xr.Dataset({fit.spec.response: (("chain", "draw", "obs"), yrep[None])}),
-            "observed_data": xr.Dataset({fit.spec.response: (("obs",), y)}),
-        })
+        tree = xr.DataTree.from_dict(
+            {
+                "posterior_predictive": xr.Dataset({fit.spec.response: (("chain", "draw", "obs"), yrep[None])}),
+                "observed_data": xr.Dataset({fit.spec.response: (("obs",), y)}),
+            }
+        )
         with plotting():
             pc = azp.plot_ppc_dist(tree, backend="matplotlib")
             fig = pc.viz["figure"].item()
             img = png(fig, "Density of the observed and replicated response")
             close_figure(fig)
-        return figure(img, f"Density of the observed <code>{esc(fit.spec.response)}</code> (black) and of "
-                            f"{len(yrep)} data sets replicated from the posterior (blue).")
-    values = np.arange(0, 2) if get_family(fit.spec.family).binary else np.arange(
-        0, int(min(max(np.quantile(y, 0.99), 1), 40)) + 1)
+        return figure(
+            img,
+            f"Density of the observed <code>{esc(fit.spec.response)}</code> (black) and of "
+            f"{len(yrep)} data sets replicated from the posterior (blue).",
+        )
+    values = (
+        np.arange(0, 2)
+        if get_family(fit.spec.family).binary
+        else np.arange(0, int(min(max(np.quantile(y, 0.99), 1), 40)) + 1)
+    )
     obs = np.array([(y == v).sum() for v in values], dtype=float)
     rep = np.stack([(yrep == v).sum(axis=1) for v in values], axis=1).astype(float)
     lo, mid, hi = np.quantile(rep, [(1 - DEFAULT_PROB) / 2, 0.5, (1 + DEFAULT_PROB) / 2], axis=0)
@@ -293,15 +358,25 @@ def _ppc_distribution(fit: Fit, yrep: np.ndarray) -> str:
         fig = new_figure(min(5.0 + 0.3 * len(values), 11), 3.2)
         ax = fig.add_subplot()
         ax.bar(values, obs, color="#9fb3d1", label="observed")
-        ax.errorbar(values, mid, yerr=[mid - lo, hi - mid], fmt="o", color="#1d2330", ms=4,
-                    label=f"replicated (median, {round(DEFAULT_PROB * 100)}% interval)")
+        ax.errorbar(
+            values,
+            mid,
+            yerr=[mid - lo, hi - mid],
+            fmt="o",
+            color="#1d2330",
+            ms=4,
+            label=f"replicated (median, {round(DEFAULT_PROB * 100)}% interval)",
+        )
         ax.set_xticks(values)
         ax.set_xlabel(fit.spec.response)
         ax.set_ylabel("number of observations")
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
         img = png(fig, "Observed and replicated frequencies of the response")
-    return figure(img, f"Frequencies of each value of <code>{esc(fit.spec.response)}</code>: observed (bars) "
-                        f"and in {len(yrep)} replicated data sets (points and intervals).")
+    return figure(
+        img,
+        f"Frequencies of each value of <code>{esc(fit.spec.response)}</code>: observed (bars) "
+        f"and in {len(yrep)} replicated data sets (points and intervals).",
+    )
 
 
 def _ppc_groups(fit: Fit, yrep: np.ndarray) -> str:
@@ -345,9 +420,11 @@ def _ppc_section(fit: Fit, full: Fit | None, note: str) -> str:
     small = _thinned(full, PPC_DRAWS)
     yrep = np.asarray(posterior_predictive(small, random_seed=_seed(fit)).values, dtype=float)
     yrep = yrep.reshape(-1, yrep.shape[-1])
-    intro = (f"<p>{len(yrep)} data sets were replicated from evenly spaced posterior draws (seed "
-             f"{_seed(fit)}) with <code>hierbayes.summaries.prediction.posterior_predictive</code>. If the model "
-             "describes the data, the observed data look like a typical replicated data set.</p>")
+    intro = (
+        f"<p>{len(yrep)} data sets were replicated from evenly spaced posterior draws (seed "
+        f"{_seed(fit)}) with <code>hierbayes.summaries.prediction.posterior_predictive</code>. If the model "
+        "describes the data, the observed data look like a typical replicated data set.</p>"
+    )
     extra = f'<p class="note">{esc(note)}</p>' if note else ""
     return "\n".join([intro, extra, _ppc_distribution(fit, yrep), _ppc_groups(fit, yrep)])
 
@@ -379,18 +456,26 @@ def _variance_section(fit: Fit) -> str:
         ax = fig.add_subplot()
         pos = np.arange(len(share))[::-1]
         ax.barh(pos, share["mean"], color="#9fb3d1")
-        ax.errorbar(share["mean"], pos, xerr=[share["mean"] - share["lower"], share["upper"] - share["mean"]],
-                    fmt="none", color="#1d2330", lw=1)
+        ax.errorbar(
+            share["mean"],
+            pos,
+            xerr=[share["mean"] - share["lower"], share["upper"] - share["mean"]],
+            fmt="none",
+            color="#1d2330",
+            lw=1,
+        )
         ax.set_yticks(pos, [str(c) for c in share.index])
         ax.set_xlim(0, 1)
         ax.set_xlabel(f"share of the variance (mean, {pct} interval)")
         img = png(fig, "Variance shares")
-    return "\n".join([
-        f"<p>On the {esc(vp.scale)}; posterior mean [{pct} interval].</p>",
-        table(["Component", "Variance", "Share", "ICC"], rows, ident="variance-partition"),
-        f"<ul>{items}</ul>" if items else "",
-        figure(img, "Share of the total variance of each component."),
-    ])
+    return "\n".join(
+        [
+            f"<p>On the {esc(vp.scale)}; posterior mean [{pct} interval].</p>",
+            table(["Component", "Variance", "Share", "ICC"], rows, ident="variance-partition"),
+            f"<ul>{items}</ul>" if items else "",
+            figure(img, "Share of the total variance of each component."),
+        ]
+    )
 
 
 # ------------------------------------------------------------------- group-level effects
@@ -450,8 +535,11 @@ def _shrinkage_section(fit: Fit, full: Fit | None, note: str) -> str:
                 _fixed_legend(fig)
                 img = png(fig, f"Shrinkage of {coef} by {g.name}")
             stats = _pooling_caption(factor)
-            subset = (f" The plot shows {len(shown)} of the {len(shrink)} levels, evenly spread over the group "
-                      "sizes." if len(shown) < len(shrink) else "")
+            subset = (
+                f" The plot shows {len(shown)} of the {len(shrink)} levels, evenly spread over the group sizes."
+                if len(shown) < len(shrink)
+                else ""
+            )
             parts.append(figure(img, f"<code>{esc(g.name)}</code>, {esc(coef)}: {g.n_levels} levels; {stats}.{subset}"))
     return "\n".join(parts)
 
@@ -474,8 +562,12 @@ def _effects_section(fit: Fit, full: Fit | None, note: str) -> str:
             with plotting():
                 fig = plot_caterpillar(full, g.name, coef=coef, extremes=CATERPILLAR_EXTREMES if many else None)
                 img = png(fig, f"Effects of the levels of {g.name} on {coef}")
-            extra = (f" With {g.n_levels} levels, the {CATERPILLAR_EXTREMES} lowest and highest are shown with "
-                     "their intervals, and the histogram shows the posterior means of all levels." if many else "")
+            extra = (
+                f" With {g.n_levels} levels, the {CATERPILLAR_EXTREMES} lowest and highest are shown with "
+                "their intervals, and the histogram shows the posterior means of all levels."
+                if many
+                else ""
+            )
             parts.append(figure(img, f"<code>{esc(g.name)}</code>: effects on the {esc(coef)}.{extra}"))
     return "\n".join(parts)
 
@@ -497,18 +589,31 @@ def _ratios_section(fit: Fit) -> str:
         return ""
     pct = f"{round(DEFAULT_PROB * 100)}%"
     rows = [
-        [name, r["quantity"], fmt(r["mean"]), fmt(r["median"]), fmt(r["lower"]), fmt(r["upper"]),
-         "" if not np.isfinite(r["p_gt_1"]) else fmt(r["p_gt_1"])]
+        [
+            name,
+            r["quantity"],
+            fmt(r["mean"]),
+            fmt(r["median"]),
+            fmt(r["lower"]),
+            fmt(r["upper"]),
+            "" if not np.isfinite(r["p_gt_1"]) else fmt(r["p_gt_1"]),
+        ]
         for name, r in tab.iterrows()
     ]
-    return "\n".join([
-        f"<p>Conditional {what} <i>exp(β)</i> (for the same level of every grouping factor), posterior mean, "
-        f"median and {pct} interval (<code>hierbayes.{what.replace(' ', '_')}</code>). The intercept row is the "
-        "baseline (every predictor 0, random effects 0), not a ratio. Population-averaged comparisons: "
-        "<code>hierbayes.average_comparison</code>.</p>",
-        table(["", "Quantity", "Mean", "Median", f"{pct} lower", f"{pct} upper", "P(ratio > 1)"], rows,
-              ident="ratios", left=2),
-    ])
+    return "\n".join(
+        [
+            f"<p>Conditional {what} <i>exp(β)</i> (for the same level of every grouping factor), posterior mean, "
+            f"median and {pct} interval (<code>hierbayes.{what.replace(' ', '_')}</code>). The intercept row is the "
+            "baseline (every predictor 0, random effects 0), not a ratio. Population-averaged comparisons: "
+            "<code>hierbayes.average_comparison</code>.</p>",
+            table(
+                ["", "Quantity", "Mean", "Median", f"{pct} lower", f"{pct} upper", "P(ratio > 1)"],
+                rows,
+                ident="ratios",
+                left=2,
+            ),
+        ]
+    )
 
 
 def _fit_quality_section(fit: Fit, full: Fit | None, note: str) -> str:
@@ -545,19 +650,21 @@ def _fit_quality_section(fit: Fit, full: Fit | None, note: str) -> str:
     pct = f"{round(DEFAULT_PROB * 100)}%"
     r2_rows = [[name, fmt(r["mean"]), fmt(r["lower"]), fmt(r["upper"])] for name, r in r2.iterrows()]
     draws = small.posterior.sizes["chain"] * small.posterior.sizes["draw"]
-    return "\n".join([
-        f"<p>Pareto-smoothed importance-sampling leave-one-out cross-validation (<code>arviz_stats.loo</code>) "
-        f"from {draws} posterior draws: each observation is left out of its own known group. For new groups "
-        "use <code>hierbayes.kfold(fit, group=...)</code> (refits).</p>",
-        table(["", "Estimate", "SE"], loo_rows, ident="loo", left=1),
-        table(["Pareto k", "Observations", "Share"], k_rows, ident="pareto-k", left=1),
-        "<p>The Pareto k diagnostic says how reliable each observation's LOO estimate is; with many large "
-        "k values (common with few observations per level) prefer K-fold cross-validation.</p>",
-        f"<p>Bayesian R² (Gelman et al. 2019, <code>hierbayes.bayes_r2</code>): the share of the variance "
-        f"explained by the fixed and random effects (conditional) and by the fixed effects alone (marginal), "
-        f"posterior mean and {pct} interval.</p>",
-        table(["R²", "Mean", f"{pct} lower", f"{pct} upper"], r2_rows, ident="bayes-r2", left=1),
-    ])
+    return "\n".join(
+        [
+            f"<p>Pareto-smoothed importance-sampling leave-one-out cross-validation (<code>arviz_stats.loo</code>) "
+            f"from {draws} posterior draws: each observation is left out of its own known group. For new groups "
+            "use <code>hierbayes.kfold(fit, group=...)</code> (refits).</p>",
+            table(["", "Estimate", "SE"], loo_rows, ident="loo", left=1),
+            table(["Pareto k", "Observations", "Share"], k_rows, ident="pareto-k", left=1),
+            "<p>The Pareto k diagnostic says how reliable each observation's LOO estimate is; with many large "
+            "k values (common with few observations per level) prefer K-fold cross-validation.</p>",
+            f"<p>Bayesian R² (Gelman et al. 2019, <code>hierbayes.bayes_r2</code>): the share of the variance "
+            f"explained by the fixed and random effects (conditional) and by the fixed effects alone (marginal), "
+            f"posterior mean and {pct} interval.</p>",
+            table(["R²", "Mean", f"{pct} lower", f"{pct} upper"], r2_rows, ident="bayes-r2", left=1),
+        ]
+    )
 
 
 def _conditional_section(fit: Fit) -> str:
@@ -573,12 +680,18 @@ def _conditional_section(fit: Fit) -> str:
         fig = plot_conditional_effects(small, first, n_points=40)
         img = png(fig, f"Conditional effect of {first}")
     others = [p for p in predictors if p != first]
-    held = (f" Other predictors are held at their means (numeric) or most frequent values: "
-            f"{esc(', '.join(others))}." if others else "")
+    held = (
+        f" Other predictors are held at their means (numeric) or most frequent values: {esc(', '.join(others))}."
+        if others
+        else ""
+    )
     scale = "expected response" if fit.spec.link == "identity" else f"expected response (inverse {fit.spec.link} link)"
-    return figure(img, f"The {scale} as <code>{esc(first)}</code> varies, at the population level (random "
-                       f"effects 0), with its {round(DEFAULT_PROB * 100)}% interval "
-                       f"(<code>hierbayes.conditional_effects</code>).{held}")
+    return figure(
+        img,
+        f"The {scale} as <code>{esc(first)}</code> varies, at the population level (random "
+        f"effects 0), with its {round(DEFAULT_PROB * 100)}% interval "
+        f"(<code>hierbayes.conditional_effects</code>).{held}",
+    )
 
 
 # ------------------------------------------------------------------------- settings
@@ -598,10 +711,14 @@ def _settings_section(fit: Fit) -> str:
     parts = []
     if isinstance(card, dict) and card.get("name"):
         parts.append(f"<p>Model card: <code>{esc(card['name'])}</code>.</p>")
-    parts.append(table(["Setting", "Value"], [[k, _json_text(settings[k])] for k in sorted(settings)],
-                        ident="settings", left=2))
-    parts.append(table(["Library", "Version at fit time"], [[k, versions[k]] for k in sorted(versions)],
-                        ident="versions", left=2))
+    parts.append(
+        table(["Setting", "Value"], [[k, _json_text(settings[k])] for k in sorted(settings)], ident="settings", left=2)
+    )
+    parts.append(
+        table(
+            ["Library", "Version at fit time"], [[k, versions[k]] for k in sorted(versions)], ident="versions", left=2
+        )
+    )
     attrs = fit.idata["posterior"].attrs
     keys = ("created_at", "inference_library", "inference_library_version", "sampling_time", "tuning_steps")
     rows = [[k, _json_text(attrs[k])] for k in keys if k in attrs]

@@ -111,7 +111,8 @@ def _check_fixed_piece(piece: str, formula: str, pos: int) -> None:
     except Exception as err:
         why, marker = _formulaic_error(err, piece)
         raise formula_error(
-            formula, pos + marker,
+            formula,
+            pos + marker,
             f"Could not parse the term {piece!r}: {why} Allowed operators: + - * / : ** ^ and "
             "parentheses; random terms are written (terms | group).",
         ) from None
@@ -155,7 +156,8 @@ def split_terms(rhs: str, *, formula: str | None = None, pos: int = 0) -> tuple[
                 why, marker = _formulaic_error(piece_err, stripped)
                 break
         raise formula_error(
-            formula, where + marker,
+            formula,
+            where + marker,
             f"Could not parse the term {what!r}: {why} Allowed operators: + - * / : ** ^ and "
             "parentheses; random terms are written (terms | group).",
         ) from None
@@ -185,7 +187,8 @@ def _parse_group(text: str, formula: str, pos: int) -> list[tuple[str, ...]]:
         for c in cols:
             if not is_column_name(c):
                 raise formula_error(
-                    formula, pos,
+                    formula,
+                    pos,
                     f"Grouping factor {text!r}: {c!r} is not a column name; grouping factors are "
                     "column names joined by ':' (interaction) or '/' (nesting).",
                 )
@@ -197,7 +200,8 @@ def _parse_group(text: str, formula: str, pos: int) -> list[tuple[str, ...]]:
 def _parse_random(inner: str, formula: str, pos: int, centered: bool) -> list[GroupTerm]:
     if "|||" in inner:
         raise formula_error(
-            formula, pos + 1 + inner.find("|||"),
+            formula,
+            pos + 1 + inner.find("|||"),
             f"Random term ({inner}) uses '|||'; write '|' for correlated or '||' for independent effects.",
         )
     double = "||" in inner
@@ -251,7 +255,8 @@ def _parse_lhs(lhs: str, formula: str) -> tuple[str, str | None, str | None, str
             known_sigma = se.strip()
             if not is_column_name(known_sigma):
                 raise formula_error(
-                    formula, max(formula.find(known_sigma), 0),
+                    formula,
+                    max(formula.find(known_sigma), 0),
                     f"The response {lhs.strip()!r} must be a column name with se(column): se() must name a column; "
                     f"received {known_sigma!r}. Compute it as a column of the data first.",
                 )
@@ -260,13 +265,15 @@ def _parse_lhs(lhs: str, formula: str) -> tuple[str, str | None, str | None, str
             why = check_expression(trials)
             if why is not None:
                 raise formula_error(
-                    formula, max(formula.find(trials), 0),
+                    formula,
+                    max(formula.find(trials), 0),
                     f"The response {lhs.strip()!r} must be a column name with trials(): trials() must name a column; "
                     f"received {trials!r}, which is neither a column name nor arithmetic of columns ({why}).",
                 )
         else:
             raise formula_error(
-                formula, pieces[1][1],
+                formula,
+                pieces[1][1],
                 f"After '|' in the response, write se(column) or trials(column); received {extra!r}.",
             )
     else:
@@ -283,7 +290,8 @@ def _parse_lhs(lhs: str, formula: str) -> tuple[str, str | None, str | None, str
         why = None if part is None else check_expression(part)
         if why is not None:
             raise formula_error(
-                formula, max(formula.find(str(part)), 0),
+                formula,
+                max(formula.find(str(part)), 0),
                 f"The response {lhs.strip()!r} must be a column name, an expression of columns with arithmetic "
                 f"and {', '.join(sorted(EXPRESSION_FUNCTIONS))} (log(y), cbind(incidence, size - incidence)), "
                 f"y | se(s) or y | trials(n): {why}.",
@@ -351,7 +359,8 @@ def parse_formula(
         elif _call_inner(stripped, "offset") is not None:
             if offset is not None:
                 raise formula_error(
-                    formula, lead,
+                    formula,
+                    lead,
                     f"The formula has two offsets (offset({offset}) and {stripped}); add them in one: "
                     f"offset({offset} + ...).",
                 )
@@ -359,13 +368,15 @@ def parse_formula(
             why = check_expression(offset)
             if why is not None:
                 raise formula_error(
-                    formula, lead,
+                    formula,
+                    lead,
                     f"offset({offset}) must name a column or an expression of columns with arithmetic and "
                     f"{', '.join(sorted(EXPRESSION_FUNCTIONS))} (e.g. offset(log(exposure))): {why}.",
                 )
         elif "|" in stripped:
             raise formula_error(
-                formula, lead + stripped.find("|"),
+                formula,
+                lead + stripped.find("|"),
                 "A '|' outside parentheses: random terms are written in parentheses, e.g. (1 | g).",
             )
         else:

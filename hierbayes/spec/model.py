@@ -77,8 +77,7 @@ class GroupTerm:
             )
         if self.covariance not in ("full", "diagonal"):
             raise SpecError(
-                f"GroupTerm for {self.name!r}: covariance must be 'full' or 'diagonal'; "
-                f"received {self.covariance!r}."
+                f"GroupTerm for {self.name!r}: covariance must be 'full' or 'diagonal'; received {self.covariance!r}."
             )
 
     @property
@@ -175,7 +174,8 @@ class ModelSpec:
             )
         if (self.trials is not None or self.failures is not None) and not fam.needs_trials:
             raise SpecError(
-                f"trials={self.trials or self.failures!r} only applies to the binomial family; received family {family!r}."
+                f"trials={self.trials or self.failures!r} only applies to the binomial family; "
+                f"received family {family!r}."
             )
         if self.trials is not None and self.failures is not None:
             raise SpecError("Give the binomial trials either as trials= or as failures=, not both.")
@@ -185,7 +185,10 @@ class ModelSpec:
                 "cbind(successes, failures) on the left of the formula."
             )
         for what, expr in (
-            ("response", self.response), ("trials", self.trials), ("failures", self.failures), ("offset", self.offset)
+            ("response", self.response),
+            ("trials", self.trials),
+            ("failures", self.failures),
+            ("offset", self.offset),
         ):
             why = None if expr is None else check_expression(expr)
             if why is not None:
@@ -220,9 +223,7 @@ class ModelSpec:
             lhs = f"{lhs} | trials({self.trials})"
         if self.failures is not None:
             lhs = f"cbind({self.response}, {self.failures})"
-        rhs = " + ".join(
-            (["1"] if self.intercept else ["0"]) + list(self.fixed) + [g.formula() for g in self.groups]
-        )
+        rhs = " + ".join((["1"] if self.intercept else ["0"]) + list(self.fixed) + [g.formula() for g in self.groups])
         if self.offset is not None:
             rhs = f"{rhs} + offset({self.offset})"
         return f"{lhs} ~ {rhs}"

@@ -132,9 +132,7 @@ class Normal:
         if self.cov is not None:
             cov = np.asarray(self.cov, dtype=float)
             if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
-                raise PriorError(
-                    f"Normal prior cov B must be a square p x p matrix; received shape {cov.shape}."
-                )
+                raise PriorError(f"Normal prior cov B must be a square p x p matrix; received shape {cov.shape}.")
             if not np.all(np.isfinite(cov)):
                 raise PriorError("Normal prior cov B must hold finite numbers; received inf or NaN.")
             if not np.allclose(cov, cov.T, rtol=1e-10, atol=1e-12):
@@ -163,8 +161,7 @@ class Normal:
         b = np.full(p, float(b)) if b.ndim == 0 else b
         if b.shape != (p,):
             raise PriorError(
-                f"Normal prior: b has length {b.shape[0]} but the model has {p} fixed effects "
-                f"({', '.join(names)})."
+                f"Normal prior: b has length {b.shape[0]} but the model has {p} fixed effects ({', '.join(names)})."
             )
         if self.cov is not None:
             B = np.asarray(self.cov, dtype=float)
@@ -191,9 +188,7 @@ class _Scale:
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.scale) or self.scale <= 0:
-            raise PriorError(
-                f"{type(self).__name__} prior: scale must be a positive number; received {self.scale!r}."
-            )
+            raise PriorError(f"{type(self).__name__} prior: scale must be a positive number; received {self.scale!r}.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -440,7 +435,7 @@ def prior_from_dict(value: Mapping[str, object], where: str, allowed: Mapping[st
 
 def scale_prior_from_dict(value: Mapping[str, object], where: str) -> ScalePrior:
     """Build a scale prior from ``{"dist": "halfnormal", "scale": 2.0}`` (model cards)."""
-    return prior_from_dict(value, where, SCALE_PRIORS)  # type: ignore[no-any-return]
+    return prior_from_dict(value, where, SCALE_PRIORS)
 
 
 def prior_to_dict(prior: Any) -> dict[str, Any]:

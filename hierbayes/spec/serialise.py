@@ -171,9 +171,7 @@ def priors_from_dict(value: Mapping[str, Any], where: str = "priors") -> Priors:
         if not isinstance(gsd, Mapping):
             raise PriorError(f"{where}.group_sd must be a table like {{ dist = 'halfnormal', scale = 1 }}.")
         if _is_table_of_tables(gsd):
-            kwargs["group_sd"] = {
-                str(k): _group_sd_from_dict(v, f"{where}.group_sd.{k}") for k, v in gsd.items()
-            }
+            kwargs["group_sd"] = {str(k): _group_sd_from_dict(v, f"{where}.group_sd.{k}") for k, v in gsd.items()}
         else:
             kwargs["group_sd"] = scale_prior_from_dict(gsd, f"{where}.group_sd")
     if "sigma" in value:
@@ -234,9 +232,7 @@ def spec_from_dict(value: Mapping[str, Any]) -> ModelSpec:
     for term in kwargs.get("groups", ()):
         unknown = sorted(set(term) - term_fields)
         if unknown:
-            raise SpecError(
-                f"Unknown group term field {unknown[0]!r}; allowed: {', '.join(sorted(term_fields))}."
-            )
+            raise SpecError(f"Unknown group term field {unknown[0]!r}; allowed: {', '.join(sorted(term_fields))}.")
         groups.append(GroupTerm(**term))
     kwargs["groups"] = tuple(groups)
     kwargs["priors"] = priors_from_dict(kwargs.get("priors", {}))

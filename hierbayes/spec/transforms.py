@@ -215,7 +215,7 @@ class _Whitelist:
         if fname in CONTRAST_CLASSES:
             for arg in (*node.args, *(kw.value for kw in node.keywords)):
                 if not isinstance(arg, ast.Constant) or not isinstance(arg.value, (int, float, str, bool)):
-                    raise self.refuse(f"{fname}() takes constant arguments only (a level such as \"b\").")
+                    raise self.refuse(f'{fname}() takes constant arguments only (a level such as "b").')
             for kw in node.keywords:
                 if kw.arg is None or kw.arg.startswith("_"):
                     shown = "**" if kw.arg is None else repr(kw.arg)
@@ -386,7 +386,7 @@ def _dual(node: ast.AST, columns: Mapping[str, Any], wrt: str | None) -> tuple[A
         v = np.asarray(columns[node.id], dtype=float)
         return v, (1.0 if node.id == wrt else 0.0)
     if isinstance(node, ast.Constant):
-        return float(node.value), 0.0
+        return float(node.value), 0.0  # type: ignore[arg-type]  # numbers only, checked before
     if isinstance(node, ast.UnaryOp):
         v, d = _dual(node.operand, columns, wrt)
         return (-v, -d) if isinstance(node.op, ast.USub) else (v, d)

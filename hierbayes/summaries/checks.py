@@ -170,10 +170,7 @@ class KFold:
     group: str
 
     def __repr__(self) -> str:
-        return (
-            f"<hierbayes.KFold group={self.group!r} folds={len(self.folds)} "
-            f"elpd={self.elpd:.2f} se={self.se:.2f}>"
-        )
+        return f"<hierbayes.KFold group={self.group!r} folds={len(self.folds)} elpd={self.elpd:.2f} se={self.se:.2f}>"
 
 
 def _fold_seed(seed: int, k: int) -> int:

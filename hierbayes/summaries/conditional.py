@@ -221,8 +221,14 @@ def plot_conditional_effects(
                 ax.fill_between(part[effect], part["lower"], part["upper"], alpha=0.2, color=line.get_color(), lw=0)
         else:
             x = np.arange(len(part))
-            ax.errorbar(x, part["mean"], yerr=[part["mean"] - part["lower"], part["upper"] - part["mean"]],
-                        fmt="o", capsize=3, label=label)
+            ax.errorbar(
+                x,
+                part["mean"],
+                yerr=[part["mean"] - part["lower"], part["upper"] - part["mean"]],
+                fmt="o",
+                capsize=3,
+                label=label,
+            )
             ax.set_xticks(x, [str(v) for v in part[effect]])
     ax.set_xlabel(str(effect))
     kind = table.attrs.get("kind", "mean")

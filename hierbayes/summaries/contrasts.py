@@ -164,8 +164,8 @@ def parse_contrast(expr: str, names: list[str] | tuple[str, ...]) -> dict[str, f
         lookup[placeholder] = name
         pattern = re.escape(name) if not name.isidentifier() else rf"(?<![\w.]){re.escape(name)}(?![\w(])"
         text = re.sub(rf"`{re.escape(name)}`|{pattern}", placeholder, text)
-    for pattern, what in _NOT_ALLOWED:
-        if pattern.search(text):
+    for refused, what in _NOT_ALLOWED:
+        if refused.search(text):
             raise _expr_error(expr, what, names)
     try:
         constraints = LinearConstraints.from_spec(text, variable_names=list(lookup))

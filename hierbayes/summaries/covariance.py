@@ -137,9 +137,7 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"kind must be 'covariance' or 'correlation'; received {kind!r}.")
 
 
-def implied_covariance(
-    fit: Fit, rows: Sequence[object] | None = None, *, kind: Kind = "covariance"
-) -> pd.DataFrame:
+def implied_covariance(fit: Fit, rows: Sequence[object] | None = None, *, kind: Kind = "covariance") -> pd.DataFrame:
     """Posterior mean of the marginal covariance (or correlation) matrix of chosen rows of ``y``.
 
     See the module docstring for the formula.

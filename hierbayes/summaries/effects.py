@@ -68,10 +68,14 @@ class Summary:
         from hierbayes.summaries.display import html_block
 
         pct = f"{round(self.prob * 100)}%"
-        notes = [f"{self.formula} ({self.family}, {self.link} link); {self.nobs} observations",
-                 f"posterior means and {pct} intervals", *self.problems]
-        return html_block("Bayesian multilevel model", notes, [("Random effects", self.random),
-                                                               ("Fixed effects", self.fixed)])
+        notes = [
+            f"{self.formula} ({self.family}, {self.link} link); {self.nobs} observations",
+            f"posterior means and {pct} intervals",
+            *self.problems,
+        ]
+        return html_block(
+            "Bayesian multilevel model", notes, [("Random effects", self.random), ("Fixed effects", self.fixed)]
+        )
 
 
 _COLUMNS = ["mean", "sd", "lower", "upper", "r_hat", "ess_bulk"]
@@ -242,7 +246,11 @@ def format_summary(s: Summary) -> str:
 def _grid(header: list[str], rows: list[list[str]], *, left: int = 2) -> list[str]:
     """Align a table: the first ``left`` columns (labels) to the left, the numbers to the right."""
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    fmt = lambda r: " " + "  ".join(  # noqa: E731
-        str(c).ljust(w) if i < left else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-    )
+
+    def fmt(r: list[str]) -> str:
+        cells = (
+            str(c).ljust(w) if i < left else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        return " " + "  ".join(cells)
+
     return [fmt(header)] + [fmt(r) for r in rows]

@@ -56,7 +56,6 @@ from hierbayes.summaries.prediction import as_frame, group_cov_cholesky, inverse
 __all__ = ["PopulationAveraged", "population_averaged"]
 
 
-
 @dataclass(frozen=True)
 class PopulationAveraged:
     r"""Conditional (``u = 0``) and marginal (population-averaged) means, and optionally effects.
@@ -95,8 +94,10 @@ class PopulationAveraged:
         eff = "" if self.effects is None else f", effects ({self.effects['measure'].iloc[0]})"
         head = self.table.head(5).to_string(float_format=lambda v: f"{v:.4g}")
         more = f"\n... {len(self.table)} rows" if len(self.table) > 5 else ""
-        return (f"<hierbayes.PopulationAveraged {len(self.table)} row(s){eff}; {self.n_draws} Monte Carlo draws "
-                f"of u per posterior draw, {round(self.prob * 100)}% intervals>\n{head}{more}")
+        return (
+            f"<hierbayes.PopulationAveraged {len(self.table)} row(s){eff}; {self.n_draws} Monte Carlo draws "
+            f"of u per posterior draw, {round(self.prob * 100)}% intervals>\n{head}{more}"
+        )
 
     def _repr_html_(self) -> str:
         from hierbayes.summaries.display import html_block
@@ -111,9 +112,7 @@ class PopulationAveraged:
 _MC_CHUNK = 4_000_000
 
 
-def _mc_means(
-    fit: Fit, rows: Any, n_draws: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def _mc_means(fit: Fit, rows: Any, n_draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(S, n)`` conditional and Monte Carlo marginal means of the rows."""
     post = fit.posterior
     S = int(post.sizes["chain"] * post.sizes["draw"])

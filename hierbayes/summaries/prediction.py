@@ -95,6 +95,7 @@ __all__ = [
 NewLevels = Literal["population", "sample"]
 PredictKind = Literal["linear", "mean", "response"]
 
+
 def _need(data: pd.DataFrame, column: str, why: str) -> None:
     if column not in data.columns:
         raise DataError(
@@ -186,9 +187,7 @@ def _group_rows(g: GroupDesign, data: pd.DataFrame, fitted: pd.DataFrame) -> Gro
         Z = _varying_columns(g, data)
     else:
         Z = np.ones((len(data), 1))
-    return GroupRows(
-        design=g, index=index, new_index=new_index, n_new=n_new, Z=Z, intercept_only=intercept_only(Z)
-    )
+    return GroupRows(design=g, index=index, new_index=new_index, n_new=n_new, Z=Z, intercept_only=intercept_only(Z))
 
 
 def as_frame(data: Any) -> pd.DataFrame:
@@ -498,7 +497,9 @@ def predict(
         if kind == "mean":  # the family's E[y | eta] (inverse link; lognormal exp(eta + sigma^2/2), ...)
             shape = values.shape
             flat_eta = values.reshape(-1, shape[-1])
-            mean = get_family(fit.spec.family).response_mean(flat_eta, str(fit.spec.link), family_params(fit, slice(None)))
+            mean = get_family(fit.spec.family).response_mean(
+                flat_eta, str(fit.spec.link), family_params(fit, slice(None))
+            )
             values = np.asarray(mean).reshape(shape)
     else:
         raise ValueError(f"kind must be 'linear', 'mean' or 'response'; received {kind!r}.")
@@ -508,4 +509,3 @@ def predict(
     return pd.DataFrame(
         {"mean": flat.mean(axis=0), "sd": flat.std(axis=0, ddof=1), "lower": lo, "upper": hi}, index=index
     )
-

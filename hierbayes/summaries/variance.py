@@ -284,9 +284,7 @@ def variance_partition(
         raise ValueError(f"prob must be between 0 and 1; received {prob}.")
     design = fit.design
     if not design.groups:
-        raise SpecError(
-            f"The model {fit.spec.formula()} has no random effects, so there is no variance to partition."
-        )
+        raise SpecError(f"The model {fit.spec.formula()} has no random effects, so there is no variance to partition.")
     at_values = _check_at(design, at or {})
     post = fit.posterior
 
@@ -312,7 +310,9 @@ def variance_partition(
     rows: list[dict[str, object]] = []
     for k, comp in enumerate(comps):
         what = "residual variance" if comp == RESIDUAL else f"variance of the {comp} effects{at_text}"
-        rows.append({"component": comp, "quantity": "variance", **interval_stats(var[..., k], prob), "description": what})
+        rows.append(
+            {"component": comp, "quantity": "variance", **interval_stats(var[..., k], prob), "description": what}
+        )
         rows.append(
             {
                 "component": comp,

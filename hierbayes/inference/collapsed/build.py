@@ -243,6 +243,7 @@ def _statistics_factors(
         return factors_list[0], factors_list
     outer, inner = groups
     cross = stats.cross[inner.name, outer.name]
+    assert inner.parent_index is not None  # _ordered_groups put the nested factor second
     return NestedFactors.from_statistics(factors_list[0], factors_list[1], inner.parent_index, cross), factors_list
 
 

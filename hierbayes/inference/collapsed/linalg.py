@@ -1,5 +1,6 @@
-"""Small dense linear algebra for batches of posterior draws (numpy): Cholesky factors and
-triangular solves of stacks of ``q x q`` matrices, and sums over nested levels.
+"""Small dense linear algebra for batches of posterior draws (numpy).
+
+Cholesky factors and triangular solves of stacks of ``q x q`` matrices, and sums over nested levels.
 
 Shared by the exact random-effect draws (:mod:`hierbayes.inference.collapsed.build`) and REML/ML
 (:mod:`hierbayes.inference.collapsed.reml`).
