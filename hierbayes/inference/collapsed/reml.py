@@ -307,6 +307,90 @@ class _Optimum:
     nit: int
 
 
+class _ThetaSearch:
+    """The profiled criterion with a cache and counters, and the local and boundary searches on it."""
+
+    def __init__(self, objective: Any, bounds: list[tuple[float | None, None]]) -> None:
+        self.objective, self.bounds = objective, bounds
+        self.diag = [k for k, (lo, _) in enumerate(bounds) if lo is not None]
+        self.lower = np.array([-np.inf if lo is None else lo for lo, _ in bounds])
+        self.cache: dict[bytes, float] = {}
+        self.evaluations = 0
+        self.runs = 0
+
+    def f(self, x: np.ndarray) -> float:
+        x = np.maximum(np.asarray(x, dtype=float), self.lower)
+        key = x.tobytes()
+        if key not in self.cache:
+            self.evaluations += 1
+            try:
+                val = float(self.objective(x))
+            except np.linalg.LinAlgError:  # numerically indefinite at absurd theta (e.g. 1e8)
+                val = _FAILED
+            self.cache[key] = val if np.isfinite(val) else _FAILED
+        return self.cache[key]
+
+    def local(self, x0: np.ndarray) -> _Optimum:
+        self.runs += 1
+        res = minimize(
+            self.f,
+            np.maximum(x0, self.lower),
+            method="L-BFGS-B",
+            jac="3-point",
+            bounds=self.bounds,
+            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000},
+        )
+        x = np.maximum(np.asarray(res.x, dtype=float), self.lower)
+        return _Optimum(x, self.f(x), bool(res.success), str(res.message), int(res.nit))
+
+    def boundary_round(self, best: _Optimum) -> tuple[_Optimum, bool]:
+        """One pass over the diagonal entries: probe along the axis at 0, or try the boundary itself."""
+        improved = False
+        for k in self.diag:
+            if best.x[k] < SINGULAR_TOL:
+                # On the boundary the derivative vanishes: look along the axis instead.
+                probes = []
+                for h in _BOUNDARY_PROBES:
+                    x = best.x.copy()
+                    x[k] = h
+                    probes.append((self.f(x), x))
+                fx, x = min(probes, key=lambda p: p[0])
+                if fx >= best.fun - _IMPROVE_TOL:
+                    continue
+            else:
+                # The boundary itself: this component at 0, the others re-optimised.
+                x = best.x.copy()
+                x[k] = 0.0
+            opt = self.local(x)
+            if opt.fun < best.fun - _IMPROVE_TOL:
+                best, improved = opt, True
+        return best, improved
+
+    def snap_to_zero(self, best: _Optimum) -> _Optimum:
+        """Report an exact 0 where the optimiser stopped a hair above it and 0 is no worse."""
+        for k in self.diag:
+            if 0.0 < best.x[k] < SINGULAR_TOL:
+                x = best.x.copy()
+                x[k] = 0.0
+                fx = self.f(x)
+                if fx <= best.fun + _IMPROVE_TOL:
+                    best = _Optimum(x, fx, best.success, best.message, best.nit)
+        return best
+
+    def better_nearby(self, best: _Optimum) -> float:
+        """How much better the best point within +-1e-4 (relative) of the optimum is (0 if none)."""
+        worse_by = 0.0
+        for k in range(best.x.size):
+            delta = 1e-4 * max(1.0, abs(best.x[k]))
+            for sign in (-1.0, 1.0):
+                x = best.x.copy()
+                x[k] += sign * delta
+                if x[k] < self.lower[k]:
+                    continue
+                worse_by = max(worse_by, best.fun - self.f(x))
+        return worse_by
+
+
 def _optimise_theta(
     objective: Any, starts: list[np.ndarray], bounds: list[tuple[float | None, None]]
 ) -> tuple[_Optimum, dict[str, Any]]:
@@ -315,89 +399,22 @@ def _optimise_theta(
     Returns the optimum and the settings (``starts``, ``local_runs``, ``boundary_rounds``,
     ``evaluations``, ``checks``).
     """
-    diag = [k for k, (lo, _) in enumerate(bounds) if lo is not None]
-    lower = np.array([-np.inf if lo is None else lo for lo, _ in bounds])
-    count = [0]
-    cache: dict[bytes, float] = {}
-
-    def f(x: np.ndarray) -> float:
-        x = np.maximum(np.asarray(x, dtype=float), lower)
-        key = x.tobytes()
-        if key not in cache:
-            count[0] += 1
-            try:
-                val = float(objective(x))
-            except np.linalg.LinAlgError:  # numerically indefinite at absurd theta (e.g. 1e8)
-                val = _FAILED
-            cache[key] = val if np.isfinite(val) else _FAILED
-        return cache[key]
-
-    runs = [0]
-
-    def local(x0: np.ndarray) -> _Optimum:
-        runs[0] += 1
-        res = minimize(
-            f,
-            np.maximum(x0, lower),
-            method="L-BFGS-B",
-            jac="3-point",
-            bounds=bounds,
-            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 1000},
-        )
-        x = np.maximum(np.asarray(res.x, dtype=float), lower)
-        return _Optimum(x, f(x), bool(res.success), str(res.message), int(res.nit))
-
+    search = _ThetaSearch(objective, bounds)
     best: _Optimum | None = None
     for x0 in starts:
-        opt = local(x0)
+        opt = search.local(x0)
         if best is None or opt.fun < best.fun - _IMPROVE_TOL:
             best = opt
     assert best is not None
-
     rounds = 0
     for _ in range(7):
         rounds += 1
-        improved = False
-        for k in diag:
-            if best.x[k] < SINGULAR_TOL:
-                # On the boundary the derivative vanishes: look along the axis instead.
-                probes = []
-                for h in _BOUNDARY_PROBES:
-                    x = best.x.copy()
-                    x[k] = h
-                    probes.append((f(x), x))
-                fx, x = min(probes, key=lambda p: p[0])
-                if fx < best.fun - _IMPROVE_TOL:
-                    opt = local(x)
-                    if opt.fun < best.fun - _IMPROVE_TOL:
-                        best, improved = opt, True
-            else:
-                # The boundary itself: this component at 0, the others re-optimised.
-                x = best.x.copy()
-                x[k] = 0.0
-                opt = local(x)
-                if opt.fun < best.fun - _IMPROVE_TOL:
-                    best, improved = opt, True
+        best, improved = search.boundary_round(best)
         if not improved:
             break
-    # Report an exact 0 where the optimiser stopped a hair above it and 0 is no worse.
-    for k in diag:
-        if 0.0 < best.x[k] < SINGULAR_TOL:
-            x = best.x.copy()
-            x[k] = 0.0
-            fx = f(x)
-            if fx <= best.fun + _IMPROVE_TOL:
-                best = _Optimum(x, fx, best.success, best.message, best.nit)
+    best = search.snap_to_zero(best)
     # Honest convergence: nothing better within +-delta of the optimum.
-    worse_by = 0.0
-    for k in range(best.x.size):
-        delta = 1e-4 * max(1.0, abs(best.x[k]))
-        for sign in (-1.0, 1.0):
-            x = best.x.copy()
-            x[k] += sign * delta
-            if x[k] < lower[k]:
-                continue
-            worse_by = max(worse_by, best.fun - f(x))
+    worse_by = search.better_nearby(best)
     checks_ok = worse_by <= _CHECK_TOL
     # L-BFGS-B ends "ABNORMAL" when its line search cannot improve on finite-difference noise
     # at the optimum; the probes above decide. Running out of iterations is never convergence.
@@ -406,12 +423,44 @@ def _optimise_theta(
         best.message += f"; a point within 1e-4 of the optimum is better by {worse_by:.3g}"
     settings = {
         "starts": len(starts),
-        "local_runs": runs[0],
+        "local_runs": search.runs,
         "boundary_rounds": rounds,
-        "evaluations": count[0],
+        "evaluations": search.evaluations,
         "checks": "passed" if checks_ok else f"failed (better by {worse_by:.3g})",
     }
     return best, settings
+
+
+def _components(
+    data: CollapsedData, lambdas: list[np.ndarray], sigma: float, delta: np.ndarray
+) -> tuple[dict[str, pd.Series], dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Per group: the sds, the correlation matrix and the BLUPs (conditional means) at the estimates."""
+    chols = [sigma * Lam for Lam in lambdas]
+    v = np.concatenate([[1.0], -delta])[None, :]
+    means = conditional_effects(data, v, np.array([sigma]), [c[None] for c in chols])
+    sd: dict[str, pd.Series] = {}
+    corr: dict[str, pd.DataFrame] = {}
+    blups: dict[str, pd.DataFrame] = {}
+    for g, L, u in zip(data.groups, chols, means, strict=True):
+        cov = L @ L.T
+        s = np.sqrt(np.diag(cov))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = cov / np.outer(s, s)
+        np.fill_diagonal(r, 1.0)
+        sd[g.name] = pd.Series(s, index=list(g.coef_names), name=names.sd(g.name))
+        corr[g.name] = pd.DataFrame(r, index=list(g.coef_names), columns=list(g.coef_names))
+        blups[g.name] = pd.DataFrame(u[0], index=pd.Index(g.levels, name=g.name), columns=list(g.coef_names))
+    return sd, corr, blups
+
+
+def _singular_terms(data: CollapsedData, lambdas: list[np.ndarray]) -> list[str]:
+    """Terms whose diagonal entry of Lambda_g is below the tolerance (lme4's isSingular)."""
+    return [
+        f"{g.name}:{g.coef_names[i]}"
+        for g, pos, Lam in zip(data.groups, _theta_layout(data.groups), lambdas, strict=True)
+        for i in range(Lam.shape[0])
+        if (i, i) in pos and Lam[i, i] < SINGULAR_TOL
+    ]
 
 
 def fit_design(design: Design, method: Literal["reml", "ml"] = "reml") -> EmpiricalBayes:
@@ -453,28 +502,8 @@ def fit_design(design: Design, method: Literal["reml", "ml"] = "reml") -> Empiri
 
     # Variance components and BLUPs.
     lambdas = _lambdas(theta, data.groups)
-    chols = [sigma * Lam for Lam in lambdas]
-    v = np.concatenate([[1.0], -prof.delta])[None, :]
-    means = conditional_effects(data, v, np.array([sigma]), [c[None] for c in chols])
-    sd: dict[str, pd.Series] = {}
-    corr: dict[str, pd.DataFrame] = {}
-    blups: dict[str, pd.DataFrame] = {}
-    for g, L, u in zip(data.groups, chols, means, strict=True):
-        cov = L @ L.T
-        s = np.sqrt(np.diag(cov))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = cov / np.outer(s, s)
-        np.fill_diagonal(r, 1.0)
-        sd[g.name] = pd.Series(s, index=list(g.coef_names), name=names.sd(g.name))
-        corr[g.name] = pd.DataFrame(r, index=list(g.coef_names), columns=list(g.coef_names))
-        blups[g.name] = pd.DataFrame(u[0], index=pd.Index(g.levels, name=g.name), columns=list(g.coef_names))
-    # Singular fit (lme4's isSingular): a diagonal entry of some Lambda_g below the tolerance.
-    zero_terms = [
-        f"{g.name}:{g.coef_names[i]}"
-        for g, pos, Lam in zip(data.groups, _theta_layout(data.groups), lambdas, strict=True)
-        for i in range(Lam.shape[0])
-        if (i, i) in pos and Lam[i, i] < SINGULAR_TOL
-    ]
+    sd, corr, blups = _components(data, lambdas, sigma, prof.delta)
+    zero_terms = _singular_terms(data, lambdas)
     if zero_terms:
         warnings.warn(
             f"Singular fit of {design.spec.formula()!r}: the relative sd factor of "
