@@ -250,6 +250,56 @@ def _check_structure(spec: ModelSpec, groups: list[GroupDesign]) -> None:
 # ----------------------------------------------------------------------------- the design
 
 
+def _scan_checked(
+    ddf: Any,
+    client: Any,
+    columns: list[str],
+    spec: ModelSpec,
+    sample_rows: int,
+    random_seed: int,
+    progressbar: bool,
+    dropna: bool,
+) -> tuple[Any, Any, dict[str, int]]:
+    """The first pass over the data, checked; with ``dropna=True`` rows with missing values dropped (and said)."""
+    scan = _scan(ddf, client, columns, spec, sample_rows, random_seed, progressbar)
+    _check_scan(scan, spec, columns, dropna)
+    dropped: dict[str, int] = {}
+    if scan.na:
+        dropped = {c: v[0] for c, v in scan.na.items()}
+        warnings.warn(
+            f"dropna=True: dropped {scan.na_rows} of {scan.n} rows with missing values "
+            f"({', '.join(f'{c}: {n}' for c, n in dropped.items())}).",
+            UserWarning,
+            stacklevel=4,
+        )
+        ddf = ddf.dropna(subset=columns)
+        scan = _scan(ddf, client, columns, spec, sample_rows, random_seed, progressbar)
+    return scan, ddf, dropped
+
+
+def _sample_groups(
+    spec: ModelSpec, zspecs: Any, sample: pd.DataFrame, levels: Any, parents: dict[str, Any]
+) -> list[GroupDesign]:
+    """The group terms of the row sample, with the levels (and nesting) of all rows."""
+    out = []
+    pos = levels.lookup(sample)
+    for term, zspec in zip(spec.groups, zspecs, strict=True):
+        Z = _matrix(zspec, sample, f"varying-term ({term.formula()})", None)
+        parent, pindex = parents[term.name]
+        out.append(
+            GroupDesign(
+                term,
+                levels.codes[term.name][pos],
+                levels.levels[term.name],
+                Z,
+                tuple(str(c) for c in zspec.column_names),
+                parent,
+                pindex,
+            )
+        )
+    return out
+
+
 def make_design_dask(
     spec: ModelSpec,
     data: Any,
@@ -295,19 +345,7 @@ def make_design_dask(
     ddf = read_dask(data)
     columns = _check_columns(spec, [str(c) for c in ddf.columns])
     with dask_client() as client:
-        scan = _scan(ddf, client, columns, spec, sample_rows, random_seed, progressbar)
-        _check_scan(scan, spec, columns, dropna)
-        dropped: dict[str, int] = {}
-        if scan.na:
-            dropped = {c: v[0] for c, v in scan.na.items()}
-            warnings.warn(
-                f"dropna=True: dropped {scan.na_rows} of {scan.n} rows with missing values "
-                f"({', '.join(f'{c}: {n}' for c, n in dropped.items())}).",
-                UserWarning,
-                stacklevel=3,
-            )
-            ddf = ddf.dropna(subset=columns)
-            scan = _scan(ddf, client, columns, spec, sample_rows, random_seed, progressbar)
+        scan, ddf, dropped = _scan_checked(ddf, client, columns, spec, sample_rows, random_seed, progressbar, dropna)
         n = scan.n
         if n < 2:
             raise DataError(f"The data have {n} usable row(s); a multilevel model needs more than one.")
@@ -324,22 +362,7 @@ def make_design_dask(
         fixed, zspecs = _specs(spec, _skeleton(sample, scan.categories))
         names = tuple(str(c) for c in fixed.column_names)
         parents = {g.name: (g.parent, g.parent_index) for g in checked}
-        sample_groups = []
-        pos = levels.lookup(sample)
-        for term, zspec in zip(spec.groups, zspecs, strict=True):
-            Z = _matrix(zspec, sample, f"varying-term ({term.formula()})", None)
-            parent, pindex = parents[term.name]
-            sample_groups.append(
-                GroupDesign(
-                    term,
-                    levels.codes[term.name][pos],
-                    levels.levels[term.name],
-                    Z,
-                    tuple(str(c) for c in zspec.column_names),
-                    parent,
-                    pindex,
-                )
-            )
+        sample_groups = _sample_groups(spec, zspecs, sample, levels, parents)
         X = _matrix(fixed, sample, "fixed-effect", None)
         y, trials = check_response(spec.family, sample, spec.response, trials=spec.trials, failures=spec.failures)
         offset = sample[spec.offset].to_numpy(dtype=float) if spec.offset else None
