@@ -203,6 +203,10 @@ class Family(ABC):
         """Residual variance on the latent (link) scale, used by variance partitions (ICCs)."""
         raise SpecError(f"The {self.name} family has no latent-scale residual variance.")
 
+    def response_variance(self, mu: np.ndarray, params: Mapping[str, np.ndarray], obs: Observed) -> np.ndarray:
+        r""":math:`\mathrm{Var}(y_i \mid \mu_i, \theta)` per draw and row (``mu``: ``(draws, rows)``; Bayes R²)."""
+        raise SpecError(f"The {self.name} family does not state Var(y | mu), which Bayesian R^2 needs.")
+
     def scale_label(self, link: str, known_sigma: str | None = None) -> str:
         """Plain-words description of the scale of variance partitions for this family."""
         return f"latent scale ({self.name}, {link} link)"

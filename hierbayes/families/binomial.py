@@ -51,6 +51,11 @@ class BinomialBase(Family):
             log_p, log_q = special.log_ndtr(eta), special.log_ndtr(-eta)
         return log_choose + y * log_p + (n - y) * log_q
 
+    def response_variance(self, mu: np.ndarray, params: Mapping[str, np.ndarray], obs: Observed) -> np.ndarray:
+        """:math:`p(1 - p)/n`: the variance of the proportion of successes (``n = 1`` for Bernoulli)."""
+        n = 1.0 if obs.trials is None else obs.trials[None, :]
+        return mu * (1 - mu) / n
+
     def latent_residual_variance(
         self, link: str, *, mean: Any = None, params: Mapping[str, Any] | None = None
     ) -> float | np.ndarray:

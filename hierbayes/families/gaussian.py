@@ -61,6 +61,10 @@ class Gaussian(Family):
         """Normal draws around ``eta``."""
         return rng.normal(eta, self._sigma(params, obs))
 
+    def response_variance(self, mu: np.ndarray, params: Mapping[str, np.ndarray], obs: Observed) -> np.ndarray:
+        r""":math:`\sigma^2` (or the known sampling variance of each row)."""
+        return np.broadcast_to(self._sigma(params, obs) ** 2, mu.shape)
+
     def latent_residual_variance(
         self, link: str, *, mean: Any = None, params: Mapping[str, Any] | None = None
     ) -> float | np.ndarray:

@@ -57,6 +57,10 @@ class NegativeBinomial(CountsBase):
         # As a gamma-Poisson mixture: numpy's negative_binomial fails for a huge shape.
         return rng.poisson(np.minimum(rng.gamma(a, np.exp(eta) / a), MAX_RATE))
 
+    def response_variance(self, mu: np.ndarray, params: Mapping[str, np.ndarray], obs: Observed) -> np.ndarray:
+        r""":math:`\lambda + \lambda^2/\alpha`."""
+        return mu + mu**2 / params["alpha"]
+
     def fixed_priors(self) -> tuple[tuple[str, str], ...]:
         """``1/α ~ Exponential(mean = 1)``."""
         return (("1/α", "Exponential(mean = 1)"),)

@@ -101,6 +101,10 @@ class Poisson(CountsBase):
         """Poisson draws."""
         return rng.poisson(np.minimum(np.exp(eta), MAX_RATE))
 
+    def response_variance(self, mu: np.ndarray, params: Mapping[str, np.ndarray], obs: Observed) -> np.ndarray:
+        r""":math:`\lambda`."""
+        return mu
+
     def describe(self, link: str) -> LikelihoodText:
         """``y ~ Poisson(λ)``."""
         return LikelihoodText("Poisson", "λ")

@@ -49,7 +49,7 @@ from scipy.special import logsumexp
 
 from hierbayes.exceptions import SpecError
 from hierbayes.families import get_family, inverse_link
-from hierbayes.inference.pointwise import _stacked, add_posterior_predictive, rows_of_fit
+from hierbayes.inference.pointwise import _stacked, add_posterior_predictive, family_params, observed_rows, rows_of_fit
 from hierbayes.inference.posterior import DEFAULT_PROB
 from hierbayes.inference.result import Fit
 from hierbayes.summaries.prediction import linear_predictor, log_likelihood
@@ -63,24 +63,10 @@ PPCKind = Literal["auto", "dist", "rootogram", "calibration", "pit", "loo_pit", 
 
 
 def _residual_variance(fit: Fit, mu: np.ndarray) -> np.ndarray:
-    r"""``(S,)`` mean over rows of the model's :math:`\mathrm{Var}(y_i \mid \mu_i)`."""
-    family = fit.spec.family
-    design = fit.design
-    if family == "gaussian":
-        if design.known_sigma is not None:
-            return np.full(mu.shape[0], float(np.mean(design.known_sigma**2)))
-        return _stacked(fit, "sigma") ** 2
-    if family == "bernoulli":
-        return np.mean(mu * (1 - mu), axis=1)
-    if family == "binomial":
-        assert design.trials is not None
-        return np.mean(mu * (1 - mu) / design.trials, axis=1)
-    if family == "poisson":
-        return np.mean(mu, axis=1)
-    if family == "negative_binomial":
-        alpha = _stacked(fit, "alpha")[:, None]
-        return np.mean(mu + mu**2 / alpha, axis=1)
-    raise SpecError(f"bayes_r2 has no residual variance for the family {family!r}.")  # pragma: no cover
+    r"""``(S,)`` mean over rows of the model's :math:`\mathrm{Var}(y_i \mid \mu_i)` (from the family)."""
+    rows = rows_of_fit(fit)
+    family = get_family(fit.spec.family)
+    return np.mean(family.response_variance(mu, family_params(fit, slice(None)), observed_rows(fit, rows)), axis=1)
 
 
 def bayes_r2_draws(fit: Fit) -> xr.Dataset:

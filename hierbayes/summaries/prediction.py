@@ -235,7 +235,12 @@ def _rows_of_data(fit: Fit, data: Any, include_group_effects: bool = True) -> Pr
     response_cols = [c for c in (spec.response, spec.trials, spec.failures) if c is not None]
     if all(c in data.columns for c in response_cols) and not data[response_cols].isna().any().any():
         y, trials = check_response(spec.family, data, spec.response, trials=spec.trials, failures=spec.failures)
-    if spec.family == "binomial" and trials is None and spec.trials is not None and spec.trials in data.columns:
+    if (
+        get_family(spec.family).needs_trials
+        and trials is None
+        and spec.trials is not None
+        and spec.trials in data.columns
+    ):
         trials = np.asarray(data[spec.trials], dtype=float)
     known_sigma = None
     if spec.known_sigma is not None and spec.known_sigma in data.columns:
