@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hierbayes.design import _required_columns
-from hierbayes.design_dask.make import _plain
-from hierbayes.design_dask.scan import _check_columns, _check_scan, _compute, _scan, dask_client, read_dask
+from hierbayes.design import required_columns
+from hierbayes.design_dask.make import plain_frame
+from hierbayes.design_dask.scan import check_columns, check_scan, compute_graph, dask_client, read_dask, scan_data
 from hierbayes.exceptions import SpecError
+from hierbayes.families import get_family
 from hierbayes.spec.model import ModelSpec
 
 __all__ = ["EXPOSURE_COLUMN", "MAX_PATTERNS", "TRIALS_COLUMN", "aggregate_counts"]
@@ -46,7 +47,8 @@ EXPOSURE_COLUMN = "log_exposure"
 def _plan(spec: ModelSpec) -> tuple[ModelSpec, dict[str, tuple[str, str]], dict[str, str]]:
     """The aggregated spec, the named aggregations and the new columns' sources."""
     family, response = spec.family, spec.response
-    if family in ("bernoulli", "binomial"):
+    how = get_family(family).aggregation
+    if how == "binomial":
         trials = spec.trials or TRIALS_COLUMN
         aggs = {response: (response, "sum")}
         if spec.failures:
@@ -57,7 +59,7 @@ def _plan(spec: ModelSpec) -> tuple[ModelSpec, dict[str, tuple[str, str]], dict[
             return spec, aggs, {}
         aggs[trials] = (response, "count")
         return replace(spec, family="binomial", trials=trials), aggs, {}
-    if family == "poisson" and spec.link == "log":
+    if how == "poisson" and spec.link == "log":
         aggs = {response: (response, "sum"), "__exposure": ("__exposure", "sum")}
         return replace(spec, offset=EXPOSURE_COLUMN), aggs, {"__exposure": spec.offset or ""}
     raise SpecError(
@@ -97,27 +99,27 @@ def aggregate_counts(spec: ModelSpec, data: Any, *, progressbar: bool = False) -
     """
     new_spec, aggs, exposure = _plan(spec)
     ddf = read_dask(data)
-    columns = _check_columns(spec, [str(c) for c in ddf.columns])
+    columns = check_columns(spec, [str(c) for c in ddf.columns])
     value_cols = {spec.response, spec.trials, spec.failures, spec.offset} - {None}
-    keys = [c for c in _required_columns(spec) if c not in value_cols]
+    keys = [c for c in required_columns(spec) if c not in value_cols]
     with dask_client() as client:
-        scan = _scan(ddf, client, columns, spec, 0, 0, progressbar)
-        _check_scan(scan, spec, columns, dropna=False)
+        scan = scan_data(ddf, client, columns, spec, 0, 0, progressbar)
+        check_scan(scan, spec, columns, dropna=False)
         if exposure:
             source = exposure["__exposure"]
             ddf = ddf.assign(__exposure=np.exp(ddf[source]) if source else 1.0)
         grouped = ddf.groupby(keys, dropna=False, observed=True, sort=False).agg(**aggs)
-        patterns = int(_compute(client, grouped.shape[0], progressbar))
+        patterns = int(compute_graph(client, grouped.shape[0], progressbar))
         if patterns > MAX_PATTERNS:
             raise SpecError(
                 f"Aggregating the {spec.family} rows by {', '.join(keys)} leaves {patterns} distinct rows (more than "
                 f"{MAX_PATTERNS}): the covariates are too fine-grained for an exact aggregation. Round or bin "
                 "continuous covariates, or fit a sample in memory: hb.fit(model, ddf.sample(frac=...).compute())."
             )
-        frame = _compute(client, grouped, progressbar).reset_index()
+        frame = compute_graph(client, grouped, progressbar).reset_index()
     if exposure:
         frame[EXPOSURE_COLUMN] = np.log(frame.pop("__exposure"))
-    frame = _plain(frame)
+    frame = plain_frame(frame)
     sort = [c for c in keys if c in frame.columns]
     frame = frame.sort_values(sort, kind="stable").reset_index(drop=True) if sort else frame
     return new_spec, frame

@@ -172,14 +172,14 @@ class Design:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _check_terms_safe(spec: ModelSpec) -> None:
+def check_terms_safe(spec: ModelSpec) -> None:
     """Run the formula whitelist over every term formulaic will evaluate, before anything else."""
     split_terms(" + ".join((["1"] if spec.intercept else ["0"]) + list(spec.fixed)))
     for term in spec.groups:
         split_terms(" + ".join((["1"] if term.intercept else ["0"]) + list(term.terms)))
 
 
-def _names_in_term(term: str) -> set[str]:
+def names_in_term(term: str) -> set[str]:
     """Column names used by a formula term such as ``log(x):C(g)``."""
     names: set[str] = set()
     for factor in term.split(":"):
@@ -194,18 +194,18 @@ def _names_in_term(term: str) -> set[str]:
     return names
 
 
-def _required_columns(spec: ModelSpec) -> list[str]:
+def required_columns(spec: ModelSpec) -> list[str]:
     cols = list(spec.columns)
     for term in spec.fixed:
-        cols.extend(sorted(_names_in_term(term)))
+        cols.extend(sorted(names_in_term(term)))
     for g in spec.groups:
         for term in g.terms:
-            cols.extend(sorted(_names_in_term(term)))
+            cols.extend(sorted(names_in_term(term)))
     return list(dict.fromkeys(cols))
 
 
 def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
-    needed = _required_columns(spec)
+    needed = required_columns(spec)
     available = [str(c) for c in data.columns]
     for col in needed:
         if col not in available:
@@ -399,7 +399,7 @@ def _nesting_plausible(a: GroupDesign, b: GroupDesign) -> bool:
     return bool(np.median(counts) >= 2)
 
 
-def _check_groups(
+def check_groups(
     spec: ModelSpec, groups: list[GroupDesign], n: int, *, crossed: bool = False, replicates_known: bool = True
 ) -> list[GroupDesign]:
     """Check the levels of every group term and find nested pairs (warn where nesting was likely meant).
@@ -518,7 +518,7 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False, crossed: bo
             data = pd.DataFrame(data)
         except Exception as err:
             raise DataError(f"data must be a pandas DataFrame; received {type(data).__name__}: {err}") from None
-    _check_terms_safe(spec)  # a spec built by hand or loaded from a file is checked like a parsed one
+    check_terms_safe(spec)  # a spec built by hand or loaded from a file is checked like a parsed one
     if len(data) == 0:
         raise DataError("The data frame is empty (0 rows); nothing to fit.")
     columns = _check_columns(spec, data)
@@ -546,7 +546,7 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False, crossed: bo
         z_rhs = " + ".join((["1"] if term.intercept else ["0"]) + list(term.terms))
         Z, znames, zspec = _model_matrix(z_rhs, data, f"varying-term ({term.formula()})")
         groups.append(GroupDesign(term, index, levels, Z, znames, model_spec=zspec))
-    groups = _check_groups(spec, groups, len(data), crossed=crossed)
+    groups = check_groups(spec, groups, len(data), crossed=crossed)
 
     offset = np.array(data[spec.offset], dtype=float) if spec.offset else None
     known_sigma = None

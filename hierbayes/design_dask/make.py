@@ -15,20 +15,20 @@ import pandas as pd
 from hierbayes.design import (
     Design,
     GroupDesign,
-    _check_groups,
-    _check_terms_safe,
+    check_groups,
+    check_terms_safe,
     nested_pairs,
     raw_columns,
 )
 from hierbayes.design_dask.scan import (
     DEFAULT_SAMPLE_ROWS,
-    _check_columns,
-    _check_scan,
-    _compute,
-    _scan,
-    _tree,
+    check_columns,
+    check_scan,
+    compute_graph,
     dask_client,
     read_dask,
+    scan_data,
+    tree_reduce,
 )
 from hierbayes.exceptions import DataError, SpecError
 from hierbayes.families import check_response, get_family
@@ -88,7 +88,7 @@ def _rhs(intercept: bool, terms: tuple[str, ...]) -> str:
 def _skeleton(sample: pd.DataFrame, categories: dict[str, np.ndarray]) -> pd.DataFrame:
     """The sample plus one row for every category value it misses (so formulaic sees them all)."""
     extra = []
-    sample = _plain(sample)
+    sample = plain_frame(sample)
     for col, values in categories.items():
         for v in sorted(set(values) - set(sample[col].dropna()), key=str):
             row = sample.iloc[:1].copy()
@@ -111,14 +111,14 @@ def _specs(spec: ModelSpec, skeleton: pd.DataFrame) -> tuple[Any, list[Any]]:
     return fixed, zs
 
 
-def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+def plain_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Dask's pyarrow-backed string columns as object columns, which formulaic treats as categorical."""
     strings = [c for c in frame.columns if isinstance(frame[c].dtype, pd.StringDtype)]
     return frame.astype(dict.fromkeys(strings, object)) if strings else frame
 
 
 def _matrix(mspec: Any, frame: pd.DataFrame, what: str, number: int | None) -> np.ndarray:
-    frame = _plain(frame)
+    frame = plain_frame(frame)
     with np.errstate(all="ignore"):
         values = np.asarray(mspec.get_model_matrix(frame, na_action="ignore", context=EVAL_CONTEXT), dtype=float)
     bad = ~np.isfinite(values)
@@ -261,8 +261,8 @@ def _scan_checked(
     dropna: bool,
 ) -> tuple[Any, Any, dict[str, int]]:
     """The first pass over the data, checked; with ``dropna=True`` rows with missing values dropped (and said)."""
-    scan = _scan(ddf, client, columns, spec, sample_rows, random_seed, progressbar)
-    _check_scan(scan, spec, columns, dropna)
+    scan = scan_data(ddf, client, columns, spec, sample_rows, random_seed, progressbar)
+    check_scan(scan, spec, columns, dropna)
     dropped: dict[str, int] = {}
     if scan.na:
         dropped = {c: v[0] for c, v in scan.na.items()}
@@ -273,7 +273,7 @@ def _scan_checked(
             stacklevel=4,
         )
         ddf = ddf.dropna(subset=columns)
-        scan = _scan(ddf, client, columns, spec, sample_rows, random_seed, progressbar)
+        scan = scan_data(ddf, client, columns, spec, sample_rows, random_seed, progressbar)
     return scan, ddf, dropped
 
 
@@ -341,9 +341,9 @@ def make_design_dask(
         For a model that cannot be fitted from statistics (non-Gaussian, crossed factors).
     """
     _check_supported(spec)
-    _check_terms_safe(spec)
+    check_terms_safe(spec)
     ddf = read_dask(data)
-    columns = _check_columns(spec, [str(c) for c in ddf.columns])
+    columns = check_columns(spec, [str(c) for c in ddf.columns])
     with dask_client() as client:
         scan, ddf, dropped = _scan_checked(ddf, client, columns, spec, sample_rows, random_seed, progressbar, dropna)
         n = scan.n
@@ -357,7 +357,7 @@ def make_design_dask(
         pseudo = [
             GroupDesign(t, levels.codes[t.name], levels.levels[t.name], ones, ("Intercept",)) for t in spec.groups
         ]
-        checked = _check_groups(spec, pseudo, n, replicates_known=False)
+        checked = check_groups(spec, pseudo, n, replicates_known=False)
         _check_structure(spec, checked)
         fixed, zspecs = _specs(spec, _skeleton(sample, scan.categories))
         names = tuple(str(c) for c in fixed.column_names)
@@ -381,7 +381,7 @@ def make_design_dask(
         from dask import delayed
 
         parts = [delayed(_stats_partition)(p, i, plan) for i, p in enumerate(ddf.to_delayed())]
-        stats = _compute(client, _tree(parts, _add), progressbar)
+        stats = compute_graph(client, tree_reduce(parts, _add), progressbar)
     _check_rank_gram(stats, names)
     design = Design(
         spec=spec,

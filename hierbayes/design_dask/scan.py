@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from hierbayes.design import (
-    _names_in_term,
-    _required_columns,
+    names_in_term,
+    required_columns,
 )
 from hierbayes.exceptions import DataError
 from hierbayes.spec.model import ModelSpec
@@ -73,7 +73,7 @@ def dask_client() -> Iterator[Any]:
         yield client
 
 
-def _compute(client: Any, obj: Any, progressbar: bool) -> Any:
+def compute_graph(client: Any, obj: Any, progressbar: bool) -> Any:
     future = client.compute(obj)
     if progressbar:
         import distributed
@@ -82,7 +82,7 @@ def _compute(client: Any, obj: Any, progressbar: bool) -> Any:
     return future.result()
 
 
-def _tree(items: list[Any], merge: Any, *args: Any) -> Any:
+def tree_reduce(items: list[Any], merge: Any, *args: Any) -> Any:
     """Merge delayed objects pairwise (depth log2 of their number); ``merge(a, b, node, *args)``."""
     from dask import delayed
 
@@ -173,25 +173,27 @@ def _merge_scans(a: _Scan, b: _Scan, node: int, k: int, seed: int) -> _Scan:
     )
 
 
-def _scan(ddf: Any, client: Any, columns: list[str], spec: ModelSpec, k: int, seed: int, progressbar: bool) -> _Scan:
+def scan_data(
+    ddf: Any, client: Any, columns: list[str], spec: ModelSpec, k: int, seed: int, progressbar: bool
+) -> _Scan:
     from dask import delayed
 
     factor_cols = list(dict.fromkeys(c for g in spec.groups for c in g.factor))
     terms = [*spec.fixed, *(t for g in spec.groups for t in g.terms)]
-    coded = {c for t in terms if "C(" in t for c in _names_in_term(t)}  # numbers used as categories
-    model_cols = {c for t in terms for c in _names_in_term(t)}
+    coded = {c for t in terms if "C(" in t for c in names_in_term(t)}  # numbers used as categories
+    model_cols = {c for t in terms for c in names_in_term(t)}
     cat_cols = [c for c in columns if c in model_cols and (c in coded or not _is_numeric(ddf.dtypes[c]))]
     parts = [
         delayed(_scan_partition)(p, i, columns, factor_cols, cat_cols, k, seed) for i, p in enumerate(ddf.to_delayed())
     ]
-    return _compute(client, _tree(parts, _merge_scans, k, seed), progressbar)
+    return compute_graph(client, tree_reduce(parts, _merge_scans, k, seed), progressbar)
 
 
 def _is_numeric(dtype: Any) -> bool:
     return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
 
 
-def _check_scan(scan: _Scan, spec: ModelSpec, columns: list[str], dropna: bool) -> None:
+def check_scan(scan: _Scan, spec: ModelSpec, columns: list[str], dropna: bool) -> None:
     if scan.n == 0:
         raise DataError("The data frame is empty (0 rows); nothing to fit.")
     if scan.na and not dropna:
@@ -211,8 +213,8 @@ def _check_scan(scan: _Scan, spec: ModelSpec, columns: list[str], dropna: bool) 
         )
 
 
-def _check_columns(spec: ModelSpec, available: list[str]) -> list[str]:
-    needed = _required_columns(spec)
+def check_columns(spec: ModelSpec, available: list[str]) -> list[str]:
+    needed = required_columns(spec)
     for col in needed:
         if col not in available:
             close = difflib.get_close_matches(col, available, n=3, cutoff=0.6)

@@ -144,6 +144,9 @@ class Family(ABC):
     needs_trials: ClassVar[bool] = False
     #: A 0/1 response.
     binary: ClassVar[bool] = False
+    #: How rows with identical covariates and groups aggregate exactly (Dask data): ``"binomial"``
+    #: (successes out of trials), ``"poisson"`` (summed counts over summed exposure) or ``None``.
+    aggregation: ClassVar[str | None] = None
     #: The fixed part has an intercept (``False``: ordinal families, whose cutpoints replace it; a
     #: spec of such a family drops the intercept, as brms does).
     fixed_intercept: ClassVar[bool] = True

@@ -31,6 +31,7 @@ class BinomialBase(Family):
 
     links: ClassVar[tuple[str, ...]] = ("logit", "probit")
     effect_measure: ClassVar[str] = "odds_ratio"
+    aggregation: ClassVar[str | None] = "binomial"
 
     @staticmethod
     def _trials(y: np.ndarray, obs: Observed) -> np.ndarray:

@@ -83,6 +83,7 @@ class Poisson(CountsBase):
     """Poisson counts."""
 
     name: ClassVar[str] = "poisson"
+    aggregation: ClassVar[str | None] = "poisson"
 
     def likelihood(self, eta: Any, obs: Observed, link: str, *, sigma_prior: Any = None) -> None:
         """``y ~ Poisson(exp(eta))``."""

@@ -52,7 +52,7 @@ _CHUNK_ELEMENTS = 4_000_000
 # ----------------------------------------------------------------------------- posterior access
 
 
-def _stacked(fit: Fit, name: str, *extra: str) -> np.ndarray:
+def stacked_draws(fit: Fit, name: str, *extra: str) -> np.ndarray:
     """Draws of ``name`` as an ``(S, *extra)`` array (chains concatenated)."""
     post = fit.posterior
     if name not in post and name.startswith("u_") and fit.settings.get("store_random_effects") is False:
@@ -91,7 +91,7 @@ def group_cov_cholesky(fit: Fit, group: str) -> np.ndarray:
         ``(S, q, q)`` lower-triangular factors, ``Omega = L L^T``, draws of all chains stacked.
     """
     g = fit.design.group(group)
-    _stacked(fit, names.sd(g.name), g.coef_dim)  # a clear error when the draws are missing
+    stacked_draws(fit, names.sd(g.name), g.coef_dim)  # a clear error when the draws are missing
     return posterior.group_cov_cholesky(fit.posterior, g)
 
 
@@ -165,8 +165,8 @@ def eta_chunks(
     """Compute eta in chunks of draws; return ``(chains, draws, [(draw slice, (c, n) block)])``."""
     chains, draws = _n_draws(fit)
     S = chains * draws
-    beta = _stacked(fit, names.BETA, names.COEF) if rows.X.shape[1] > 0 else np.zeros((S, 0))
-    u = [_stacked(fit, names.u(gr.design.name), gr.design.name, gr.design.coef_dim) for gr in rows.groups]
+    beta = stacked_draws(fit, names.BETA, names.COEF) if rows.X.shape[1] > 0 else np.zeros((S, 0))
+    u = [stacked_draws(fit, names.u(gr.design.name), gr.design.name, gr.design.coef_dim) for gr in rows.groups]
     width = max([rows.n] + [rows.n * gr.Z.shape[1] for gr in rows.groups])
     step = max(1, _CHUNK_ELEMENTS // max(width, 1))
     blocks: list[tuple[slice, np.ndarray]] = []
@@ -214,7 +214,7 @@ def family_params(fit: Fit, sl: slice) -> dict[str, np.ndarray]:
     """The family's own parameters (``sigma``, ``alpha``) for the draws in ``sl``, as columns."""
     family = get_family(fit.spec.family)
     params = family.parameters(known_sigma=fit.spec.known_sigma is not None)
-    return {name: _stacked(fit, name)[sl][:, None] for name in params}
+    return {name: stacked_draws(fit, name)[sl][:, None] for name in params}
 
 
 def replicate_rows(

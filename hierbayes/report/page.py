@@ -669,9 +669,9 @@ def _fit_quality_section(fit: Fit, full: Fit | None, note: str) -> str:
 
 def _conditional_section(fit: Fit) -> str:
     """Conditional effect of the first predictor at the population level."""
-    from hierbayes.summaries.conditional import _predictor_columns, plot_conditional_effects
+    from hierbayes.summaries.conditional import plot_conditional_effects, predictor_columns
 
-    predictors = _predictor_columns(fit)
+    predictors = predictor_columns(fit)
     if not predictors or "beta" not in fit.posterior:
         return ""
     first = predictors[0]

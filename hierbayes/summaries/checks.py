@@ -49,7 +49,13 @@ from scipy.special import logsumexp
 
 from hierbayes.exceptions import SpecError
 from hierbayes.families import get_family, inverse_link
-from hierbayes.inference.pointwise import _stacked, add_posterior_predictive, family_params, observed_rows, rows_of_fit
+from hierbayes.inference.pointwise import (
+    add_posterior_predictive,
+    family_params,
+    observed_rows,
+    rows_of_fit,
+    stacked_draws,
+)
 from hierbayes.inference.posterior import DEFAULT_PROB
 from hierbayes.inference.result import Fit
 from hierbayes.summaries.prediction import linear_predictor, log_likelihood
@@ -82,7 +88,7 @@ def bayes_r2_draws(fit: Fit) -> xr.Dataset:
     chains, draws = eta.sizes["chain"], eta.sizes["draw"]
     mu = inverse_link(link, eta.values.reshape(chains * draws, -1))
     rows = rows_of_fit(fit)
-    eta_f = _stacked(fit, "beta", "coef") @ rows.X.T if rows.X.shape[1] else np.zeros_like(mu)
+    eta_f = stacked_draws(fit, "beta", "coef") @ rows.X.T if rows.X.shape[1] else np.zeros_like(mu)
     if rows.offset is not None:
         eta_f = eta_f + rows.offset
     mu_f = inverse_link(link, eta_f)

@@ -44,7 +44,7 @@ from hierbayes.exceptions import DataError, SpecError
 from hierbayes.families import get_family, inverse_link
 from hierbayes.inference.posterior import DEFAULT_PROB, check_prob, interval_stats
 from hierbayes.inference.result import Fit
-from hierbayes.summaries.population import _mc_means
+from hierbayes.summaries.population import mc_means
 from hierbayes.summaries.prediction import linear_predictor, prediction_rows
 
 __all__ = ["Comparison", "average_comparison", "conditional_effects", "plot_conditional_effects"]
@@ -55,14 +55,14 @@ Comparison = Literal["auto", "difference", "ratio", "odds_ratio"]
 _BY_NUMERIC = 3
 
 
-def _predictor_columns(fit: Fit) -> list[str]:
+def predictor_columns(fit: Fit) -> list[str]:
     """Data columns of the fixed part and the random slopes (not the response, not grouping factors)."""
-    from hierbayes.design import _required_columns
+    from hierbayes.design import required_columns
 
     spec = fit.spec
     skip = {spec.response, spec.trials, spec.failures, spec.known_sigma}
     factors = {c for g in spec.groups for c in g.factor}
-    return [c for c in _required_columns(spec) if c not in skip and c not in factors and c in fit.design.data]
+    return [c for c in required_columns(spec) if c not in skip and c not in factors and c in fit.design.data]
 
 
 def _typical(series: pd.Series) -> Any:
@@ -132,7 +132,7 @@ def conditional_effects(
     if kind not in ("mean", "linear"):
         raise ValueError(f"kind must be 'mean' or 'linear'; received {kind!r}.")
     data = fit.design.data
-    predictors = _predictor_columns(fit)
+    predictors = predictor_columns(fit)
     factors = {g.name: g for g in fit.design.groups if len(g.term.factor) == 1}
     for name, what in ((effect, "effect"), (by, "by")):
         if name is None:
@@ -243,10 +243,10 @@ def plot_conditional_effects(
 
 def _comparison_rows(fit: Fit, variable: str, values: tuple[Any, Any] | None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     data = fit.design.data
-    if variable not in _predictor_columns(fit):
+    if variable not in predictor_columns(fit):
         raise DataError(
             f"variable={variable!r} is not a predictor of this model ({fit.spec.formula()}); use one of: "
-            f"{', '.join(_predictor_columns(fit))}."
+            f"{', '.join(predictor_columns(fit))}."
         )
     lo, hi = data.copy(), data.copy()
     series = data[variable]
@@ -328,7 +328,7 @@ def average_comparison(
     if population_averaged:
         seed = random_seed if random_seed is not None else fit.settings.get("random_seed")
         rows = prediction_rows(fit, stacked)
-        _, means = _mc_means(fit, rows, n_draws, np.random.default_rng(seed))
+        _, means = mc_means(fit, rows, n_draws, np.random.default_rng(seed))
     else:
         eta = linear_predictor(fit, stacked).values
         means = inverse_link(str(fit.spec.link), eta.reshape(-1, eta.shape[-1]))

@@ -112,7 +112,7 @@ class PopulationAveraged:
 _MC_CHUNK = 4_000_000
 
 
-def _mc_means(fit: Fit, rows: Any, n_draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def mc_means(fit: Fit, rows: Any, n_draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(S, n)`` conditional and Monte Carlo marginal means of the rows."""
     post = fit.posterior
     S = int(post.sizes["chain"] * post.sizes["draw"])
@@ -231,7 +231,7 @@ def population_averaged(
             f"coef={coef!r} does not enter the fixed part of this model ({fit.spec.formula()}); "
             "changing it changes nothing."
         )
-    cond, marg = _mc_means(fit, rows, n_draws, rng)
+    cond, marg = mc_means(fit, rows, n_draws, rng)
     tau2 = _random_variance(fit, rows)[:, :n]
     post = fit.posterior
     chains, draws = int(post.sizes["chain"]), int(post.sizes["draw"])
