@@ -1,4 +1,4 @@
-"""Stage 4, inference: the PyMC model, sampling, diagnostics and the :class:`~hierbayes.Fit` result.
+"""Inference: the PyMC model, sampling, diagnostics and the :class:`~hierbayes.Fit` result.
 
 Modules, in the order data flows through them: :mod:`~hierbayes.inference.priors` (priors
 resolved against the design), :mod:`~hierbayes.inference.build` (the full model),

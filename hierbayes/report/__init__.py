@@ -1,4 +1,4 @@
-"""Stage 6, the report: one self-contained HTML page per fit (:func:`report`, :func:`render_report`)."""
+"""The report: one self-contained HTML page per fit (:func:`report`, :func:`render_report`)."""
 
 from hierbayes.report.page import EFFECT_DRAWS, PPC_DRAWS, SHRINKAGE_LEVELS, render_report, report
 

@@ -1,4 +1,4 @@
-"""Stage 1, the specification: a data-free description of a model (:class:`ModelSpec`).
+"""The specification: a data-free description of a model (:class:`ModelSpec`).
 
 Modules: :mod:`~hierbayes.spec.model` (the spec and its group terms), :mod:`~hierbayes.spec.priors`
 (prior values), :mod:`~hierbayes.spec.transforms` (the formula whitelist),
