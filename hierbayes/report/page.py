@@ -57,7 +57,7 @@ from hierbayes.report.html import (
 from hierbayes.spec import names
 from hierbayes.spec.serialise import jsonable
 from hierbayes.summaries.draws import thinned, with_random_effects
-from hierbayes.summaries.effects import DEFAULT_PROB, summary, variance_rows
+from hierbayes.summaries.effects import DEFAULT_PROB, column_format, summary, variance_rows
 from hierbayes.summaries.plots import plot_caterpillar, plot_shrinkage
 from hierbayes.summaries.prediction import posterior_predictive
 from hierbayes.summaries.shrinkage import shrinkage
@@ -159,20 +159,19 @@ def _summary_section(fit: Fit) -> str:
     groups = "; ".join(f"{k}: {v}" for k, v in s.ngroups.items())
     parts.append(f"<p>Number of observations: {s.nobs}" + (f"; levels: {esc(groups)}" if groups else "") + ".</p>")
     parts.append("<h3>Fixed effects</h3>")
+    # one fixed-point format per column, as the text summary (no 5.1e-04 beside 0.0453)
+    number = {col: column_format(s.fixed[col]) for col in ("mean", "sd", "lower", "upper", "mcse_mean")}
     parts.append(
         table(
             ["", "Mean", "SD", f"{pct} lower", f"{pct} upper", "R-hat", "ESS bulk", "ESS tail", "MCSE"],
             [
                 [
                     name,
-                    fmt(r["mean"]),
-                    fmt(r["sd"]),
-                    fmt(r["lower"]),
-                    fmt(r["upper"]),
+                    *(number[col](r[col]) for col in ("mean", "sd", "lower", "upper")),
                     f"{r['r_hat']:.3f}",
                     f"{r['ess_bulk']:.0f}",
                     f"{r['ess_tail']:.0f}",
-                    fmt(r["mcse_mean"]),
+                    number["mcse_mean"](r["mcse_mean"]),
                 ]
                 for name, r in s.fixed.iterrows()
             ],

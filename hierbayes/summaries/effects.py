@@ -22,7 +22,7 @@ from hierbayes.inference.posterior import DEFAULT_PROB
 from hierbayes.inference.result import Fit
 from hierbayes.spec import names
 
-__all__ = ["DEFAULT_PROB", "Summary", "format_summary", "summary", "variance_rows"]
+__all__ = ["DEFAULT_PROB", "Summary", "column_format", "format_summary", "summary", "variance_rows"]
 
 #: Default probability of the posterior intervals in every hierbayes summary.
 
@@ -162,7 +162,7 @@ _SIGNIFICANT = 4  # digits shown of a column's smallest number
 _MAX_DECIMALS = 6
 
 
-def _column_format(values: Iterable[float]) -> Callable[[float], str]:
+def column_format(values: Iterable[float]) -> Callable[[float], str]:
     """One fixed-point format for a whole column: 4 significant digits of its smallest non-zero number.
 
     So a column never mixes ``5.115e-04`` with ``0.04528``: both read ``0.000512`` and ``0.045280``
@@ -195,8 +195,8 @@ def variance_rows(s: Summary) -> list[tuple[str, str, pd.Series | None, pd.Serie
 
 
 def _intervals(rows: list[pd.Series | None]) -> list[str]:
-    """``mean [lower, upper]`` for each row, all in one format (see :func:`_column_format`)."""
-    fmt = _column_format(v for r in rows if r is not None for v in (r["mean"], r["lower"], r["upper"]))
+    """``mean [lower, upper]`` for each row, all in one format (see :func:`column_format`)."""
+    fmt = column_format(v for r in rows if r is not None for v in (r["mean"], r["lower"], r["upper"]))
     return ["" if r is None else f"{fmt(r['mean'])} [{fmt(r['lower'])}, {fmt(r['upper'])}]" for r in rows]
 
 
@@ -225,7 +225,7 @@ def format_summary(s: Summary) -> str:
     lines.append(f"Number of obs: {s.nobs}" + (f", groups: {groups}" if groups else ""))
     lines.append("")
     lines.append("Fixed effects:")
-    fmt = {c: _column_format(s.fixed[c]) for c in ("mean", "sd", "lower", "upper")}
+    fmt = {c: column_format(s.fixed[c]) for c in ("mean", "sd", "lower", "upper")}
     ftable = [
         [
             str(name),
