@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hierbayes.design import required_columns
+from hierbayes.design import check_columns, required_columns
 from hierbayes.design_dask.make import plain_frame
-from hierbayes.design_dask.scan import check_columns, check_scan, compute_graph, dask_client, read_dask, scan_data
+from hierbayes.design_dask.scan import check_scan, compute_graph, dask_client, read_dask, scan_data
 from hierbayes.exceptions import SpecError
 from hierbayes.families import get_family
 from hierbayes.spec.model import ModelSpec

@@ -204,9 +204,9 @@ def required_columns(spec: ModelSpec) -> list[str]:
     return list(dict.fromkeys(cols))
 
 
-def _check_columns(spec: ModelSpec, data: pd.DataFrame) -> list[str]:
+def check_columns(spec: ModelSpec, available: list[str]) -> list[str]:
+    """The columns the model needs; a clear error (with close matches) for one that is not ``available``."""
     needed = required_columns(spec)
-    available = [str(c) for c in data.columns]
     for col in needed:
         if col not in available:
             close = difflib.get_close_matches(col, available, n=3, cutoff=0.6)
@@ -521,7 +521,7 @@ def make_design(spec: ModelSpec, data: Any, *, dropna: bool = False, crossed: bo
     check_terms_safe(spec)  # a spec built by hand or loaded from a file is checked like a parsed one
     if len(data) == 0:
         raise DataError("The data frame is empty (0 rows); nothing to fit.")
-    columns = _check_columns(spec, data)
+    columns = check_columns(spec, [str(c) for c in data.columns])
     data, dropped = _handle_missing(data, columns, dropna)
     if len(data) < 2:
         raise DataError(f"The data have {len(data)} usable row(s); a multilevel model needs more than one.")

@@ -15,6 +15,7 @@ import pandas as pd
 from hierbayes.design import (
     Design,
     GroupDesign,
+    check_columns,
     check_groups,
     check_terms_safe,
     nested_pairs,
@@ -22,7 +23,6 @@ from hierbayes.design import (
 )
 from hierbayes.design_dask.scan import (
     DEFAULT_SAMPLE_ROWS,
-    check_columns,
     check_scan,
     compute_graph,
     dask_client,

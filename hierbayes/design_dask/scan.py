@@ -6,7 +6,6 @@ See :mod:`hierbayes.design_dask` for the two passes.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ import pandas as pd
 
 from hierbayes.design import (
     names_in_term,
-    required_columns,
 )
 from hierbayes.exceptions import DataError
 from hierbayes.spec.model import ModelSpec
@@ -211,16 +209,3 @@ def check_scan(scan: _Scan, spec: ModelSpec, columns: list[str], dropna: bool) -
             "only finite numbers can be modelled. Check for log(0) or division by zero upstream, "
             "and drop or replace those rows."
         )
-
-
-def check_columns(spec: ModelSpec, available: list[str]) -> list[str]:
-    needed = required_columns(spec)
-    for col in needed:
-        if col not in available:
-            close = difflib.get_close_matches(col, available, n=3, cutoff=0.6)
-            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise DataError(
-                f"Column {col!r} named in the model ({spec.formula()}) is not in the data.{hint} "
-                f"Available columns: {', '.join(available)}."
-            )
-    return needed
