@@ -33,6 +33,7 @@ import pymc as pm
 import xarray as xr
 
 from hierbayes.inference.build import build_model, fixed_scaling
+from hierbayes.inference.collapsed.build import random_effect_draws
 from hierbayes.inference.result import Fit
 from hierbayes.spec import names
 
@@ -43,8 +44,6 @@ def _posterior_with_effects(fit: Fit) -> xr.Dataset:
     post = fit.posterior
     missing = [names.u(g.name) for g in fit.design.groups if names.u(g.name) not in post]
     if missing:  # a collapsed fit made with store_random_effects=False: draw them now
-        from hierbayes.inference.collapsed.build import random_effect_draws
-
         post = post.merge(random_effect_draws(fit.design, post, random_seed=fit.settings.get("random_seed")))
     return post
 

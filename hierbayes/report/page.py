@@ -56,10 +56,13 @@ from hierbayes.report.html import (
 )
 from hierbayes.spec import names
 from hierbayes.spec.serialise import jsonable
+from hierbayes.summaries.checks import bayes_r2, draw_group_check, group_check
+from hierbayes.summaries.conditional import plot_conditional_effects, predictor_columns
+from hierbayes.summaries.contrasts import odds_ratios, rate_ratios
 from hierbayes.summaries.draws import thinned, with_random_effects
 from hierbayes.summaries.effects import DEFAULT_PROB, column_format, summary, variance_rows
 from hierbayes.summaries.plots import plot_caterpillar, plot_shrinkage
-from hierbayes.summaries.prediction import posterior_predictive
+from hierbayes.summaries.prediction import log_likelihood, posterior_predictive
 from hierbayes.summaries.shrinkage import shrinkage
 from hierbayes.summaries.variance import variance_partition
 
@@ -383,25 +386,12 @@ def _ppc_groups(fit: Fit, yrep: np.ndarray) -> str:
     if not design.groups:
         return ""
     g = design.groups[0]
-    y = design.y
-    rep = yrep
-    what = "mean"
-    if design.trials is not None:
-        y, rep, what = y / design.trials, yrep / design.trials, "mean proportion"
-    counts = np.bincount(g.index, minlength=g.n_levels).astype(float)
-    obs = np.bincount(g.index, weights=y, minlength=g.n_levels) / counts
-    reps = np.stack([np.bincount(g.index, weights=r, minlength=g.n_levels) for r in rep]) / counts
-    lo, mid, hi = np.quantile(reps, [(1 - DEFAULT_PROB) / 2, 0.5, (1 + DEFAULT_PROB) / 2], axis=0)
-    inside = int(np.sum((obs >= lo) & (obs <= hi)))
+    check = group_check(design, g, yrep, DEFAULT_PROB)
+    what, inside = check.what, check.inside
     pct = f"{round(DEFAULT_PROB * 100)}%"
     with plotting():
         fig = new_figure(5.0, 4.6)
-        ax = fig.add_subplot()
-        ax.errorbar(obs, mid, yerr=[mid - lo, hi - mid], fmt="o", ms=3, lw=0.8, color="#3a5a8c", alpha=0.8)
-        span = [float(min(obs.min(), lo.min())), float(max(obs.max(), hi.max()))]
-        ax.plot(span, span, color="#a3261b", lw=1)
-        ax.set_xlabel(f"observed {what} of {fit.spec.response} per {g.name}")
-        ax.set_ylabel(f"replicated {what} (median, {pct} interval)")
+        draw_group_check(fig.add_subplot(), check, fit.spec.response, g.name, DEFAULT_PROB)
         img = png(fig, f"Observed against replicated {what}s per {g.name}")
     return figure(
         img,
@@ -576,8 +566,6 @@ def _effects_section(fit: Fit, full: Fit | None, note: str) -> str:
 
 def _ratios_section(fit: Fit) -> str:
     """Odds ratios (logit link) or rate ratios (log link) of the fixed effects."""
-    from hierbayes.summaries.contrasts import odds_ratios, rate_ratios
-
     if fit.spec.link == "logit":
         tab, what = odds_ratios(fit), "odds ratios"
     elif fit.spec.link == "log":
@@ -620,9 +608,6 @@ def _fit_quality_section(fit: Fit, full: Fit | None, note: str) -> str:
     import warnings
 
     import arviz_stats
-
-    from hierbayes.summaries.checks import bayes_r2
-    from hierbayes.summaries.prediction import log_likelihood
 
     if full is None:
         return f"<p>{esc(note)} LOO and Bayes R² need them; they are left out.</p>"
@@ -668,8 +653,6 @@ def _fit_quality_section(fit: Fit, full: Fit | None, note: str) -> str:
 
 def _conditional_section(fit: Fit) -> str:
     """Conditional effect of the first predictor at the population level."""
-    from hierbayes.summaries.conditional import plot_conditional_effects, predictor_columns
-
     predictors = predictor_columns(fit)
     if not predictors or "beta" not in fit.posterior:
         return ""

@@ -49,6 +49,7 @@ from scipy.special import logsumexp
 
 from hierbayes.exceptions import SpecError
 from hierbayes.families import get_family, inverse_link
+from hierbayes.inference.fit import fit as refit
 from hierbayes.inference.pointwise import (
     add_posterior_predictive,
     family_params,
@@ -60,7 +61,7 @@ from hierbayes.inference.posterior import DEFAULT_PROB
 from hierbayes.inference.result import Fit
 from hierbayes.summaries.prediction import linear_predictor, log_likelihood
 
-__all__ = ["KFold", "PPCKind", "bayes_r2", "kfold", "plot_ppc"]
+__all__ = ["GroupCheck", "KFold", "PPCKind", "bayes_r2", "draw_group_check", "group_check", "kfold", "plot_ppc"]
 
 PPCKind = Literal["auto", "dist", "rootogram", "calibration", "pit", "loo_pit", "group"]
 
@@ -212,8 +213,6 @@ def kfold(
     SpecError
         For a ``group`` that is not a grouping factor of the model, or fewer than 2 folds.
     """
-    from hierbayes.inference.fit import fit as refit
-
     names = [g.name for g in fit.design.groups]
     if group not in names:
         raise SpecError(f"kfold: {group!r} is not a grouping factor of this model; it has: {', '.join(names)}.")
@@ -269,13 +268,23 @@ def _with_predictive(fit: Fit, random_seed: int | None) -> xr.DataTree:
     return tree
 
 
-def _group_check(fit: Fit, tree: xr.DataTree, group: str | None, prob: float) -> Figure:
-    design = fit.design
-    if not design.groups:
-        raise SpecError("kind='group' needs a model with a grouping factor.")
-    g = design.group(group) if group is not None else design.groups[0]
-    yrep = np.asarray(tree["posterior_predictive"]["y"].values, dtype=float)
-    yrep = yrep.reshape(-1, yrep.shape[-1])
+@dataclass(frozen=True)
+class GroupCheck:
+    """Observed and replicated means per level of one grouping factor (the group-level PPC)."""
+
+    obs: np.ndarray
+    lo: np.ndarray
+    mid: np.ndarray
+    hi: np.ndarray
+    what: str  # "mean", or "mean proportion" for binomial counts
+    inside: int  # levels whose observed mean lies in the interval
+
+
+def group_check(design: Any, g: Any, yrep: np.ndarray, prob: float) -> GroupCheck:
+    """Per level of ``g``: the observed mean of ``y`` and the median and ``prob`` interval of replicated means.
+
+    ``yrep`` is ``(draws, rows)``; binomial counts are divided by their trials first.
+    """
     y = design.y.astype(float)
     what = "mean"
     if design.trials is not None:
@@ -284,15 +293,30 @@ def _group_check(fit: Fit, tree: xr.DataTree, group: str | None, prob: float) ->
     obs = np.bincount(g.index, weights=y, minlength=g.n_levels) / counts
     reps = np.stack([np.bincount(g.index, weights=r, minlength=g.n_levels) for r in yrep]) / counts
     lo, mid, hi = np.quantile(reps, [(1 - prob) / 2, 0.5, (1 + prob) / 2], axis=0)
+    return GroupCheck(obs, lo, mid, hi, what, int(np.sum((obs >= lo) & (obs <= hi))))
+
+
+def draw_group_check(ax: Any, check: GroupCheck, response: str, group: str, prob: float) -> None:
+    """Observed against replicated means with their intervals, and the line of equality."""
+    c = check
+    ax.errorbar(c.obs, c.mid, yerr=[c.mid - c.lo, c.hi - c.mid], fmt="o", ms=3, lw=0.8, color="#3a5a8c", alpha=0.8)
+    span = [float(min(c.obs.min(), c.lo.min())), float(max(c.obs.max(), c.hi.max()))]
+    ax.plot(span, span, color="#a3261b", lw=1)
+    ax.set_xlabel(f"observed {c.what} of {response} per {group}")
+    ax.set_ylabel(f"replicated {c.what} (median, {round(prob * 100)}% interval)")
+
+
+def _group_check(fit: Fit, tree: xr.DataTree, group: str | None, prob: float) -> Figure:
+    design = fit.design
+    if not design.groups:
+        raise SpecError("kind='group' needs a model with a grouping factor.")
+    g = design.group(group) if group is not None else design.groups[0]
+    yrep = np.asarray(tree["posterior_predictive"]["y"].values, dtype=float)
+    check = group_check(design, g, yrep.reshape(-1, yrep.shape[-1]), prob)
     fig = Figure(figsize=(5.0, 4.6), layout="constrained")
     ax = fig.add_subplot()
-    ax.errorbar(obs, mid, yerr=[mid - lo, hi - mid], fmt="o", ms=3, lw=0.8, color="#3a5a8c", alpha=0.8)
-    span = [float(min(obs.min(), lo.min())), float(max(obs.max(), hi.max()))]
-    ax.plot(span, span, color="#a3261b", lw=1)
-    inside = int(np.sum((obs >= lo) & (obs <= hi)))
-    ax.set_xlabel(f"observed {what} of {fit.spec.response} per {g.name}")
-    ax.set_ylabel(f"replicated {what} (median, {round(prob * 100)}% interval)")
-    ax.set_title(f"{inside} of {g.n_levels} levels inside the interval", fontsize=9)
+    draw_group_check(ax, check, fit.spec.response, g.name, prob)
+    ax.set_title(f"{check.inside} of {g.n_levels} levels inside the interval", fontsize=9)
     return fig
 
 

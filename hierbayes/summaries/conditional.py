@@ -40,6 +40,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from hierbayes.design import required_columns
 from hierbayes.exceptions import DataError, SpecError
 from hierbayes.families import get_family, inverse_link
 from hierbayes.inference.posterior import DEFAULT_PROB, check_prob, interval_stats
@@ -57,8 +58,6 @@ _BY_NUMERIC = 3
 
 def predictor_columns(fit: Fit) -> list[str]:
     """Data columns of the fixed part and the random slopes (not the response, not grouping factors)."""
-    from hierbayes.design import required_columns
-
     spec = fit.spec
     skip = {spec.response, spec.trials, spec.failures, spec.known_sigma}
     factors = {c for g in spec.groups for c in g.factor}

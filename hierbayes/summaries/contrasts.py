@@ -23,6 +23,7 @@ from formulaic.utils.constraints import LinearConstraints
 from hierbayes.exceptions import SpecError
 from hierbayes.inference.posterior import DEFAULT_PROB, check_prob, fixed_effect_draws, interval_stats
 from hierbayes.inference.result import Fit
+from hierbayes.summaries.display import html_block
 
 __all__ = [
     "ATTENUATION_C",
@@ -236,7 +237,6 @@ class Contrast:
         return self.__str__()
 
     def _repr_html_(self) -> str:
-        from hierbayes.summaries.display import html_block
 
         return html_block(f"Contrast {self.expr}", [f"{round(self.prob * 100)}% intervals"], [("", self.table)])
 

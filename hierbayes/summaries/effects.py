@@ -21,6 +21,7 @@ from hierbayes.inference.diagnostics import draw_stats
 from hierbayes.inference.posterior import DEFAULT_PROB
 from hierbayes.inference.result import Fit
 from hierbayes.spec import names
+from hierbayes.summaries.display import html_block
 
 __all__ = ["DEFAULT_PROB", "Summary", "column_format", "format_summary", "summary", "variance_rows"]
 
@@ -65,7 +66,6 @@ class Summary:
         return format_summary(self)
 
     def _repr_html_(self) -> str:
-        from hierbayes.summaries.display import html_block
 
         pct = f"{round(self.prob * 100)}%"
         notes = [

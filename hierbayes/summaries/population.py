@@ -51,6 +51,7 @@ from hierbayes.families import get_family
 from hierbayes.inference.posterior import DEFAULT_PROB, check_prob, fixed_effect_draws, interval_stats
 from hierbayes.inference.result import Fit
 from hierbayes.summaries.contrasts import ATTENUATION_C
+from hierbayes.summaries.display import html_block
 from hierbayes.summaries.prediction import as_frame, group_cov_cholesky, inverse_link, prediction_rows
 
 __all__ = ["PopulationAveraged", "population_averaged"]
@@ -100,7 +101,6 @@ class PopulationAveraged:
         )
 
     def _repr_html_(self) -> str:
-        from hierbayes.summaries.display import html_block
 
         tables = [("Conditional (u = 0) and population-averaged means", self.table)]
         if self.effects is not None:

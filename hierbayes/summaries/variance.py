@@ -60,6 +60,7 @@ from hierbayes.families import get_family
 from hierbayes.inference.posterior import DEFAULT_PROB, group_covariance_draws, interval_stats, values
 from hierbayes.inference.result import Fit
 from hierbayes.spec import names
+from hierbayes.summaries.display import html_block
 
 __all__ = ["VariancePartition", "group_covariance_draws", "nested_in", "variance_partition"]
 
@@ -201,7 +202,6 @@ class VariancePartition:
         return self.__str__()
 
     def _repr_html_(self) -> str:
-        from hierbayes.summaries.display import html_block
 
         at = ", ".join(f"{k}={v:g}" for k, v in self.at.items()) if self.at else "all varying terms at 0"
         return html_block(f"Variance partition, {self.scale}", [f"at {at}"], [("", self.table)])
