@@ -34,13 +34,21 @@ Cost: one pass, :math:`O(n\,(m^2 + \sum_g q_g(q_g + m)))`; memory
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+import xarray as xr
 
-__all__ = ["GroupStatistics", "SufficientStatistics", "compute_statistics"]
+__all__ = [
+    "GroupStatistics",
+    "SufficientStatistics",
+    "compute_statistics",
+    "statistics_from_dataset",
+    "statistics_to_dataset",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,6 +158,21 @@ class SufficientStatistics:
         """Position of raw column ``name`` in :math:`D` (add 1 for its column in :math:`T`)."""
         return self.columns.index(name)
 
+    # ------------------------------------------------------------------------- (de)serialisation
+
+    def to_dataset(
+        self,
+        levels: Mapping[str, Sequence[str]] | None = None,
+        coef_names: Mapping[str, Sequence[str]] | None = None,
+    ) -> xr.Dataset:
+        """The statistics as an :class:`xarray.Dataset` with named dims (:func:`statistics_to_dataset`)."""
+        return statistics_to_dataset(self, levels, coef_names)
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset) -> SufficientStatistics:
+        """The statistics written by :meth:`to_dataset`, bit for bit (:func:`statistics_from_dataset`)."""
+        return statistics_from_dataset(ds)
+
 
 def _level_sums(index: np.ndarray, n_levels: int, weights: np.ndarray, values: np.ndarray) -> np.ndarray:
     r"""``out[j, a, :] = sum_{i: index[i] = j} weights[i, a] * values[i, :]``, shape ``(G, q, k)``.
@@ -205,4 +228,107 @@ def compute_statistics(
         out_cross[inner, outer] = _level_sums(index, n_levels, np.asarray(Zb, dtype=np.float64), by_name[outer][2])
     return SufficientStatistics(
         n=n, columns=tuple(columns), shift=shift, TtT=T.T @ T, groups=tuple(out_groups), cross=out_cross
+    )
+
+
+# ----------------------------------------------------------------------------- (de)serialisation
+# An xarray layout of the statistics (for the fit file, :mod:`hierbayes.inference.store`). Names:
+#
+# * ``stat_n`` (scalar, int64) :math:`n`; ``stat_shift`` (``stat_column``) :math:`s`, the dim's
+#   coordinate holding :attr:`SufficientStatistics.columns`; ``stat_TtT`` (``stat_T_row``,
+#   ``stat_T_col``) :math:`T'T`, both coordinates ``["1", *columns]``;
+# * per grouping factor ``g`` (its name, as the posterior's dim of its levels): ``{g}__gram``
+#   (``g``, ``{g}__coef``, ``{g}__coef_col``) and ``{g}__ZtT`` (``g``, ``{g}__coef``, ``stat_T_col``);
+# * per nested pair ``(b, a)``: ``{b}__cross`` (``b``, ``{b}__coef``, ``{a}__coef_col``);
+# * attributes ``stat_groups`` and ``stat_cross``: JSON lists of the factor names (in order) and
+#   of the ``[inner, outer]`` pairs.
+#
+# Every float array is float64 as computed, so a NetCDF round trip is exact.
+
+_STAT_N, _STAT_SHIFT, _STAT_TTT = "stat_n", "stat_shift", "stat_TtT"
+_STAT_COLUMN, _STAT_T_ROW, _STAT_T_COL = "stat_column", "stat_T_row", "stat_T_col"
+_STAT_RESERVED = {_STAT_N, _STAT_SHIFT, _STAT_TTT, _STAT_COLUMN, _STAT_T_ROW, _STAT_T_COL}
+
+
+def statistics_to_dataset(
+    stats: SufficientStatistics,
+    levels: Mapping[str, Sequence[str]] | None = None,
+    coef_names: Mapping[str, Sequence[str]] | None = None,
+) -> xr.Dataset:
+    """Every array of ``stats`` as an :class:`xarray.Dataset` with named dims (layout in the comment above).
+
+    Parameters
+    ----------
+    stats
+        The statistics.
+    levels
+        Optional level labels per grouping factor (coordinate of its level dim).
+    coef_names
+        Optional names of the varying columns per grouping factor (coordinate of ``{g}__coef``).
+
+    Returns
+    -------
+    xarray.Dataset
+        Readable back with :func:`statistics_from_dataset`.
+    """
+    clash = sorted(_STAT_RESERVED & {g.name for g in stats.groups})
+    if clash:
+        raise ValueError(f"A grouping factor may not be called {clash[0]!r} in stored statistics (a reserved name).")
+    t_names = np.array(["1", *stats.columns], dtype=object)
+    coords: dict[str, xr.Variable] = {
+        _STAT_COLUMN: xr.Variable((_STAT_COLUMN,), np.array(stats.columns, dtype=object)),
+        _STAT_T_ROW: xr.Variable((_STAT_T_ROW,), t_names),
+        _STAT_T_COL: xr.Variable((_STAT_T_COL,), t_names),
+    }
+    variables: dict[str, xr.Variable] = {
+        _STAT_N: xr.Variable((), np.int64(stats.n)),
+        _STAT_SHIFT: xr.Variable((_STAT_COLUMN,), np.asarray(stats.shift, dtype=np.float64)),
+        _STAT_TTT: xr.Variable((_STAT_T_ROW, _STAT_T_COL), np.asarray(stats.TtT, dtype=np.float64)),
+    }
+    for g in stats.groups:
+        coef, coef_col = f"{g.name}__coef", f"{g.name}__coef_col"
+        variables[f"{g.name}__gram"] = xr.Variable((g.name, coef, coef_col), np.asarray(g.gram, dtype=np.float64))
+        variables[f"{g.name}__ZtT"] = xr.Variable((g.name, coef, _STAT_T_COL), np.asarray(g.ZtT, dtype=np.float64))
+        if levels is not None and g.name in levels:
+            coords[g.name] = xr.Variable((g.name,), np.array([str(v) for v in levels[g.name]], dtype=object))
+        if coef_names is not None and g.name in coef_names:
+            names = np.array([str(v) for v in coef_names[g.name]], dtype=object)
+            coords[coef] = xr.Variable((coef,), names)
+            coords[coef_col] = xr.Variable((coef_col,), names)
+    for (inner, outer), block in stats.cross.items():
+        dims = (inner, f"{inner}__coef", f"{outer}__coef_col")
+        variables[f"{inner}__cross"] = xr.Variable(dims, np.asarray(block, dtype=np.float64))
+    attrs = {
+        "stat_groups": json.dumps([g.name for g in stats.groups]),
+        "stat_cross": json.dumps([list(k) for k in stats.cross]),
+    }
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+def statistics_from_dataset(ds: xr.Dataset) -> SufficientStatistics:
+    """The :class:`SufficientStatistics` stored by :func:`statistics_to_dataset` (the same arrays, bit for bit).
+
+    Raises
+    ------
+    KeyError
+        When a variable or attribute of the layout is missing.
+    """
+
+    def values(name: str) -> np.ndarray:
+        return np.asarray(ds[name].values, dtype=np.float64)
+
+    groups = tuple(
+        GroupStatistics(name, values(f"{name}__gram"), values(f"{name}__ZtT"))
+        for name in json.loads(str(ds.attrs["stat_groups"]))
+    )
+    cross = {
+        (str(inner), str(outer)): values(f"{inner}__cross") for inner, outer in json.loads(str(ds.attrs["stat_cross"]))
+    }
+    return SufficientStatistics(
+        n=int(ds[_STAT_N].values),
+        columns=tuple(str(c) for c in ds[_STAT_COLUMN].values),
+        shift=values(_STAT_SHIFT),
+        TtT=values(_STAT_TTT),
+        groups=groups,
+        cross=cross,
     )
