@@ -126,6 +126,11 @@ class Design:
         row-level summaries), while the model, its priors and scaling use ``statistics``.
         ``None`` for an in-memory design (the statistics are computed from the rows on demand,
         :func:`design_statistics`).
+    categories
+        For a design of a row sample (:attr:`statistics` set): the distinct values over *all*
+        rows of every column the model treats as categorical, so that the sample's model
+        matrices code categories the sample misses (and a saved fit rebuilds them,
+        :func:`hierbayes.design_dask.design_from_statistics`). ``None`` otherwise.
     """
 
     spec: ModelSpec
@@ -140,6 +145,7 @@ class Design:
     dropped: dict[str, int] = field(default_factory=dict)
     fixed_model_spec: FormulaicSpec | None = None
     statistics: SufficientStatistics | None = None
+    categories: dict[str, np.ndarray] | None = None
 
     @property
     def n_obs(self) -> int:

@@ -2,9 +2,11 @@
 
 :func:`load` rebuilds the design with :func:`hierbayes.make_design` from the stored spec and data,
 so the loaded fit is the same model on the same rows; its summary equals the original's exactly
-(floats are stored as float64, bit for bit). ``spec_to_dict``, ``spec_from_dict``,
-``priors_to_dict`` and ``priors_from_dict`` (defined in :mod:`hierbayes.spec.serialise`) and the
-atomic writers are re-exported here.
+(floats are stored as float64, bit for bit). A fit to Dask data is rebuilt from its row sample and
+its stored sufficient statistics, levels and categories of all rows
+(:func:`hierbayes.design_dask.design_from_statistics`), without Dask or the original data.
+``spec_to_dict``, ``spec_from_dict``, ``priors_to_dict`` and ``priors_from_dict`` (defined in
+:mod:`hierbayes.spec.serialise`) and the atomic writers are re-exported here.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from typing import Any
 import xarray as xr
 
 from hierbayes.design import Design, NestingWarning, make_design
+from hierbayes.design_dask import design_from_statistics
 from hierbayes.inference.build import var_names
 from hierbayes.inference.diagnostics import Diagnostics, diagnose
 from hierbayes.inference.result import Fit
 from hierbayes.inference.store import (
     FORMAT_VERSION,
     FitFileError,
+    StoredFit,
     atomic_path,
     atomic_write_bytes,
     atomic_write_text,
@@ -66,10 +70,27 @@ def _diagnostics_from_dict(
     return diagnose(idata, check, centered_terms=[g.name for g in spec.groups if g.centered])
 
 
+def _stored_design(stored: StoredFit) -> Design:
+    """The design of a fit to Dask data: its row sample with the statistics, levels and categories of all rows."""
+    parts = stored.statistics
+    assert parts is not None
+    return design_from_statistics(
+        stored.spec,
+        stored.data,
+        parts.statistics,
+        parts.levels,
+        parents=parts.parents,
+        categories=parts.categories,
+        dropped=stored.dropped,
+    )
+
+
 def load(path: str | os.PathLike[str]) -> Fit:
     """Load a fit saved by :func:`save`; no resampling.
 
-    The design is rebuilt from the stored spec and data with :func:`hierbayes.make_design`.
+    The design is rebuilt from the stored spec and data with :func:`hierbayes.make_design`; for a
+    fit to Dask data from the stored row sample and the statistics of all rows
+    (:func:`_stored_design`).
 
     Parameters
     ----------
@@ -89,11 +110,14 @@ def load(path: str | os.PathLike[str]) -> Fit:
         If the file is not a hierbayes fit.
     """
     stored = read(path)
-    with warnings.catch_warnings():
-        # Already reported when the model was fitted.
-        warnings.simplefilter("ignore", NestingWarning)
-        design = make_design(stored.spec, stored.data)
-    if stored.dropped:
-        design = dataclasses.replace(design, dropped=stored.dropped)
+    if stored.statistics is not None:
+        design = _stored_design(stored)
+    else:
+        with warnings.catch_warnings():
+            # Already reported when the model was fitted.
+            warnings.simplefilter("ignore", NestingWarning)
+            design = make_design(stored.spec, stored.data)
+        if stored.dropped:
+            design = dataclasses.replace(design, dropped=stored.dropped)
     diagnostics = _diagnostics_from_dict(stored.diagnostics, stored.idata, stored.spec, design)
     return Fit(spec=stored.spec, design=design, idata=stored.idata, settings=stored.settings, diagnostics=diagnostics)

@@ -21,12 +21,22 @@ all rows (:attr:`~hierbayes.design.Design.statistics`) and, as its row-level arr
 random sample, which is what row-level summaries (posterior predictive checks, pointwise
 log-likelihood) then use.
 
+:func:`design_from_statistics` rebuilds that design without Dask from the sample and the
+statistics, levels, nesting and categories of all rows (what a saved fit holds; :func:`hierbayes.load`).
+
 Dask is optional (``pip install "hierbayes[dask]"``) and imported only here, when Dask data
 or a Parquet path is given. The computation runs on the active ``dask.distributed`` client if
 there is one, else on a ``LocalCluster`` sized to the machine, closed afterwards.
 """
 
-from hierbayes.design_dask.make import make_design_dask
+from hierbayes.design_dask.make import design_from_statistics, make_design_dask
 from hierbayes.design_dask.scan import DEFAULT_SAMPLE_ROWS, dask_client, is_dask_input, read_dask
 
-__all__ = ["DEFAULT_SAMPLE_ROWS", "dask_client", "is_dask_input", "make_design_dask", "read_dask"]
+__all__ = [
+    "DEFAULT_SAMPLE_ROWS",
+    "dask_client",
+    "design_from_statistics",
+    "is_dask_input",
+    "make_design_dask",
+    "read_dask",
+]

@@ -5,7 +5,9 @@ See :mod:`hierbayes.design_dask` for the two passes.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +38,7 @@ from hierbayes.spec.model import ModelSpec
 from hierbayes.spec.transforms import EVAL_CONTEXT
 from hierbayes.statistics import SufficientStatistics, compute_statistics
 
-__all__ = ["make_design_dask"]
+__all__ = ["design_from_statistics", "make_design_dask"]
 
 # ----------------------------------------------------------------------------- levels and nesting
 
@@ -277,20 +279,33 @@ def _scan_checked(
     return scan, ddf, dropped
 
 
+def _sample_index(sample: pd.DataFrame, term: Any, levels: tuple[str, ...]) -> np.ndarray:
+    """Level code (position in ``levels``, the levels of all rows) of every row of the sample."""
+    labels = _labels(sample, term.factor)
+    index = pd.Index(levels).get_indexer(labels)
+    if (index < 0).any():
+        bad = labels.iloc[int(np.flatnonzero(index < 0)[0])]
+        raise DataError(f"Level {bad!r} of {term.name!r} in the row sample is not among the levels of the data.")
+    return np.asarray(index, dtype=np.int64)
+
+
 def _sample_groups(
-    spec: ModelSpec, zspecs: Any, sample: pd.DataFrame, levels: Any, parents: dict[str, Any]
+    spec: ModelSpec,
+    zspecs: Any,
+    sample: pd.DataFrame,
+    levels: Mapping[str, tuple[str, ...]],
+    parents: Mapping[str, tuple[str | None, np.ndarray | None]],
 ) -> list[GroupDesign]:
     """The group terms of the row sample, with the levels (and nesting) of all rows."""
     out = []
-    pos = levels.lookup(sample)
     for term, zspec in zip(spec.groups, zspecs, strict=True):
         Z = _matrix(zspec, sample, f"varying-term ({term.formula()})", None)
         parent, pindex = parents[term.name]
         out.append(
             GroupDesign(
                 term,
-                levels.codes[term.name][pos],
-                levels.levels[term.name],
+                _sample_index(sample, term, levels[term.name]),
+                levels[term.name],
                 Z,
                 tuple(str(c) for c in zspec.column_names),
                 parent,
@@ -298,6 +313,41 @@ def _sample_groups(
             )
         )
     return out
+
+
+def _sample_design(
+    spec: ModelSpec,
+    sample: pd.DataFrame,
+    categories: dict[str, np.ndarray],
+    levels: Mapping[str, tuple[str, ...]],
+    parents: Mapping[str, tuple[str | None, np.ndarray | None]],
+) -> tuple[Design, Any, list[Any]]:
+    """The design of the row sample with the levels, nesting and categories of all rows (no statistics yet).
+
+    Shared by :func:`make_design_dask` and :func:`design_from_statistics`, so that a saved and
+    loaded fit gets the very design of the original: the same model matrices (formulaic's specs
+    fixed on the sample plus one row per category it misses) and level codes.
+    """
+    fixed, zspecs = _specs(spec, _skeleton(sample, categories))
+    names = tuple(str(c) for c in fixed.column_names)
+    groups = _sample_groups(spec, zspecs, sample, levels, parents)
+    X = _matrix(fixed, sample, "fixed-effect", None)
+    y, trials = check_response(spec.family, sample, spec.response, trials=spec.trials, failures=spec.failures)
+    offset = sample[spec.offset].to_numpy(dtype=float) if spec.offset else None
+    design = Design(
+        spec=spec,
+        data=sample,
+        y=y,
+        X=X,
+        fixed_names=names,
+        groups=tuple(groups),
+        trials=trials,
+        offset=offset,
+        known_sigma=None,
+        fixed_model_spec=fixed,
+        categories=categories,
+    )
+    return design, fixed, zspecs
 
 
 def make_design_dask(
@@ -359,22 +409,18 @@ def make_design_dask(
         ]
         checked = check_groups(spec, pseudo, n, replicates_known=False)
         _check_structure(spec, checked)
-        fixed, zspecs = _specs(spec, _skeleton(sample, scan.categories))
-        names = tuple(str(c) for c in fixed.column_names)
         parents = {g.name: (g.parent, g.parent_index) for g in checked}
-        sample_groups = _sample_groups(spec, zspecs, sample, levels, parents)
-        X = _matrix(fixed, sample, "fixed-effect", None)
-        y, trials = check_response(spec.family, sample, spec.response, trials=spec.trials, failures=spec.failures)
-        offset = sample[spec.offset].to_numpy(dtype=float) if spec.offset else None
-        draft = Design(spec=spec, data=sample, y=y, X=X, fixed_names=names, groups=tuple(sample_groups))
+        categories = {c: np.asarray(v) for c, v in scan.categories.items()}
+        draft, fixed, zspecs = _sample_design(spec, sample, categories, levels.levels, parents)
+        y, X, offset = draft.y, draft.X, draft.offset
         D = np.hstack([y[:, None], X, *([offset[:, None]] if offset is not None else [])])
         plan = _Plan(
             spec=spec,
             fixed=fixed,
             zspecs=zspecs,
             levels=levels,
-            n_levels={g.name: g.n_levels for g in sample_groups},
-            cross=nested_pairs(tuple(sample_groups)),
+            n_levels={g.name: g.n_levels for g in draft.groups},
+            cross=nested_pairs(draft.groups),
             columns=raw_columns(draft),
             shift=D.mean(axis=0),
         )
@@ -382,20 +428,79 @@ def make_design_dask(
 
         parts = [delayed(_stats_partition)(p, i, plan) for i, p in enumerate(ddf.to_delayed())]
         stats = compute_graph(client, tree_reduce(parts, _add), progressbar)
-    _check_rank_gram(stats, names)
-    design = Design(
-        spec=spec,
-        data=sample,
-        y=y,
-        X=X,
-        fixed_names=names,
-        groups=tuple(sample_groups),
-        trials=trials,
-        offset=offset,
-        known_sigma=None,
-        dropped=dropped,
-        fixed_model_spec=fixed,
-        statistics=stats,
-    )
-    spec.priors.check_against(names, [g.name for g in design.groups])
+    _check_rank_gram(stats, draft.fixed_names)
+    design = dataclasses.replace(draft, dropped=dropped, statistics=stats)
+    spec.priors.check_against(design.fixed_names, [g.name for g in design.groups])
+    return design
+
+
+def design_from_statistics(
+    spec: ModelSpec,
+    sample: pd.DataFrame,
+    statistics: SufficientStatistics,
+    levels: Mapping[str, Sequence[str]],
+    parents: Mapping[str, tuple[str, np.ndarray]] | None = None,
+    categories: Mapping[str, np.ndarray] | None = None,
+    dropped: Mapping[str, int] | None = None,
+) -> Design:
+    """The design :func:`make_design_dask` made, from its row sample and what it computed over all rows.
+
+    No Dask, no data beyond the sample: used by :func:`hierbayes.load` for a fit to Dask data. The
+    sample's model matrices are built exactly as :func:`make_design_dask` built them (the same
+    code), and everything that depends on all rows is taken from the arguments, never recomputed
+    from the sample (which may miss levels and categories): the statistics (number of rows,
+    moments for the fixed-effect scaling and the default priors, the collapsed likelihood), the
+    levels of every grouping factor, the nesting, the categories and the dropped-row counts.
+
+    Parameters
+    ----------
+    spec
+        The model.
+    sample
+        The row sample (:attr:`~hierbayes.design.Design.data` of the original design).
+    statistics
+        The sufficient statistics of all rows.
+    levels
+        ``{factor: level labels}`` of all rows, in the order of the statistics.
+    parents
+        ``{inner factor: (outer factor, outer level of each inner level)}`` for nested factors.
+    categories
+        ``{column: distinct values over all rows}`` of the categorical columns
+        (:attr:`~hierbayes.design.Design.categories`).
+    dropped
+        Rows dropped for missing values, per column (:attr:`~hierbayes.design.Design.dropped`).
+
+    Returns
+    -------
+    Design
+        With :attr:`~hierbayes.design.Design.statistics` set; a sample when it has fewer rows
+        than the statistics.
+
+    Raises
+    ------
+    DataError
+        When the sample, levels and statistics do not fit together (a level of the sample not
+        among ``levels``, other columns or numbers of levels than the statistics).
+    """
+    parents = parents or {}
+    nesting = {t.name: parents.get(t.name, (None, None)) for t in spec.groups}
+    labels = {t.name: tuple(str(v) for v in levels[t.name]) for t in spec.groups}
+    cats = {str(c): np.asarray(v) for c, v in (categories or {}).items()}
+    draft, _, _ = _sample_design(spec, sample, cats, labels, nesting)
+    if raw_columns(draft) != statistics.columns:
+        raise DataError(
+            f"The statistics hold the columns {list(statistics.columns)}, but the model's columns for the "
+            f"row sample are {list(raw_columns(draft))}; the statistics do not belong to this model."
+        )
+    for g in draft.groups:
+        sg = statistics.group(g.name)
+        if (sg.n_levels, sg.n_terms) != (g.n_levels, len(g.coef_names)):
+            raise DataError(
+                f"The statistics of {g.name!r} have {sg.n_levels} levels x {sg.n_terms} terms; the model has "
+                f"{g.n_levels} x {len(g.coef_names)}: they do not belong together."
+            )
+    if len(sample) > statistics.n:
+        raise DataError(f"The row sample has {len(sample)} rows, more than the {statistics.n} of the statistics.")
+    design = dataclasses.replace(draft, dropped=dict(dropped or {}), statistics=statistics)
+    spec.priors.check_against(design.fixed_names, [g.name for g in design.groups])
     return design

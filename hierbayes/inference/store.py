@@ -11,13 +11,29 @@ engine), readable with ``xarray.open_datatree(path)`` and ArviZ:
   the dim ``row`` (coordinate: the data frame's index). Each column's pandas dtype is recorded
   in the variable's attributes and restored on load (integers, floats, booleans, strings,
   categoricals, nullable dtypes, dates);
+* for a fit to Dask data only (:mod:`hierbayes.design_dask`), a group ``fit_statistics``:
+  the sufficient statistics of *all* rows (:func:`hierbayes.statistics.statistics_to_dataset`:
+  ``stat_n``, ``stat_shift``, ``stat_TtT`` and per grouping factor ``g`` the arrays
+  ``{g}__gram``, ``{g}__ZtT`` and, when nested, ``{g}__cross``, with named dims), the level
+  labels of every grouping factor over all rows (the coordinate of the dim ``g``; the sample
+  may miss levels), ``{g}__parent_index`` (the outer level of each inner level, attribute
+  ``parent``) for a nested factor, the distinct values over all rows of every categorical
+  column (``stat_category_{k}``, each with its pandas dtype, the column names in the attribute
+  ``categories``), and the attributes ``design = "row sample"``, ``n_total`` and
+  ``n_sample``. ``fit_data`` then holds the seeded row sample;
 * JSON attributes on the root: ``hierbayes_spec`` (the :class:`~hierbayes.spec.ModelSpec`,
   priors included, see :func:`hierbayes.spec.serialise.spec_to_dict`), ``hierbayes_settings`` (draws, tune, chains,
-  seed, sampler, library versions), ``hierbayes_diagnostics`` and ``hierbayes_format``.
+  seed, sampler, library versions), ``hierbayes_diagnostics``, ``hierbayes_dropped`` (rows dropped
+  for missing values, per column) and ``hierbayes_format``: 1 for a fit to rows in memory, 2 for a
+  fit to Dask data (``fit_statistics``), so that a hierbayes that reads only format 1 refuses
+  such a file instead of rebuilding the model from the sample; files of format 1 still load.
 
 :func:`hierbayes.load` rebuilds the design with :func:`hierbayes.make_design` from the stored spec and data,
 so the loaded fit is the same model on the same rows; its summary equals the original's exactly
-(floats are stored as float64, bit for bit).
+(floats are stored as float64, bit for bit). For a fit to Dask data it rebuilds it with
+:func:`hierbayes.design_dask.design_from_statistics` from the sample and ``fit_statistics``
+(no Dask needed): the model, priors and summaries use the statistics of all rows, row-level
+summaries the sample, as for the original fit.
 
 Names such as ``sd_school:child`` or the dim ``school:child`` (from ``(1 | school/child)``) are
 valid NetCDF-4 names and are stored as they are (checked by reading the file back with both the
@@ -53,11 +69,13 @@ from hierbayes.design import Design
 from hierbayes.exceptions import HierBayesError
 from hierbayes.spec.model import ModelSpec
 from hierbayes.spec.serialise import jsonable, priors_from_dict, priors_to_dict, spec_from_dict, spec_to_dict
+from hierbayes.statistics import SufficientStatistics
 
 __all__ = [
     "FORMAT_VERSION",
     "FitFileError",
     "StoredFit",
+    "StoredStatistics",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -69,10 +87,13 @@ __all__ = [
     "spec_to_dict",
 ]
 
-#: Version of the file layout written by :func:`save`.
-FORMAT_VERSION = 1
+#: Newest version of the file layout, the highest :func:`read` accepts (see "File layout").
+FORMAT_VERSION = 2
+_FORMAT_ROWS = 1  # a fit to rows in memory: the layout of version 1, unchanged
+_FORMAT_STATISTICS = 2  # a fit to Dask data: adds the group fit_statistics
 _ENGINE = "h5netcdf"
 _DATA_GROUP = "fit_data"
+_STATISTICS_GROUP = "fit_statistics"
 _ROW_DIM = "row"
 _ATTR_PREFIX = "hierbayes_"
 
@@ -276,12 +297,6 @@ def save(fit: _Saveable, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"Cannot save to {path}: the folder {path.parent} does not exist.")
-    if fit.design.statistics is not None:
-        raise FitFileError(
-            f"Cannot save a fit to Dask data yet: it holds the sufficient statistics of {fit.design.n_total} rows "
-            "and a sample of rows, and the fit file stores (and reloads from) the rows. Save the posterior "
-            "with fit.idata.to_netcdf(path), and refit from the data to get the Fit back."
-        )
     tree = fit.idata.copy()
     for node in tree.subtree:
         bad = sorted(str(n) for n in [*node.variables, *node.dims] if "/" in str(n))
@@ -290,12 +305,15 @@ def save(fit: _Saveable, path: str | os.PathLike[str]) -> Path:
                 f"Cannot save the fit: the name {bad[0]!r} in group {node.path!r} contains '/', which NetCDF "
                 "does not allow in names. Rename the column (e.g. df.rename(columns={...})) and fit again."
             )
-    if _DATA_GROUP in tree.children:
-        raise FitFileError(f"The fit's idata already has a group {_DATA_GROUP!r}; it is reserved for the data.")
+    for reserved in (_DATA_GROUP, _STATISTICS_GROUP):
+        if reserved in tree.children:
+            raise FitFileError(f"The fit's idata already has a group {reserved!r}; it is reserved for the data.")
     tree[_DATA_GROUP] = xr.DataTree(data_to_dataset(fit.design.data))
+    if fit.design.statistics is not None:
+        tree[_STATISTICS_GROUP] = xr.DataTree(statistics_group(fit.design))
     tree.attrs = {
         **{k: v for k, v in tree.attrs.items() if not str(k).startswith(_ATTR_PREFIX)},
-        f"{_ATTR_PREFIX}format": FORMAT_VERSION,
+        f"{_ATTR_PREFIX}format": _FORMAT_ROWS if fit.design.statistics is None else _FORMAT_STATISTICS,
         f"{_ATTR_PREFIX}spec": _dumps(spec_to_dict(fit.spec)),
         f"{_ATTR_PREFIX}settings": _dumps(fit.settings),
         f"{_ATTR_PREFIX}diagnostics": _dumps(fit.diagnostics) if fit.diagnostics is not None else "null",
@@ -335,7 +353,10 @@ def _attr_json(attrs: Mapping[str, Any], key: str, path: Path) -> Any:
 
 
 class StoredFit(NamedTuple):
-    """What a fit file holds, before the design and the :class:`~hierbayes.Fit` are rebuilt."""
+    """What a fit file holds, before the design and the :class:`~hierbayes.Fit` are rebuilt.
+
+    ``statistics`` is set for a fit to Dask data (then ``data`` is the row sample).
+    """
 
     spec: ModelSpec
     data: pd.DataFrame
@@ -343,6 +364,7 @@ class StoredFit(NamedTuple):
     settings: dict[str, Any]
     diagnostics: dict[str, Any] | None
     dropped: dict[str, int]
+    statistics: StoredStatistics | None = None
 
 
 def read(path: str | os.PathLike[str]) -> StoredFit:
@@ -381,5 +403,77 @@ def read(path: str | os.PathLike[str]) -> StoredFit:
         raise FitFileError(f"{path} has no {_DATA_GROUP!r} group: the data of the fit are missing.")
     data = dataset_to_data(tree[_DATA_GROUP].to_dataset())
     del tree[_DATA_GROUP]
+    statistics = None
+    if _STATISTICS_GROUP in tree.children:
+        statistics = read_statistics_group(tree[_STATISTICS_GROUP].to_dataset(), path)
+        del tree[_STATISTICS_GROUP]
+        if statistics.n_sample != len(data):
+            raise FitFileError(
+                f"{path} is damaged: {_STATISTICS_GROUP!r} says the row sample has {statistics.n_sample} rows, "
+                f"{_DATA_GROUP!r} holds {len(data)}."
+            )
     tree.attrs = {k: v for k, v in attrs.items() if not str(k).startswith(_ATTR_PREFIX)}
-    return StoredFit(spec, data, tree, settings, diag, {str(k): int(v) for k, v in dropped.items()})
+    return StoredFit(spec, data, tree, settings, diag, {str(k): int(v) for k, v in dropped.items()}, statistics)
+
+
+# ------------------------------------------------------------------------- statistics of a Dask fit
+
+
+class StoredStatistics(NamedTuple):
+    """What the group ``fit_statistics`` holds: the parts of a design computed over all rows of Dask data.
+
+    The arguments of :func:`hierbayes.design_dask.design_from_statistics` besides the spec and the sample.
+    """
+
+    statistics: SufficientStatistics
+    levels: dict[str, tuple[str, ...]]
+    parents: dict[str, tuple[str, np.ndarray]]
+    categories: dict[str, np.ndarray]
+    n_sample: int
+
+
+def statistics_group(design: Design) -> xr.Dataset:
+    """The group ``fit_statistics`` of a design with statistics of all rows (layout in the module docstring)."""
+    stats = design.statistics
+    assert stats is not None
+    ds = stats.to_dataset(
+        levels={g.name: g.levels for g in design.groups}, coef_names={g.name: g.coef_names for g in design.groups}
+    )
+    for g in design.groups:
+        if g.parent is not None and g.parent_index is not None:
+            ds[f"{g.name}__parent_index"] = xr.Variable(
+                (g.name,), np.asarray(g.parent_index, dtype=np.int64), attrs={"parent": g.parent}
+            )
+    columns = []
+    for k, (column, values) in enumerate((design.categories or {}).items()):
+        var = f"stat_category_{k}"
+        encoded, col_attrs, _ = _encode_column(pd.Series(values))
+        ds[var] = xr.Variable((var,), encoded, attrs=col_attrs)
+        columns.append([column, var])
+    ds.attrs.update(
+        {"design": "row sample", "n_total": int(stats.n), "n_sample": int(design.n_obs), "categories": _dumps(columns)}
+    )
+    return ds
+
+
+def read_statistics_group(ds: xr.Dataset, path: Path) -> StoredStatistics:
+    """The parts stored by :func:`statistics_group`."""
+    try:
+        stats = SufficientStatistics.from_dataset(ds)
+        levels = {g.name: tuple(str(v) for v in ds[g.name].values) for g in stats.groups}
+        parents = {
+            g.name: (
+                str(ds[f"{g.name}__parent_index"].attrs["parent"]),
+                np.asarray(ds[f"{g.name}__parent_index"].values, dtype=np.int64),
+            )
+            for g in stats.groups
+            if f"{g.name}__parent_index" in ds
+        }
+        categories = {
+            str(column): np.asarray(_decode_column(ds[var].values, ds[var].attrs, None))
+            for column, var in json.loads(str(ds.attrs["categories"]))
+        }
+        n_sample = int(ds.attrs["n_sample"])
+    except (KeyError, ValueError) as err:
+        raise FitFileError(f"{path} is damaged: its group {_STATISTICS_GROUP!r} is incomplete ({err}).") from None
+    return StoredStatistics(stats, levels, parents, categories, n_sample)
