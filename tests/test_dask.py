@@ -177,8 +177,151 @@ def test_posterior_from_dask_and_pandas_agree(client, frame, tmp_path):
     assert ll.sizes["obs"] == 100 and "random sample of 100 of the 1500 rows" in ll.attrs["rows"]
     yrep = hb.posterior_predictive(sampled, random_seed=1)
     assert yrep.sizes["obs"] == 100 and "rows" in yrep.attrs
-    with pytest.raises(ValueError, match="Cannot save a fit to Dask data"):
-        hb.save(sampled, tmp_path / "fit.nc")
+
+
+# ----------------------------------------------------------------------------- saving a fit to Dask data
+
+
+def _rare(frame):
+    """``frame`` with a NaN row (dropped), a school and a category of one row each (missed by a small sample)."""
+    out = frame.copy()
+    out.loc[3, ["school", "g"]] = ["s_rare", "zz"]
+    out.loc[5, "x"] = np.nan
+    return out
+
+
+def _sampled_design(frame, spec):
+    with pytest.warns(UserWarning, match="dropped 1 of 1500 rows"):
+        design = hb.make_design_dask(spec, _ddf(_rare(frame)), dropna=True, sample_rows=60, random_seed=2)
+    assert "s_rare" not in set(design.data["school"]) and "zz" not in set(design.data["g"])  # the sample misses them
+    return design
+
+
+def _assert_same_design(a, b):
+    """Every field of two designs (with statistics) equal, arrays bit for bit."""
+    pd.testing.assert_frame_equal(a.data, b.data, check_exact=True)
+    for name in ["y", "X", "offset", "trials"]:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert (a.fixed_names, a.dropped, a.n_total, a.n_obs, a.is_sample) == (
+        b.fixed_names, b.dropped, b.n_total, b.n_obs, b.is_sample
+    )
+    for ga, gb in zip(a.groups, b.groups, strict=True):
+        assert (ga.name, ga.levels, ga.coef_names, ga.parent) == (gb.name, gb.levels, gb.coef_names, gb.parent)
+        np.testing.assert_array_equal(ga.index, gb.index)
+        np.testing.assert_array_equal(ga.Z, gb.Z)
+        if gb.parent_index is not None:
+            np.testing.assert_array_equal(ga.parent_index, gb.parent_index)
+    sa, sb = a.statistics, b.statistics
+    assert (sa.n, sa.columns, list(sa.cross)) == (sb.n, sb.columns, list(sb.cross))
+    pairs = [(sa.shift, sb.shift), (sa.TtT, sb.TtT), *((sa.cross[k], sb.cross[k]) for k in sb.cross)]
+    for x, y in pairs + [(u, v) for ga, gb in zip(sa.groups, sb.groups, strict=True) for u, v in
+                         [(ga.gram, gb.gram), (ga.ZtT, gb.ZtT)]]:
+        assert x.dtype == y.dtype == np.float64 and x.shape == y.shape
+        np.testing.assert_array_equal(x, y)  # bit for bit
+    assert sorted(a.categories) == sorted(b.categories)
+    for col in b.categories:
+        np.testing.assert_array_equal(a.categories[col], b.categories[col])
+
+
+def test_statistics_of_a_sampled_design_round_trip_exactly(client, frame, tmp_path):
+    """The group fit_statistics through a NetCDF file rebuilds the very design, levels the sample misses included."""
+    import xarray as xr
+
+    from hierbayes.design_dask import design_from_statistics
+    from hierbayes.inference.store import read_statistics_group, statistics_group
+
+    spec = hb.parse_formula("y ~ x + g + (1 + x | school/cls)")
+    design = _sampled_design(frame, spec)
+    statistics_group(design).to_netcdf(tmp_path / "stats.nc", engine="h5netcdf")
+    with xr.open_dataset(tmp_path / "stats.nc", engine="h5netcdf") as ds:
+        assert ds.attrs["design"] == "row sample" and ds.attrs["n_total"] == 1499 and ds.attrs["n_sample"] == 60
+        assert "s_rare" in ds["school"].values and ds["school:cls__parent_index"].attrs["parent"] == "school"
+        stored = read_statistics_group(ds.load(), tmp_path / "stats.nc")
+    assert "s_rare" in stored.levels["school"] and "zz" in stored.categories["g"]
+    loaded = design_from_statistics(
+        spec, design.data, stored.statistics, stored.levels, stored.parents, stored.categories, design.dropped
+    )
+    _assert_same_design(loaded, design)
+    assert "g[T.zz]" in loaded.fixed_names  # a category of one row, not in the sample, still has its column
+    # what the model reads: data-scaled priors, fixed-effect scaling and the collapsed statistics of all rows
+    np.testing.assert_array_equal(hb.resolve_priors(loaded).B, hb.resolve_priors(design).B)
+    c_lo, c_or = bc.collapsed_data(loaded), bc.collapsed_data(design)
+    np.testing.assert_array_equal(c_lo.RtR, c_or.RtR)
+    np.testing.assert_array_equal(c_lo.beta_ref, c_or.beta_ref)
+
+
+def test_design_from_statistics_refuses_statistics_of_another_model(client, frame):
+    from hierbayes.design_dask import design_from_statistics
+
+    spec = hb.parse_formula("y ~ x + g + (1 | school/cls)")
+    design = _sampled_design(frame, spec)
+    levels = {g.name: g.levels for g in design.groups}
+    with pytest.raises(hb.DataError, match="do not belong to this model"):
+        design_from_statistics(hb.parse_formula("y ~ g + (1 | school/cls)"), design.data, design.statistics, levels)
+    short = {**levels, "school": levels["school"][1:]}
+    with pytest.raises(hb.DataError, match="not among the levels"):
+        design_from_statistics(spec, design.data, design.statistics, short)
+
+
+@pytest.fixture(scope="module")
+def saved_dask_fit(client, frame, tmp_path_factory):
+    """A small fit to Dask data whose design holds a 60-row sample (missing a school and a category), saved."""
+    formula = "y ~ x + g + (1 | school/cls)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hb.ConvergenceWarning)
+        with pytest.warns(UserWarning, match="dropped 1 of 1500 rows"):
+            fit = hb.fit(formula, _ddf(_rare(frame)), dropna=True, draws=100, tune=100, chains=2, random_seed=4,
+                         progressbar=False)
+    # the same model with a 60-row sample as its row-level arrays (hb.fit keeps up to 10,000 rows)
+    fit = dataclasses.replace(fit, design=_sampled_design(frame, fit.spec))
+    path = tmp_path_factory.mktemp("dask_fit") / "posterior.nc"
+    hb.save(fit, path)
+    return fit, path
+
+
+def test_dask_fit_saved_and_loaded_without_dask(saved_dask_fit, monkeypatch):
+    import sys
+
+    import xarray as xr
+
+    fit, path = saved_dask_fit
+    with xr.open_datatree(path, engine="h5netcdf") as tree:
+        assert {"fit_data", "fit_statistics", "posterior"} <= set(tree.children)
+        assert tree.attrs["hierbayes_format"] == 2 and tree["fit_data"].sizes["row"] == 60
+    for module in ["dask", "dask.dataframe", "distributed"]:
+        monkeypatch.setitem(sys.modules, module, None)  # loading needs neither Dask nor the data nor a cluster
+    loaded = hb.load(path)
+    _assert_same_design(loaded.design, fit.design)
+    assert loaded.design.dropped == {"x": 1} and "s_rare" in loaded.design.group("school").levels
+    assert loaded.settings == fit.settings and loaded.diagnostics == fit.diagnostics and loaded.spec == fit.spec
+    assert set(loaded.idata.children) == set(fit.idata.children)
+    for group in fit.idata.children:
+        for name, var in fit.idata[group].data_vars.items():
+            if var.dtype.kind in "biuf":  # (sampler stats of object dtype, all None, come back as NaN)
+                np.testing.assert_array_equal(loaded.idata[group][name].values, var.values)
+    assert set(loaded.posterior.data_vars) == set(fit.posterior.data_vars)
+
+
+def test_loaded_dask_fit_summaries_equal_the_original(saved_dask_fit):
+    fit, path = saved_dask_fit
+    loaded = hb.load(path)
+    a, b = hb.summary(fit), hb.summary(loaded)
+    pd.testing.assert_frame_equal(a.fixed, b.fixed, check_exact=True)
+    pd.testing.assert_frame_equal(a.random, b.random, check_exact=True)
+    assert str(a) == str(b)
+    va, vb = hb.variance_partition(fit), hb.variance_partition(loaded)
+    pd.testing.assert_frame_equal(va.table, vb.table, check_exact=True)
+    for coef_group in ["school", "school:cls"]:
+        pd.testing.assert_frame_equal(hb.shrinkage(fit, coef_group), hb.shrinkage(loaded, coef_group), check_exact=True)
+        pd.testing.assert_frame_equal(hb.group_effects(fit, coef_group), hb.group_effects(loaded, coef_group))
+    assert "s_rare" in hb.group_effects(loaded, "school").index.astype(str)
+    new = pd.DataFrame({"x": [9.0, 10.0, 11.0], "g": ["zz", "a", "b"], "school": ["s_rare", "s1", "new"],
+                        "cls": [0, 1, 2]})  # a level and a category of one row, and a new school
+    pd.testing.assert_frame_equal(hb.predict(loaded, new, random_seed=1), hb.predict(fit, new, random_seed=1))
+    pd.testing.assert_frame_equal(hb.predict(loaded), hb.predict(fit))
+    ll = hb.log_likelihood(loaded)  # row-level summaries say they use the sample, as for the original fit
+    assert ll.sizes["obs"] == 60 and "random sample of 60 of the 1499 rows" in ll.attrs["rows"]
+    np.testing.assert_array_equal(ll.values, hb.log_likelihood(fit).values)
 
 
 # ----------------------------------------------------------------------------- errors as in memory

@@ -178,6 +178,8 @@ def test_saved_file_is_plain_netcdf(saved):
         assert "fit_data" in tree.children and "posterior" in tree.children
         spec = json.loads(tree.attrs["hierbayes_spec"])
         assert spec["formula"].startswith("math ~")
+        assert tree.attrs["hierbayes_format"] == 1  # a fit to rows keeps the layout every hierbayes reads
+        assert "fit_statistics" not in tree.children
         assert "school:child" in tree["posterior"].dims
 
 
