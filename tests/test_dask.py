@@ -324,6 +324,26 @@ def test_loaded_dask_fit_summaries_equal_the_original(saved_dask_fit):
     np.testing.assert_array_equal(ll.values, hb.log_likelihood(fit).values)
 
 
+def test_newer_or_damaged_dask_fit_files_are_refused(saved_dask_fit, tmp_path):
+    import xarray as xr
+
+    from hierbayes.io import FORMAT_VERSION, FitFileError
+
+    _, path = saved_dask_fit
+    with xr.open_datatree(path, engine="h5netcdf") as opened:
+        tree = opened.load().copy()
+    newer = tree.copy()
+    newer.attrs = {**tree.attrs, "hierbayes_format": FORMAT_VERSION + 1}
+    newer.to_netcdf(tmp_path / "newer.nc", engine="h5netcdf")
+    with pytest.raises(FitFileError, match="Upgrade hierbayes"):
+        hb.load(tmp_path / "newer.nc")
+    damaged = tree.copy()
+    damaged["fit_statistics"] = xr.DataTree(tree["fit_statistics"].to_dataset().drop_vars("school__gram"))
+    damaged.to_netcdf(tmp_path / "damaged.nc", engine="h5netcdf")
+    with pytest.raises(FitFileError, match="damaged: its group 'fit_statistics' is incomplete"):
+        hb.load(tmp_path / "damaged.nc")
+
+
 # ----------------------------------------------------------------------------- errors as in memory
 
 
