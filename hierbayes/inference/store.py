@@ -436,9 +436,12 @@ def statistics_group(design: Design) -> xr.Dataset:
     """The group ``fit_statistics`` of a design with statistics of all rows (layout in the module docstring)."""
     stats = design.statistics
     assert stats is not None
-    ds = stats.to_dataset(
-        levels={g.name: g.levels for g in design.groups}, coef_names={g.name: g.coef_names for g in design.groups}
-    )
+    try:
+        ds = stats.to_dataset(
+            levels={g.name: g.levels for g in design.groups}, coef_names={g.name: g.coef_names for g in design.groups}
+        )
+    except ValueError as err:  # a grouping factor named like a variable of the layout
+        raise FitFileError(f"Cannot save the fit: {err} Rename the column and fit again.") from None
     for g in design.groups:
         if g.parent is not None and g.parent_index is not None:
             ds[f"{g.name}__parent_index"] = xr.Variable(
