@@ -6,17 +6,23 @@ Usage (from the repository root; ``make bench`` creates ``.bench-venv`` with bam
     python benchmarks/run.py --cases achievement   # one case
     python benchmarks/run.py --cases crossed --no-bambi --method full   # the full model of a case
     python benchmarks/run.py --no-bambi            # hierbayes only
+    python benchmarks/run.py --warm-only           # skip the fits with empty caches
 
 Every fit runs in its own Python process (``--worker``), so one fit's compilation caches in
-memory do not help the next; disk caches (PyTensor's compiledir, numba's cache) are used as
-they would be for a user who has fitted a model before. ``--cold`` points both at empty
-temporary directories to include first-time compilation.
+memory do not help the next. By default each tool fits each case twice: first **cold**, in a
+process whose ``HOME``, ``XDG_CACHE_HOME`` and ``NUMBA_CACHE_DIR`` point at a new empty folder
+(PyTensor's compiledir, numba's cache, JAX's persistent compilation cache and bambi's PyTensor C
+cache all start empty: a new machine or a new user), then **warm**, a second fresh process with
+the caches the cold run left (a user who has fitted a model before). ``--warm-only`` skips the
+cold fits and uses the caller's own caches. The table shows both columns side by side, and the
+ratio of hierbayes's minimum-ESS per second to bambi's for each.
 
 Timed: everything from building the model to having the posterior (hierbayes: ``hb.fit`` —
 design, model, compilation, sampling, the exact draws of the random effects for the collapsed
 method and the diagnostics; bambi: ``bmb.Model(...)`` and ``.fit(...)``). Not timed: imports and
-reading the data. ESS: ArviZ bulk ESS, minimum over the fixed effects and the variance parameters
-(random-effect sds, correlations, residual sd).
+reading the data (``import hierbayes`` is timed once, cold and warm, in its own row). ESS: ArviZ
+bulk ESS, minimum over the fixed effects and the variance parameters (random-effect sds,
+correlations, residual sd).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ GUATEMALAN_BMB = GUATEMALAN_HB.replace("(1 | cluster/mom)", "(1 | cluster) + (1 
 SIMULATED = "y ~ x1 + x2 + (1 | g1/g2)"
 SIM_TRUTH = {"Intercept": 1.0, "x1": 0.5, "x2": -0.3, "sd_g1": 0.5, "sd_g1:g2": 0.8, "sigma": 1.0}
 CROSSED = "rt ~ cond + (1 | subj) + (1 | item)"
+SLEEPSTUDY = "Reaction ~ Days + (Days | Subject)"
+CASES = ("sleepstudy", "achievement", "guatemalan", "crossed", "simulated")
 
 
 def crossed_data(seed: int = 16):
@@ -113,6 +121,28 @@ def _min_ess(post, names):
     return best
 
 
+def _case(case: str, hb, tool: str = "hierbayes"):
+    """(data, formula, family) of a case, for hierbayes or bambi."""
+    if case == "sleepstudy":
+        return hb.datasets.load("sleepstudy"), SLEEPSTUDY, "gaussian"
+    if case == "achievement":
+        return hb.datasets.load("achievement"), ACHIEVEMENT, "gaussian"
+    if case == "guatemalan":
+        return hb.datasets.load("guatemalan"), GUATEMALAN_HB if tool == "hierbayes" else GUATEMALAN_BMB, "bernoulli"
+    if case == "crossed":
+        return crossed_data(), CROSSED, "gaussian"
+    if case == "simulated":
+        return simulated_data(), SIMULATED, "gaussian"
+    raise SystemExit(f"unknown case {case!r}; cases: {', '.join(CASES)}")
+
+
+def _worker_import() -> dict:
+    t0 = time.perf_counter()
+    import hierbayes  # noqa: F401
+
+    return {"case": "import", "tool": "import hierbayes", "total_s": time.perf_counter() - t0}
+
+
 def _worker_hierbayes(case: str, args) -> dict:
     import numpy as np
 
@@ -120,14 +150,7 @@ def _worker_hierbayes(case: str, args) -> dict:
 
     kw = {"chains": args.chains, "draws": args.draws, "tune": args.tune, "random_seed": args.seed}
     kw.update(progressbar=False, cores=args.cores, sampler=args.sampler)
-    if case == "achievement":
-        data, formula, family = hb.datasets.load("achievement"), ACHIEVEMENT, "gaussian"
-    elif case == "guatemalan":
-        data, formula, family = hb.datasets.load("guatemalan"), GUATEMALAN_HB, "bernoulli"
-    elif case == "crossed":
-        data, formula, family = crossed_data(), CROSSED, "gaussian"
-    else:
-        data, formula, family = simulated_data(), SIMULATED, "gaussian"
+    data, formula, family = _case(case, hb)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
@@ -140,6 +163,7 @@ def _worker_hierbayes(case: str, args) -> dict:
     out = {
         "case": case,
         "tool": f"hierbayes ({fit.settings['method']}, {fit.settings['sampler']})",
+        "max_rhat": float(max(float(__import__("arviz").rhat(post[n]).max()) for n in names)),
         "total_s": total,
         "min_ess": ess,
         "min_ess_param": label,
@@ -174,14 +198,9 @@ def _worker_bambi(case: str, args) -> dict:
 
     import hierbayes as hb
 
-    if case == "achievement":
-        data, formula, family = hb.datasets.load("achievement"), ACHIEVEMENT, "gaussian"
-    elif case == "guatemalan":
-        data, formula, family = hb.datasets.load("guatemalan"), GUATEMALAN_BMB, "bernoulli"
-    elif case == "crossed":
-        data, formula, family = crossed_data(), CROSSED, "gaussian"
-    else:
+    if case == "simulated":
         raise SystemExit("bambi is not run on the simulated case")
+    data, formula, family = _case(case, hb, tool="bambi")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
@@ -206,6 +225,7 @@ def _worker_bambi(case: str, args) -> dict:
     return {
         "case": case,
         "tool": f"bambi {bmb.__version__} ({args.bambi_sampler})",
+        "max_rhat": float(max(float(__import__("arviz").rhat(post[n]).max()) for n in names)),
         "total_s": total,
         "min_ess": ess,
         "min_ess_param": label,
@@ -232,73 +252,116 @@ def _run_worker(tool: str, case: str, args, env: dict) -> dict | None:
     return json.loads(lines[-1])
 
 
+def _cold_env(base: dict) -> dict:
+    """An environment whose every compilation cache starts empty (a new user on a new machine)."""
+    tmp = tempfile.mkdtemp(prefix="hb-bench-")
+    env = dict(base)
+    env["HOME"] = tmp
+    env["XDG_CACHE_HOME"] = f"{tmp}/.cache"
+    env["NUMBA_CACHE_DIR"] = f"{tmp}/numba"
+    flags = [f for f in env.get("PYTENSOR_FLAGS", "").split(",") if f and not f.startswith("base_compiledir")]
+    env["PYTENSOR_FLAGS"] = ",".join([*flags, f"base_compiledir={tmp}/pytensor"])
+    return env
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
 def _table(rows: list[dict]) -> str:
-    head = f"{'case':<12} {'tool':<42} {'total s':>8} {'min ESS':>8} {'ESS/s':>8} {'div':>4}"
-    head += f"  {'hb/bambi ESS/s':>14}  min-ESS parameter"
+    """One row per case and tool: cold and warm side by side, with the ratios to bambi."""
+    head = (
+        f"{'case':<12} {'tool':<40} {'cold s':>7} {'warm s':>7} {'min ESS':>8} {'ESS/s cold':>10} "
+        f"{'ESS/s warm':>10} {'div':>4} {'R-hat':>6}  {'vs bambi cold':>13} {'vs bambi warm':>13}  min-ESS parameter"
+    )
     out = [head, "-" * len(head)]
     for case in dict.fromkeys(r["case"] for r in rows):
         group = [r for r in rows if r["case"] == case]
         bambi = [r for r in group if r["tool"].startswith("bambi")]
         for r in group:
-            rate = r["min_ess"] / r["total_s"]
-            ratio = ""
-            if r["tool"].startswith("hierbayes") and bambi:
-                ratio = " / ".join(f"{rate / (b['min_ess'] / b['total_s']):.1f}x" for b in bambi)
+            if case == "import":
+                out.append(
+                    f"{case:<12} {r['tool']:<40} {_fmt(r.get('cold_s'), '7.2f')} {_fmt(r.get('warm_s'), '7.2f')}"
+                )
+                continue
+            rate = {k: (r["min_ess"] / r[f"{k}_s"] if r.get(f"{k}_s") else None) for k in ("cold", "warm")}
+            ratio = {}
+            for k in ("cold", "warm"):
+                parts = []
+                for b in bambi:
+                    if r is not b and rate[k] and b.get(f"{k}_s") and r["tool"].startswith("hierbayes"):
+                        parts.append(f"{rate[k] / (b['min_ess'] / b[f'{k}_s']):.1f}x")
+                ratio[k] = " / ".join(parts)
             out.append(
-                f"{case:<12} {r['tool']:<42} {r['total_s']:>8.1f} {r['min_ess']:>8.0f} {rate:>8.1f} "
-                f"{r['divergences']:>4}  {ratio:>14}  {r['min_ess_param']}"
+                f"{case:<12} {r['tool']:<40} {_fmt(r.get('cold_s'), '7.1f')} {_fmt(r.get('warm_s'), '7.1f')} "
+                f"{r['min_ess']:>8.0f} {_fmt(rate['cold'], '10.1f')} {_fmt(rate['warm'], '10.1f')} "
+                f"{r['divergences']:>4} {r.get('max_rhat', float('nan')):>6.3f}  "
+                f"{ratio['cold']:>13} {ratio['warm']:>13}"
+                f"  {r['min_ess_param']}"
             )
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", default="achievement,guatemalan,crossed,simulated")
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma separated, from {', '.join(CASES)}")
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--tune", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--cores", type=int, default=None, help="cores for both tools (default: each tool's own)")
-    p.add_argument("--method", default="auto", help="hierbayes method (auto, collapsed, full)")
+    p.add_argument("--method", default="auto", help="hierbayes method (auto, collapsed, full, ...)")
     p.add_argument("--sampler", default="auto", help="hierbayes sampler(s): auto,nutpie,pymc,numpyro")
     p.add_argument("--bambi-sampler", default="pymc", help="bambi inference_method(s), comma separated")
     p.add_argument("--no-bambi", action="store_true")
-    p.add_argument("--cold", action="store_true", help="empty compilation caches (first-time cost)")
+    p.add_argument("--warm-only", action="store_true", help="skip the cold fits; use the caller's caches")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
 
     if args.worker:
+        if args.worker == "import":
+            print(json.dumps(_worker_import()))
+            return 0
         fn = _worker_hierbayes if args.worker == "hierbayes" else _worker_bambi
         print(json.dumps(fn(cases[0], args)))
         return 0
 
-    env = dict(os.environ)
-    if args.cold:
-        tmp = tempfile.mkdtemp(prefix="hb-bench-")
-        flags = (env.get("PYTENSOR_FLAGS", ""), f"base_compiledir={tmp}/pytensor")
-        env["PYTENSOR_FLAGS"] = ",".join(f for f in flags if f)
-        env["NUMBA_CACHE_DIR"] = f"{tmp}/numba"
+    base = dict(os.environ)
     print(
         f"{args.chains} chains x {args.draws} draws (+{args.tune} tuning), seed {args.seed}, "
-        f"{os.cpu_count()} CPUs, {'cold' if args.cold else 'warm'} compilation caches",
+        f"{os.cpu_count()} CPUs, {'warm caches only' if args.warm_only else 'cold and warm compilation caches'}",
         flush=True,
     )
-    rows: list[dict] = []
+    jobs: list[tuple[str, str, str]] = [("import", "import", "")]
     for case in cases:
         samplers = [s.strip() for s in args.sampler.split(",") if s.strip()]
-        jobs = [("hierbayes", s) for s in (samplers if case != "simulated" else samplers[:1])]
+        jobs += [(case, "hierbayes", s) for s in (samplers if case != "simulated" else samplers[:1])]
         if not args.no_bambi and case != "simulated":
-            jobs += [("bambi", s.strip()) for s in args.bambi_sampler.split(",")]
-        for tool, which in jobs:
-            key = "sampler" if tool == "hierbayes" else "bambi_sampler"
-            sub = argparse.Namespace(**{**vars(args), key: which})
-            print(f"  running {tool} ({which}) on {case} ...", flush=True)
+            jobs += [(case, "bambi", s.strip()) for s in args.bambi_sampler.split(",")]
+    rows: list[dict] = []
+    for case, tool, which in jobs:
+        key = "sampler" if tool == "hierbayes" else "bambi_sampler"
+        sub = argparse.Namespace(**{**vars(args), key: which}) if which else args
+        env = base if args.warm_only else _cold_env(base)
+        result: dict | None = None
+        for kind in ("warm",) if args.warm_only else ("cold", "warm"):
+            print(f"  {tool} {which} on {case}, {kind} ...", flush=True)
             res = _run_worker(tool, case, sub, env)
-            if res is not None:
-                rows.append(res)
-                print(f"    {res['total_s']:.1f} s, min ESS {res['min_ess']:.0f}", flush=True)
+            if res is None:
+                break
+            print(
+                f"    {res['total_s']:.1f} s" + (f", min ESS {res['min_ess']:.0f}" if "min_ess" in res else ""),
+                flush=True,
+            )
+            if result is None:
+                result = res
+            elif "min_ess" in res and abs(res["min_ess"] - result["min_ess"]) > 1e-6:
+                print(f"    note: cold and warm draws differ (min ESS {result['min_ess']:.0f} vs {res['min_ess']:.0f})")
+            result[f"{kind}_s"] = res["total_s"]
+        if result is not None:
+            rows.append(result)
     print()
     print(_table(rows))
     for r in rows:
