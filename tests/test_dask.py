@@ -145,8 +145,8 @@ def test_collapsed_loglik_from_dask_statistics_matches_dense_mvn(client, frame, 
     model = bc.build_collapsed_model(lazy)
     scaling = bc.collapsed_data(lazy).scaling
     beta_std = np.array([0.3, 1.1])
-    point = {"beta_std": beta_std, "sigma_log__": np.log(0.9), "sd_school_log__": np.log([0.7]),
-             "sd_school:cls_log__": np.log([0.4])}
+    point = {"beta_std": beta_std, "sigma_log__": np.log(0.9), "sd_school_log__": np.log(0.7),
+             "sd_school:cls_log__": np.log(0.4)}
     got = model.compile_logp(vars=model.potentials, jacobian=False)(point)
     expected = _dense_logpdf(small, mem, scaling.A @ beta_std, 0.7, 0.4, 0.9)
     assert got == pytest.approx(expected, abs=1e-8)

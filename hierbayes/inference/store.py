@@ -334,6 +334,28 @@ def _attr_json(attrs: Mapping[str, Any], key: str, path: Path) -> Any:
     return json.loads(str(attrs[full]))
 
 
+def _scalar_group_sds(tree: xr.DataTree) -> None:
+    """Drop the length-1 ``<g>__coef`` dim of ``sd_<g>`` of files written by earlier versions.
+
+    A term with one coefficient (``(1 | g)``) now stores a scalar ``sd_<g>`` per draw (see
+    :mod:`hierbayes.inference.build`); older files have dims ``(chain, draw, <g>__coef)`` with one
+    coefficient. Normalised in place, in every group (``posterior``, ``prior``, ...).
+    """
+    for node in tree.subtree:
+        ds = node.to_dataset(inherit=False)
+        changed = False
+        for var in list(ds.data_vars):
+            name = str(var)
+            dim = f"{name.removeprefix('sd_')}__coef"
+            if name.startswith("sd_") and dim in ds[name].dims and ds.sizes[dim] == 1:
+                ds[name] = ds[name].isel({dim: 0}, drop=True)
+                changed = True
+                if not any(dim in v.dims for v in ds.data_vars.values()):
+                    ds = ds.drop_dims(dim)
+        if changed:
+            node.dataset = ds
+
+
 class StoredFit(NamedTuple):
     """What a fit file holds, before the design and the :class:`~hierbayes.Fit` are rebuilt."""
 
@@ -381,5 +403,6 @@ def read(path: str | os.PathLike[str]) -> StoredFit:
         raise FitFileError(f"{path} has no {_DATA_GROUP!r} group: the data of the fit are missing.")
     data = dataset_to_data(tree[_DATA_GROUP].to_dataset())
     del tree[_DATA_GROUP]
+    _scalar_group_sds(tree)
     tree.attrs = {k: v for k, v in attrs.items() if not str(k).startswith(_ATTR_PREFIX)}
     return StoredFit(spec, data, tree, settings, diag, {str(k): int(v) for k, v in dropped.items()})
