@@ -49,6 +49,7 @@ given an output folder, writes ``posterior.nc`` (see :mod:`hierbayes.io`), ``sum
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import tomllib
@@ -66,6 +67,7 @@ from hierbayes.exceptions import DataError, HierBayesError, SpecError
 from hierbayes.inference.fit import fit
 from hierbayes.inference.result import Fit
 from hierbayes.inference.sampling import SAMPLERS
+from hierbayes.inference.store import as_stored
 from hierbayes.io import atomic_write_text, save
 from hierbayes.report.page import report
 from hierbayes.spec.formula import parse_formula
@@ -444,6 +446,9 @@ def write_results(fit: Fit, out: str | Path) -> dict[str, Path]:
     """Write ``posterior.nc``, ``summary.txt``, ``summary.csv`` and ``report.html`` to ``out``.
 
     Each file is written atomically. The folder must exist (see :func:`check_output_folder`).
+    The summaries and the report are made from the draws as the file holds them (random effects
+    rounded to float32, :func:`hierbayes.inference.store.as_stored`), so that ``hierbayes report
+    posterior.nc`` rebuilds the same bytes.
 
     Returns
     -------
@@ -453,6 +458,7 @@ def write_results(fit: Fit, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     paths = {name: out / name for name in OUTPUT_FILES}
     save(fit, paths["posterior.nc"])
+    fit = dataclasses.replace(fit, idata=as_stored(fit.idata, fit.design))
     atomic_write_text(paths["summary.txt"], str(summary(fit)) + "\n")
     atomic_write_text(paths["summary.csv"], summary_table(fit).to_csv(index=False, lineterminator="\n"))
     report(fit, paths["report.html"])

@@ -53,7 +53,9 @@ def _synthetic_fit(formula, data, values, *, family="gaussian", link=None, chain
     ``values`` maps posterior variable names (``beta``, ``sigma``, ``alpha``, ``sd_<g>``,
     ``corr_<g>``, ``u_<g>``) to arrays of the variable's own shape (repeated for every draw) or
     with leading ``(chain, draw)`` dims. Shapes follow hierbayes.inference.build: ``beta`` (coef,),
-    ``sd_<g>`` (<g>__coef,), ``corr_<g>`` (q, q), ``u_<g>`` (levels, q).
+    ``sd_<g>`` (<g>__coef,), ``corr_<g>`` (q, q), ``u_<g>`` (levels, q). A term with one
+    coefficient stores ``sd_<g>`` as a scalar per draw; its value may be given as a scalar or
+    with the length-1 coefficient axis (``[1.0]``), which is then dropped.
     """
     import numpy as np
     import xarray as xr
@@ -63,7 +65,7 @@ def _synthetic_fit(formula, data, values, *, family="gaussian", link=None, chain
     dims: dict[str, tuple[str, ...]] = {"beta": ("coef",), "sigma": (), "alpha": ()}
     coords: dict[str, object] = {"chain": np.arange(chains), "draw": np.arange(draws), "coef": list(design.fixed_names)}
     for g in design.groups:
-        dims[f"sd_{g.name}"] = (g.coef_dim,)
+        dims[f"sd_{g.name}"] = (g.coef_dim,) if len(g.coef_names) > 1 else ()
         dims[f"corr_{g.name}"] = (g.coef_dim, f"{g.coef_dim}_")
         dims[f"u_{g.name}"] = (g.name, g.coef_dim)
         coords[g.name] = list(g.levels)
@@ -73,6 +75,8 @@ def _synthetic_fit(formula, data, values, *, family="gaussian", link=None, chain
     for name, value in values.items():
         value = np.asarray(value, dtype=float)
         d = dims[name]
+        if name.startswith("sd_") and not d and value.ndim in (1, 3) and value.shape[-1] == 1:
+            value = value[..., 0]  # one coefficient: the scalar sd
         if value.ndim == len(d):
             value = np.broadcast_to(value, (chains, draws, *value.shape))
         data_vars[name] = (("chain", "draw", *d), np.array(value))

@@ -61,7 +61,7 @@ def test_logp_matches_scipy(small):
     beta_std = np.array([0.3, -0.4])
     z = np.array([0.5, -1.0, 0.2, 1.3])
     sd, sigma = 0.7, 1.1
-    point = {"beta_std": beta_std, "sd_g_log__": np.log([sd]), "z_g": z[:, None], "sigma_log__": np.log(sigma)}
+    point = {"beta_std": beta_std, "sd_g_log__": np.log(sd), "z_g": z[:, None], "sigma_log__": np.log(sigma)}
     got = model.compile_logp()(point)
 
     beta = scaling.A @ beta_std  # the prior N(b, B) is on beta = A beta_std

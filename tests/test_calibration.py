@@ -44,14 +44,14 @@ def test_bins_and_table_on_known_ranks():
     rng = np.random.default_rng(0)
     uniform = rng.integers(0, 100, size=200)
     biased = np.minimum(rng.integers(0, 100, size=200), rng.integers(0, 100, size=200))  # ranks piled low
-    cal = synthetic({"beta[x]": uniform, "sd_g[Intercept]": biased})
+    cal = synthetic({"beta[x]": uniform, "sd_Subject[Days]": biased})
     counts = cal.bin_counts()
     assert counts.shape == (10, 2) and (counts.sum() == 200).all()
     np.testing.assert_array_equal(counts["beta[x]"], np.bincount(uniform // 10, minlength=10))
     table = cal.table()
     assert list(table.columns) == ["p_value", "chi2", "expected_per_bin", "min_bin", "max_bin"]
     assert table.loc["beta[x]", "p_value"] > 0.01
-    assert table.loc["sd_g[Intercept]", "p_value"] < 1e-6
+    assert table.loc["sd_Subject[Days]", "p_value"] < 1e-6
     assert table.loc["beta[x]", "expected_per_bin"] == 20
 
 
@@ -90,13 +90,13 @@ def test_random_intercept_calibration_small():
     """20 simulations: exercises the whole pipeline in the normal suite (about 20 s)."""
     spec = hb.random_intercept(y="y", group="g", x="x")
     cal = hb.check_calibration(spec, small_data(8, 5), n_sims=20, draws=500, thin=10, random_seed=1)
-    assert list(cal.ranks.columns) == ["beta[Intercept]", "beta[x]", "sd_g[Intercept]", "sigma"]
+    assert list(cal.ranks.columns) == ["beta[Intercept]", "beta[x]", "sd_g", "sigma"]  # (1 | g): a scalar sd_g
     assert cal.ranks.shape == (20, 4) and cal.truth.shape == (20, 4)
     assert cal.n_draws == 99 and cal.bins == 4
     assert cal.ranks.notna().all().all()
     assert ((cal.ranks >= 0) & (cal.ranks <= cal.n_draws)).all().all()
     assert (cal.sims["divergences"] >= 0).all()
-    assert (cal.truth["sd_g[Intercept]"] > 0).all() and (cal.truth["sigma"] > 0).all()
+    assert (cal.truth["sd_g"] > 0).all() and (cal.truth["sigma"] > 0).all()
     # 4 parameters at 20 simulations: only a gross error fails (Bonferroni 4 x 0.001).
     assert (cal.pvalues >= 0.001).all(), cal.table()
     assert isinstance(cal.plot(), Figure)

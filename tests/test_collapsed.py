@@ -76,7 +76,7 @@ def test_collapsed_model_logp_matches_dense_mvn_plus_priors(nested_df, formula):
     sds = {g.name: np.linspace(0.4, 1.3, len(g.coef_names)) for g in design.groups}
     sigma = 0.9
     point = {"beta_std": beta_std, "sigma_log__": np.log(sigma)}
-    point.update({f"sd_{k}_log__": np.log(v) for k, v in sds.items()})
+    point.update({f"sd_{k}_log__": np.log(v).squeeze() for k, v in sds.items()})  # q = 1: a scalar sd
     got = model.compile_logp(jacobian=False)(point)
 
     beta = scaling.A @ beta_std  # the prior N(b, B) is on beta = A beta_std
@@ -97,7 +97,7 @@ def test_no_fixed_effects(nested_df):
     priors = hb.Priors(group_sd=hb.HalfNormal(scale=2.0), sigma=hb.HalfNormal(scale=3.0))
     design = hb.make_design(hb.parse_formula("y ~ 0 + (1 | school/cls)", priors=priors), nested_df)
     model = bc.build_collapsed_model(design)
-    point = {"sigma_log__": np.log(0.8), "sd_school_log__": np.log([0.5]), "sd_school:cls_log__": np.log([1.2])}
+    point = {"sigma_log__": np.log(0.8), "sd_school_log__": np.log(0.5), "sd_school:cls_log__": np.log(1.2)}
     expected = stats.halfnorm(scale=3.0).logpdf(0.8) + stats.halfnorm(scale=2.0).logpdf([0.5, 1.2]).sum()
     dense = _dense_logpdf(design, np.zeros(0), {"school": [0.5], "school:cls": [1.2]}, 0.8)
     assert model.compile_logp(vars=model.potentials, jacobian=False)(point) == pytest.approx(dense, abs=1e-8)
@@ -189,13 +189,12 @@ def test_batched_means_agree_with_single_draw_algebra(nested_df):
 
 def _fake_posterior(design, chains=2, draws=7, seed=0):
     rng = np.random.default_rng(seed)
-    g = {g.name: g for g in design.groups}
     data_vars = {
         "beta_std": (("chain", "draw", "coef"), rng.normal(size=(chains, draws, len(design.fixed_names)))),
         "sigma": (("chain", "draw"), rng.uniform(0.5, 1.5, size=(chains, draws))),
     }
-    for name, gd in g.items():
-        data_vars[f"sd_{name}"] = (("chain", "draw", gd.coef_dim), rng.uniform(0.2, 1.0, (chains, draws, 1)))
+    for name in (g.name for g in design.groups):
+        data_vars[f"sd_{name}"] = (("chain", "draw"), rng.uniform(0.2, 1.0, (chains, draws)))  # (1 | g): scalar sd
     return xr.Dataset(data_vars, coords={"chain": np.arange(chains), "draw": np.arange(draws)})
 
 

@@ -172,6 +172,7 @@ def test_model_likelihood_term_equals_dense_density(crossed_df, formula):
     for _ in range(2):
         pt_ = {k: v + rng.normal(scale=0.3, size=np.shape(v)) for k, v in point.items()}
         logp, beta, sigma, sd_s, sd_i, *rest = fn(pt_)
+        sd_s, sd_i = np.atleast_1d(sd_s), np.atleast_1d(sd_i)  # (1 | g): a scalar sd
         L_s = np.diag(sd_s) @ rest[0] if has_corr else np.diag(sd_s)
         V = sigma**2 * np.eye(design.n_obs)
         for g, L in zip(design.groups, [L_s, np.diag(sd_i)], strict=True):

@@ -117,7 +117,7 @@ def test_log_density_equals_scipy(family):
     point = model.initial_point()
     beta_std = rng.normal(size=design.X.shape[1])
     z = rng.normal(size=(6, 1))
-    point["beta_std"], point["z_g"], point["sd_g_log__"] = beta_std, z, np.log([0.7])
+    point["beta_std"], point["z_g"], point["sd_g_log__"] = beta_std, z, np.log(0.7)
     eta = fixed_scaling(design).standardise(design.X) @ beta_std + 0.7 * z[design.groups[0].index, 0]
     values: dict[str, object] = {}
     for name in get_family(family).parameters():

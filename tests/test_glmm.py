@@ -81,7 +81,7 @@ def _point_and_eta(model, design, rng):
     sd = 0.7
     point["beta_std"] = beta_std
     point[f"z_{g.name}"] = z
-    point[f"sd_{g.name}_log__"] = np.log([sd])
+    point[f"sd_{g.name}_log__"] = np.log(sd)
     eta = fixed_scaling(design).standardise(design.X) @ beta_std + sd * z[g.index, 0]
     if design.offset is not None:
         eta = eta + design.offset

@@ -166,8 +166,12 @@ def test_round_trip_keeps_spec_data_settings_and_draws(tiny_nested_fit, saved):
     assert set(post.data_vars) == set(orig.data_vars)
     assert {"sd_school:child", "u_school:child"} <= set(post.data_vars)  # ':' survives NetCDF
     for name in orig.data_vars:
-        np.testing.assert_array_equal(post[name].values, orig[name].values)
-        assert post[name].dims == orig[name].dims
+        assert post[name].dims == orig[name].dims and post[name].dtype == orig[name].dtype
+        if str(name).startswith(("u_", "z_")):  # random-effect draws are stored as float32
+            np.testing.assert_allclose(post[name].values, orig[name].values, rtol=2**-24, atol=0)
+            np.testing.assert_array_equal(post[name].values, orig[name].values.astype(np.float32))
+        else:
+            np.testing.assert_array_equal(post[name].values, orig[name].values)
     assert set(loaded.idata.children) == set(tiny_nested_fit.idata.children)
     assert not any(str(k).startswith("hierbayes_") for k in loaded.idata.attrs)
 
@@ -181,6 +185,59 @@ def test_saved_file_is_plain_netcdf(saved):
         assert tree.attrs["hierbayes_format"] == 1  # a fit to rows keeps the layout every hierbayes reads
         assert "fit_statistics" not in tree.children
         assert "school:child" in tree["posterior"].dims
+
+
+@pytest.fixture(scope="module")
+def effects_fit(synthetic_fit):
+    """A synthetic fit with many draws of random effects on very different scales (1e-3 to 1e4)."""
+    rng = np.random.default_rng(7)
+    levels = 12
+    df = pd.DataFrame({"g": np.repeat([f"g{k}" for k in range(levels)], 4), "x": rng.normal(size=4 * levels)})
+    df["y"] = df["x"] + rng.normal(size=4 * levels)
+    scale = np.logspace(-3, 4, levels)
+    u = rng.normal(loc=scale, scale=scale / 3, size=(4, 500, levels))
+    values = {
+        "beta": rng.normal(size=(4, 500, 2)),
+        "sigma": rng.uniform(0.5, 1.5, (4, 500)),
+        "sd_g": rng.uniform(0.5, 1.5, (4, 500)),
+        "u_g": u[..., None],
+    }
+    return synthetic_fit("y ~ x + (1 | g)", df, values, chains=4, draws=500)
+
+
+def test_random_effects_are_stored_as_float32_far_below_their_monte_carlo_error(effects_fit, tmp_path):
+    import arviz_stats
+    import h5py
+
+    path = hb.save(effects_fit, tmp_path / "posterior.nc")
+    with h5py.File(path, "r") as f:
+        stored = f["posterior/u_g"]
+        assert stored.dtype == np.float32 and f["posterior/beta"].dtype == np.float64
+        assert stored.id.get_storage_size() < 4 * stored.size  # float32, compressed
+    loaded = hb.load(path)
+    before, after = effects_fit.posterior["u_g"], loaded.posterior["u_g"]
+    assert after.dtype == np.float64 and after.dims == before.dims and "hierbayes_stored_as" not in after.attrs
+    err = abs(after - before)
+    assert float((err / abs(before)).max()) <= 2**-24  # rounding to the nearest float32
+    # the largest change of any draw is far below the MCSE of every level's posterior mean
+    mcse = arviz_stats.mcse(xr.DataTree.from_dict({"posterior": xr.Dataset({"u_g": before})}), method="mean")["u_g"]
+    worst = err.max(("chain", "draw"))
+    assert float((worst / mcse).max()) < 1e-4
+    # parameters stay float64, bit for bit; every summary works on the reloaded fit
+    for name in ("beta", "sigma", "sd_g"):
+        np.testing.assert_array_equal(loaded.posterior[name].values, effects_fit.posterior[name].values)
+    pd.testing.assert_frame_equal(hb.summary(loaded).random, hb.summary(effects_fit).random, check_exact=True)
+    np.testing.assert_allclose(
+        hb.predict(loaded).values, hb.predict(effects_fit).values, rtol=1e-6
+    )
+    a, b = hb.shrinkage(loaded, "g"), hb.shrinkage(effects_fit, "g")
+    np.testing.assert_allclose(a.select_dtypes("number").to_numpy(), b.select_dtypes("number").to_numpy(), rtol=1e-6)
+    assert hb.variance_partition(loaded).icc.loc["g", "mean"] == hb.variance_partition(effects_fit).icc.loc["g", "mean"]
+    # as_stored gives the same draws as the file, in memory
+    np.testing.assert_array_equal(
+        store.as_stored(effects_fit.idata, effects_fit.design)["posterior"]["u_g"].values, after.values
+    )
+    assert effects_fit.posterior["u_g"].dtype == np.float64  # the fit itself is not changed
 
 
 def test_load_rejects_other_files(tmp_path):

@@ -12,7 +12,9 @@ import pytest
 
 import hierbayes as hb
 from hierbayes.datasets.make_seedlings import GAMMA, simulate
-from hierbayes.families import latent_residual_variance
+from hierbayes.exceptions import SpecError
+from hierbayes.families import get_family, latent_residual_variance
+from hierbayes.families.links import latent_variance
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +127,16 @@ def test_latent_residual_variance_function():
         latent_residual_variance("log")
     with pytest.raises(ValueError, match="allowed"):
         latent_residual_variance("identity")
+
+
+@pytest.mark.parametrize(("link", "expected"), [("logit", np.pi**2 / 3), ("probit", 1.0)])
+def test_one_latent_variance_for_binary_and_ordinal_families(link, expected):
+    """Binomial, Bernoulli and cumulative families read the latent variance from links.latent_variance."""
+    assert latent_variance(link) == pytest.approx(expected)
+    for family in ("binomial", "bernoulli", "cumulative"):
+        assert get_family(family).latent_residual_variance(link) == latent_variance(link)
+    with pytest.raises(SpecError, match="'identity' link has no latent"):
+        latent_variance("identity")
 
 
 def test_known_sigma_uses_the_average_sampling_variance(synthetic_fit):

@@ -52,7 +52,7 @@ from hierbayes.families.cumulative import Cumulative
 from hierbayes.families.gamma import Gamma
 from hierbayes.families.gaussian import Gaussian
 from hierbayes.families.hurdle import HurdleNegativeBinomial, HurdlePoisson
-from hierbayes.families.links import LINKS, Link, get_link, inverse_link
+from hierbayes.families.links import LINKS, Link, get_link, inverse_link, latent_variance
 from hierbayes.families.lognormal import LogNormal
 from hierbayes.families.negative_binomial import NegativeBinomial
 from hierbayes.families.poisson import Poisson, log_normal_residual_variance
@@ -138,7 +138,7 @@ def latent_residual_variance(
         A float for logit and probit; for the log link the shape of ``mean`` (and ``alpha``).
     """
     if link in ("logit", "probit"):
-        return FAMILIES["binomial"].latent_residual_variance(link)
+        return latent_variance(link)
     if link == "log":
         return log_normal_residual_variance(mean, alpha)
     raise ValueError(f"No latent residual variance for link {link!r}; allowed: logit, probit, log.")

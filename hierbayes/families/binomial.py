@@ -19,7 +19,7 @@ from scipy import special
 
 from hierbayes.exceptions import DataError
 from hierbayes.families._base import Family, LikelihoodText, Observed, as_float, show_rows
-from hierbayes.families.links import inverse_link
+from hierbayes.families.links import inverse_link, latent_variance
 
 __all__ = ["Binomial", "BinomialBase"]
 
@@ -60,13 +60,13 @@ class BinomialBase(Family):
     def latent_residual_variance(
         self, link: str, *, mean: Any = None, params: Mapping[str, Any] | None = None
     ) -> float | np.ndarray:
-        r""":math:`\pi^2/3` (logit) or 1 (probit)."""
-        return float(np.pi**2 / 3) if link == "logit" else 1.0
+        r""":math:`\pi^2/3` (logit) or 1 (probit): :func:`hierbayes.families.links.latent_variance`."""
+        return latent_variance(link)
 
     def scale_label(self, link: str, known_sigma: str | None = None) -> str:
         """The latent scale and its residual variance."""
         if link == "logit":
-            return f"latent scale ({self.name}, logit link; residual variance pi^2/3 = {np.pi**2 / 3:.4f})"
+            return f"latent scale ({self.name}, logit link; residual variance pi^2/3 = {latent_variance(link):.4f})"
         return f"latent scale ({self.name}, probit link; residual variance 1)"
 
 

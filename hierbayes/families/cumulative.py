@@ -39,6 +39,7 @@ from scipy import special
 
 from hierbayes.exceptions import DataError
 from hierbayes.families._base import Family, LikelihoodText, Observed, show_rows
+from hierbayes.families.links import latent_variance
 
 __all__ = ["CUTPOINT_PRIOR_SD", "Cumulative"]
 
@@ -163,12 +164,12 @@ class Cumulative(Family):
     def latent_residual_variance(
         self, link: str, *, mean: Any = None, params: Mapping[str, Any] | None = None
     ) -> float | np.ndarray:
-        r""":math:`\pi^2/3` (logit) or 1 (probit)."""
-        return float(np.pi**2 / 3) if link == "logit" else 1.0
+        r""":math:`\pi^2/3` (logit) or 1 (probit): :func:`hierbayes.families.links.latent_variance`."""
+        return latent_variance(link)
 
     def scale_label(self, link: str, known_sigma: str | None = None) -> str:
         """The latent scale of :math:`y^*`."""
-        resid = f"pi^2/3 = {np.pi**2 / 3:.4f}" if link == "logit" else "1"
+        resid = f"pi^2/3 = {latent_variance(link):.4f}" if link == "logit" else "1"
         return f"latent scale (cumulative, {link} link; residual variance {resid})"
 
     def fixed_priors(self) -> tuple[tuple[str, str], ...]:

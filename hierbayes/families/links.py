@@ -8,6 +8,10 @@ logit      :math:`\log(\mu / (1 - \mu))`   :math:`1 / (1 + e^{-\eta})`
 probit     :math:`\Phi^{-1}(\mu)`          :math:`\Phi(\eta)`
 log        :math:`\log \mu`                :math:`e^{\eta}`
 =========  ==============================  =========================================
+
+:func:`latent_variance`: the residual variance of the latent-variable form of a binary or ordinal
+model, :math:`y^* = \eta + \varepsilon`, fixed by the link: :math:`\pi^2/3` for logit (the
+variance of the standard logistic distribution) and 1 for probit (standard normal).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from scipy import special
 
 from hierbayes.exceptions import SpecError
 
-__all__ = ["LINKS", "Link", "get_link", "inverse_link"]
+__all__ = ["LINKS", "Link", "get_link", "inverse_link", "latent_variance"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +59,21 @@ def get_link(name: str) -> Link:
 def inverse_link(link: str, eta: np.ndarray) -> np.ndarray:
     r"""The mean :math:`g^{-1}(\eta)` for ``link`` in identity, logit, probit, log."""
     return get_link(link).inverse(eta)
+
+
+def latent_variance(link: str) -> float:
+    r"""Residual variance of the latent scale :math:`y^* = \eta + \varepsilon` of a binary or ordinal model.
+
+    :math:`\operatorname{Var}(\varepsilon) = \pi^2/3` for the logit link (standard logistic
+    :math:`\varepsilon`) and 1 for the probit link (standard normal :math:`\varepsilon`).
+
+    Raises
+    ------
+    SpecError
+        For a link without a latent-variable form (identity, log).
+    """
+    if link == "logit":
+        return float(np.pi**2 / 3)
+    if link == "probit":
+        return 1.0
+    raise SpecError(f"The {link!r} link has no latent-variable residual variance; only logit and probit have one.")

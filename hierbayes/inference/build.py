@@ -23,8 +23,9 @@ Parametrisation
   :math:`u_{kj} \sim N(0, \Omega_k)` directly.
 
 Variable names (declared here once): ``beta_std``, ``beta`` (dim ``coef``), ``sigma``,
-``sd_<g>`` (dim ``<g>__coef``), ``corr_chol_<g>`` (Cholesky factor of the correlation, LKJ prior) and
-``corr_<g>`` (full covariance), ``z_<g>`` and
+``sd_<g>`` (dim ``<g>__coef``; a scalar for a term with one coefficient such as ``(1 | g)``,
+read both forms with :func:`hierbayes.inference.posterior.group_sd_draws`), ``corr_chol_<g>``
+(Cholesky factor of the correlation, LKJ prior) and ``corr_<g>`` (full covariance), ``z_<g>`` and
 ``u_<g>`` (dims ``(<g>, <g>__coef)``), ``alpha`` (negative binomial), and the observed ``y``.
 No per-observation deterministic is stored.
 """
@@ -122,8 +123,13 @@ def covariance_factor(g: GroupDesign, priors: ResolvedPriors) -> tuple[pt.Tensor
     ``factor`` is the Cholesky factor :math:`L` of :math:`\Omega` (``full=True``, ``(q, q)``)
     or the vector of sds (``full=False``, ``(q,)``, diagonal :math:`\Omega`). Shared by the
     full and the collapsed model (:mod:`hierbayes.inference.collapsed.build`).
+
+    With one coefficient (``(1 | g)``) ``sd_<g>`` is a scalar variable (no ``<g>__coef`` dim, so
+    ArviZ shows ``sd_g``, not ``sd_g[Intercept]``); the returned factor is still a vector ``(1,)``.
     """
     name, cdim = g.name, g.coef_dim
+    if len(g.coef_names) == 1:
+        return pt.reshape(scale_rv(names.sd(name), priors.group_sd[name], None), (1,)), False
     sd = scale_rv(names.sd(name), priors.group_sd[name], cdim)
     if _is_full(g):
         q = len(g.coef_names)

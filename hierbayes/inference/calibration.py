@@ -85,7 +85,7 @@ class Calibration:
     ----------
     ranks
         ``(n_sims, parameters)`` integer ranks in ``0..n_draws`` (NaN for a failed refit);
-        columns are scalar parameter labels such as ``beta[Days]`` or ``sd_Subject[Intercept]``.
+        columns are scalar parameter labels such as ``beta[Days]``, ``sd_g`` (``(1 | g)``) or ``sd_Subject[Days]``.
     truth
         The parameter values drawn from the prior, same shape and labels.
     n_draws

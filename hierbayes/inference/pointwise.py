@@ -91,7 +91,7 @@ def group_cov_cholesky(fit: Fit, group: str) -> np.ndarray:
         ``(S, q, q)`` lower-triangular factors, ``Omega = L L^T``, draws of all chains stacked.
     """
     g = fit.design.group(group)
-    stacked_draws(fit, names.sd(g.name), g.coef_dim)  # a clear error when the draws are missing
+    stacked_draws(fit, names.sd(g.name))  # a clear error when the draws are missing
     return posterior.group_cov_cholesky(fit.posterior, g)
 
 

@@ -4,6 +4,9 @@ r"""Reading a posterior: the few helpers every summary shares (one vocabulary).
   (a hierbayes option: 0.94, as ArviZ's default; ArviZ 1.x changed its own defaults);
 * :func:`interval_stats`: mean, sd, (median,) and the equal-tailed interval of draws;
 * :func:`stacked`: draws of a variable with the chains concatenated;
+* :func:`group_sd_draws`: the sds ``sd_<g>`` of a grouping factor with their coefficient dim
+  ``<g>__coef`` always present (a term with one coefficient, e.g. ``(1 | g)``, stores a scalar
+  ``sd_<g>`` per draw; older fit files a length-1 coefficient dim);
 * :func:`group_covariance_draws` and :func:`group_cov_cholesky`: per draw,
   :math:`\Omega_g = \operatorname{diag}(s_g) R_g \operatorname{diag}(s_g)` and its Cholesky
   factor, from ``sd_<g>`` and ``corr_<g>`` (names in :mod:`hierbayes.spec.names`).
@@ -25,6 +28,7 @@ __all__ = [
     "fixed_effect_draws",
     "group_cov_cholesky",
     "group_covariance_draws",
+    "group_sd_draws",
     "interval_stats",
     "stacked",
     "values",
@@ -69,6 +73,39 @@ def stacked(posterior: xr.Dataset, name: str, *dims: str) -> np.ndarray:
     return out.reshape((-1, *out.shape[2:]))
 
 
+def group_sd_draws(posterior: xr.Dataset, g: GroupDesign) -> xr.DataArray:
+    r"""Draws of the sds :math:`s_g` of a grouping factor's varying coefficients, one per coefficient.
+
+    A term with one coefficient (``(1 | g)``, ``(0 + x | g)``) stores ``sd_<g>`` as a scalar per
+    draw, dims ``(chain, draw)``, as ArviZ users expect; a term with :math:`q > 1` coefficients
+    stores dims ``(chain, draw, <g>__coef)``. This helper gives both (and the length-1 dim of
+    files written before) in the second form, for code that works per coefficient.
+
+    Parameters
+    ----------
+    posterior
+        The fit's posterior, holding ``sd_<g>``.
+    g
+        The grouping factor's design (``fit.design.group(name)``).
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(chain, draw, <g>__coef)``, coefficients in ``g.coef_names`` order.
+    """
+    da = posterior[names.sd(g.name)]
+    if g.coef_dim not in da.dims:
+        if len(g.coef_names) != 1:
+            raise SpecError(
+                f"{names.sd(g.name)} has no dim {g.coef_dim!r}, but {g.name} has {len(g.coef_names)} varying "
+                f"coefficients ({', '.join(g.coef_names)}); the posterior does not belong to this design."
+            )
+        da = da.expand_dims({g.coef_dim: list(g.coef_names)}, axis=-1)
+    elif g.coef_dim not in da.coords:
+        da = da.assign_coords({g.coef_dim: list(g.coef_names)})
+    return da.sel({g.coef_dim: list(g.coef_names)}).transpose("chain", "draw", g.coef_dim)
+
+
 def group_covariance_draws(posterior: xr.Dataset, g: GroupDesign) -> np.ndarray:
     r"""Per-draw covariance :math:`\Omega_g` of a grouping factor's varying coefficients.
 
@@ -79,7 +116,7 @@ def group_covariance_draws(posterior: xr.Dataset, g: GroupDesign) -> np.ndarray:
         ``sd_<g>`` and, for full-covariance terms, the correlation matrix ``corr_<g>``.
     """
     coefs = list(g.coef_names)
-    sd = values(posterior[names.sd(g.name)].sel({g.coef_dim: coefs}), g.coef_dim)
+    sd = values(group_sd_draws(posterior, g), g.coef_dim)
     corr = names.corr(g.name)
     if corr in posterior and len(coefs) > 1:
         R = values(posterior[corr].sel({g.coef_dim: coefs, f"{g.coef_dim}_": coefs}), g.coef_dim, f"{g.coef_dim}_")
@@ -89,7 +126,8 @@ def group_covariance_draws(posterior: xr.Dataset, g: GroupDesign) -> np.ndarray:
 
 def group_cov_cholesky(posterior: xr.Dataset, g: GroupDesign) -> np.ndarray:
     r"""Cholesky factors :math:`L^{(s)}` with :math:`\Omega_g^{(s)} = L L^\top`, ``(S, q, q)``, chains stacked."""
-    sd = stacked(posterior, names.sd(g.name), g.coef_dim)
+    sd = values(group_sd_draws(posterior, g), g.coef_dim)
+    sd = sd.reshape(-1, sd.shape[-1])
     q = sd.shape[1]
     corr = names.corr(g.name)
     if corr in posterior and q > 1:

@@ -34,6 +34,7 @@ import xarray as xr
 
 from hierbayes.inference.build import build_model, fixed_scaling
 from hierbayes.inference.collapsed.build import random_effect_draws
+from hierbayes.inference.posterior import group_sd_draws
 from hierbayes.inference.result import Fit
 from hierbayes.spec import names
 
@@ -61,7 +62,7 @@ def _free_variable_draws(fit: Fit, model: pm.Model, post: xr.Dataset) -> xr.Data
         if names.z(name) in post or g.term.centered:
             continue
         u = post[names.u(name)].transpose("chain", "draw", name, cdim).values
-        sd = post[names.sd(name)].transpose("chain", "draw", cdim).values
+        sd = group_sd_draws(post, g).values
         corr_chol_name = names.corr_chol(name)
         if corr_chol_name in model.named_vars:
             if corr_chol_name not in post:

@@ -29,11 +29,27 @@ engine), readable with ``xarray.open_datatree(path)`` and ArviZ:
   such a file instead of rebuilding the model from the sample; files of format 1 still load.
 
 :func:`hierbayes.load` rebuilds the design with :func:`hierbayes.make_design` from the stored spec and data,
-so the loaded fit is the same model on the same rows; its summary equals the original's exactly
-(floats are stored as float64, bit for bit). For a fit to Dask data it rebuilds it with
+so the loaded fit is the same model on the same rows; its summary equals the original's exactly.
+For a fit to Dask data it rebuilds it with
 :func:`hierbayes.design_dask.design_from_statistics` from the sample and ``fit_statistics``
 (no Dask needed): the model, priors and summaries use the statistics of all rows, row-level
 summaries the sample, as for the original fit.
+
+Precision
+---------
+Parameters (``beta``, ``sd_<g>``, ``corr_<g>``, ``sigma``, ...) and every other float are stored
+as float64, bit for bit. The **per-level draws** (variables with a grouping factor's levels as a
+dim: the random effects ``u_<g>`` and their standardised ``z_<g>``) are most of a fit's size
+(``chains * draws * levels * q`` values) and are stored as float32: each draw is rounded to the
+nearest float32, a relative error of at most :math:`2^{-24} \approx 6 \times 10^{-8}`, many orders
+of magnitude below the Monte Carlo error of anything computed from the draws (the MCSE of a
+level's posterior mean is its posterior sd over :math:`\sqrt{\mathrm{ESS}}`). Such variables carry
+the attribute ``hierbayes_stored_as = "float32"`` in the file and are float64 again after
+:func:`read`. Summaries of the parameters are therefore exactly equal after a round trip;
+quantities computed from the random effects (predictions, pointwise log-likelihood, shrinkage)
+agree to about 7 significant digits. :func:`as_stored` gives a fit's draws rounded as a file holds
+them, so that outputs written next to the file (the CLI's report) equal those rebuilt from it.
+All numeric variables are compressed with zlib (level 1) after byte shuffling.
 
 Names such as ``sd_school:child`` or the dim ``school:child`` (from ``(1 | school/child)``) are
 valid NetCDF-4 names and are stored as they are (checked by reading the file back with both the
@@ -73,9 +89,11 @@ from hierbayes.statistics import SufficientStatistics
 
 __all__ = [
     "FORMAT_VERSION",
+    "STORED_AS_ATTR",
     "FitFileError",
     "StoredFit",
     "StoredStatistics",
+    "as_stored",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -96,6 +114,9 @@ _DATA_GROUP = "fit_data"
 _STATISTICS_GROUP = "fit_statistics"
 _ROW_DIM = "row"
 _ATTR_PREFIX = "hierbayes_"
+#: Attribute of a variable stored at lower precision than it has in memory (value: its file dtype).
+STORED_AS_ATTR = "hierbayes_stored_as"
+_SINGLE = np.dtype(np.float32)
 
 
 class FitFileError(HierBayesError, ValueError):
@@ -279,7 +300,12 @@ def dataset_to_data(ds: xr.Dataset) -> pd.DataFrame:
 
 
 def save(fit: _Saveable, path: str | os.PathLike[str]) -> Path:
-    """Save a fit (draws, spec with priors, data, settings, diagnostics) to one NetCDF file.
+    r"""Save a fit (draws, spec with priors, data, settings, diagnostics) to one NetCDF file.
+
+    Parameters are stored as float64, bit for bit; the random-effect draws (``u_<g>``,
+    ``z_<g>``: every variable with a grouping factor's levels as a dim) as float32, which halves
+    the file (relative error at most :math:`2^{-24} \approx 6 \times 10^{-8}` per draw, far
+    below the Monte Carlo error of any posterior summary; see the module docstring).
 
     Parameters
     ----------
@@ -308,6 +334,7 @@ def save(fit: _Saveable, path: str | os.PathLike[str]) -> Path:
     for reserved in (_DATA_GROUP, _STATISTICS_GROUP):
         if reserved in tree.children:
             raise FitFileError(f"The fit's idata already has a group {reserved!r}; it is reserved for the data.")
+    tree = _mark_level_draws(tree, fit.design)
     tree[_DATA_GROUP] = xr.DataTree(data_to_dataset(fit.design.data))
     if fit.design.statistics is not None:
         tree[_STATISTICS_GROUP] = xr.DataTree(statistics_group(fit.design))
@@ -323,12 +350,49 @@ def save(fit: _Saveable, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _level_draw_names(node: xr.DataTree, design: Design) -> list[str]:
+    """Float64 variables of ``node`` with a grouping factor's levels as a dim (``u_<g>``, ``z_<g>``)."""
+    levels = {g.name for g in design.groups}
+    return [
+        str(name)
+        for name, var in node.data_vars.items()
+        if var.dtype == np.float64 and levels.intersection(map(str, var.dims))
+    ]
+
+
+def _mark_level_draws(tree: xr.DataTree, design: Design) -> xr.DataTree:
+    """A copy of ``tree`` whose per-level draws carry ``STORED_AS_ATTR`` (they are written as float32)."""
+    tree = tree.copy()
+    for node in tree.subtree:
+        chosen = _level_draw_names(node, design)
+        if chosen:
+            ds = node.to_dataset(inherit=False)
+            node.dataset = ds.assign({n: ds[n].copy().assign_attrs({STORED_AS_ATTR: str(_SINGLE)}) for n in chosen})
+    return tree
+
+
+def as_stored(tree: xr.DataTree, design: Design) -> xr.DataTree:
+    """A copy of a fit's ``idata`` with the values a fit file holds (see *Precision* above).
+
+    The per-level draws are rounded to float32 and kept as float64, exactly as :func:`read`
+    returns them; every other variable is shared with ``tree`` unchanged.
+    """
+    tree = tree.copy()
+    for node in tree.subtree:
+        chosen = _level_draw_names(node, design)
+        if chosen:
+            ds = node.to_dataset(inherit=False)
+            node.dataset = ds.assign({n: ds[n].astype(_SINGLE).astype(np.float64) for n in chosen})
+    return tree
+
+
 def _compression(tree: xr.DataTree) -> dict[str, dict[str, dict[str, Any]]]:
-    """Lossless zlib compression (with byte shuffling) for every numeric variable of every group."""
+    """Compression (zlib after byte shuffling) for every numeric variable; float32 where marked."""
     encoding: dict[str, dict[str, dict[str, Any]]] = {}
     for node in tree.subtree:
-        group = {
+        group: dict[str, dict[str, Any]] = {
             str(name): {"zlib": True, "complevel": 1, "shuffle": True}
+            | ({"dtype": str(var.attrs[STORED_AS_ATTR])} if STORED_AS_ATTR in var.attrs else {})
             for name, var in node.data_vars.items()
             if var.dtype.kind in "biuf" and var.ndim > 0
         }
@@ -350,6 +414,42 @@ def _attr_json(attrs: Mapping[str, Any], key: str, path: Path) -> Any:
             "Save fits with hb.save(fit, path) or fit.save(path)."
         )
     return json.loads(str(attrs[full]))
+
+
+def _restore_dtypes(tree: xr.DataTree) -> None:
+    """Variables written at lower precision (``STORED_AS_ATTR``) become float64 again, in place."""
+    for node in tree.subtree:
+        ds = node.to_dataset(inherit=False)
+        marked = [str(n) for n, var in ds.data_vars.items() if STORED_AS_ATTR in var.attrs]
+        if marked:
+            restored = {}
+            for n in marked:
+                da = ds[n].astype(np.float64)
+                da.attrs = {k: v for k, v in ds[n].attrs.items() if k != STORED_AS_ATTR}
+                restored[n] = da
+            node.dataset = ds.assign(restored)
+
+
+def _scalar_group_sds(tree: xr.DataTree) -> None:
+    """Drop the length-1 ``<g>__coef`` dim of ``sd_<g>`` of files written by earlier versions.
+
+    A term with one coefficient (``(1 | g)``) now stores a scalar ``sd_<g>`` per draw (see
+    :mod:`hierbayes.inference.build`); older files have dims ``(chain, draw, <g>__coef)`` with one
+    coefficient. Normalised in place, in every group (``posterior``, ``prior``, ...).
+    """
+    for node in tree.subtree:
+        ds = node.to_dataset(inherit=False)
+        changed = False
+        for var in list(ds.data_vars):
+            name = str(var)
+            dim = f"{name.removeprefix('sd_')}__coef"
+            if name.startswith("sd_") and dim in ds[name].dims and ds.sizes[dim] == 1:
+                ds[name] = ds[name].isel({dim: 0}, drop=True)
+                changed = True
+                if not any(dim in v.dims for v in ds.data_vars.values()):
+                    ds = ds.drop_dims(dim)
+        if changed:
+            node.dataset = ds
 
 
 class StoredFit(NamedTuple):
@@ -412,6 +512,8 @@ def read(path: str | os.PathLike[str]) -> StoredFit:
                 f"{path} is damaged: {_STATISTICS_GROUP!r} says the row sample has {statistics.n_sample} rows, "
                 f"{_DATA_GROUP!r} holds {len(data)}."
             )
+    _scalar_group_sds(tree)
+    _restore_dtypes(tree)
     tree.attrs = {k: v for k, v in attrs.items() if not str(k).startswith(_ATTR_PREFIX)}
     return StoredFit(spec, data, tree, settings, diag, {str(k): int(v) for k, v in dropped.items()}, statistics)
 

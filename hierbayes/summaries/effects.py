@@ -18,7 +18,7 @@ import xarray as xr
 
 from hierbayes.families import get_family
 from hierbayes.inference.diagnostics import draw_stats
-from hierbayes.inference.posterior import DEFAULT_PROB
+from hierbayes.inference.posterior import DEFAULT_PROB, group_sd_draws
 from hierbayes.inference.result import Fit
 from hierbayes.spec import names
 from hierbayes.summaries.display import html_block
@@ -106,7 +106,7 @@ def summary(fit: Fit, *, prob: float = DEFAULT_PROB) -> Summary:
     design = fit.design
     rows: list[dict[str, object]] = []
     for g in design.groups:
-        sd = post[names.sd(g.name)]
+        sd = group_sd_draws(post, g)
         for name in g.coef_names:
             s = sd.sel({g.coef_dim: name})
             rows.append(_row(s**2, prob, group=g.name, name=name, quantity="variance"))

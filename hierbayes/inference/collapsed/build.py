@@ -13,8 +13,9 @@ evaluates :math:`\log N(y - X\beta - o \mid 0, V)` in :math:`O(n)` without formi
 NUTS then explores only :math:`\beta`, the random-effect sds and correlations and
 :math:`\sigma`, with the **same priors and variable names** as the full model of
 :mod:`hierbayes.inference.build` (``beta_std``, ``beta``, ``sd_<g>``, ``corr_chol_<g>``, ``corr_<g>``,
-``sigma``). After sampling, for every posterior draw the random effects are drawn exactly
-from :math:`p(u \mid y, \beta, \theta)` (:func:`add_random_effects`), so the result also
+``sigma``; ``sd_<g>`` a scalar per draw for a term with one coefficient). After sampling, for
+every posterior draw the random effects are drawn exactly from
+:math:`p(u \mid y, \beta, \theta)` (:func:`add_random_effects`), so the result also
 holds ``u_<g>`` with dims ``(<g>, <g>__coef)`` and the same meaning as in the full model
 (Lai, Domke & Sheldon, *Hierarchical Bayesian models: marginalize the random effects*,
 NeurIPS 2024).
@@ -85,7 +86,7 @@ from hierbayes.inference.collapsed.likelihood import (
     marginal_loglik_from_sums,
 )
 from hierbayes.inference.collapsed.linalg import backward, chol, forward, sum_outer, swap_last
-from hierbayes.inference.posterior import stacked
+from hierbayes.inference.posterior import group_sd_draws, stacked, values
 from hierbayes.inference.priors import ResolvedPriors, resolve_priors
 from hierbayes.spec import names
 from hierbayes.statistics import SufficientStatistics
@@ -452,7 +453,8 @@ def conditional_effects(
 def _posterior_factors(data: CollapsedData, posterior: xr.Dataset, index: np.ndarray) -> list[np.ndarray]:
     chols = []
     for g in data.groups:
-        sd = stacked(posterior, names.sd(g.name))[index]
+        sd_g = values(group_sd_draws(posterior, g), g.coef_dim)
+        sd = sd_g.reshape(-1, sd_g.shape[-1])[index]
         if names.corr_chol(g.name) in posterior:
             chols.append(sd[:, :, None] * stacked(posterior, names.corr_chol(g.name))[index])
         else:
