@@ -67,7 +67,7 @@ from hierbayes.exceptions import DataError, HierBayesError, SpecError
 from hierbayes.inference.fit import fit
 from hierbayes.inference.result import Fit
 from hierbayes.inference.sampling import SAMPLERS
-from hierbayes.inference.store import as_stored
+from hierbayes.inference.store import as_stored, regenerable_draws
 from hierbayes.io import atomic_write_text, save
 from hierbayes.report.page import report
 from hierbayes.spec.formula import parse_formula
@@ -458,7 +458,7 @@ def write_results(fit: Fit, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     paths = {name: out / name for name in OUTPUT_FILES}
     save(fit, paths["posterior.nc"])
-    fit = dataclasses.replace(fit, idata=as_stored(fit.idata, fit.design))
+    fit = dataclasses.replace(fit, idata=as_stored(fit.idata, fit.design, exact=regenerable_draws(fit)))
     atomic_write_text(paths["summary.txt"], str(summary(fit)) + "\n")
     atomic_write_text(paths["summary.csv"], summary_table(fit).to_csv(index=False, lineterminator="\n"))
     report(fit, paths["report.html"])

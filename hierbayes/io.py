@@ -19,9 +19,11 @@ from typing import Any
 
 import xarray as xr
 
+from hierbayes._version import __version__
 from hierbayes.design import Design, NestingWarning, make_design
 from hierbayes.design_dask import design_from_statistics
 from hierbayes.inference.build import var_names
+from hierbayes.inference.collapsed.build import random_effect_draws
 from hierbayes.inference.diagnostics import Diagnostics, diagnose
 from hierbayes.inference.result import Fit
 from hierbayes.inference.store import (
@@ -103,8 +105,10 @@ def load(path: str | os.PathLike[str]) -> Fit:
         Equal to the saved fit: same spec, data, draws, settings and diagnostics; the random-effect
         draws (``u_<g>``, ``z_<g>``) are stored as float32 and come back as float64 arrays holding
         those float32 values (relative error at most :math:`6 \times 10^{-8}`; see
-        :mod:`hierbayes.inference.store`). Fits saved by earlier versions, whose ``sd_<g>`` of a
-        one-coefficient term has a length-1 ``<g>__coef`` dim, load with a scalar ``sd_<g>``.
+        :mod:`hierbayes.inference.store`), except those of a collapsed fit, which are drawn again
+        exactly (the same draws) from the stored parameters and seed. Fits saved by earlier
+        versions, whose ``sd_<g>`` of a one-coefficient term has a length-1 ``<g>__coef`` dim,
+        load with a scalar ``sd_<g>``.
 
     Raises
     ------
@@ -124,4 +128,29 @@ def load(path: str | os.PathLike[str]) -> Fit:
         if stored.dropped:
             design = dataclasses.replace(design, dropped=stored.dropped)
     diagnostics = _diagnostics_from_dict(stored.diagnostics, stored.idata, stored.spec, design)
-    return Fit(spec=stored.spec, design=design, idata=stored.idata, settings=stored.settings, diagnostics=diagnostics)
+    fit = Fit(spec=stored.spec, design=design, idata=stored.idata, settings=stored.settings, diagnostics=diagnostics)
+    if stored.regenerated:
+        _draw_again(fit, stored.regenerated)
+    return fit
+
+
+def _draw_again(fit: Fit, regenerated: Mapping[str, Any]) -> None:
+    """Draw the random effects that :func:`save` left out (a collapsed fit's ``u_<g>``), in place.
+
+    They are exact conditional draws given the stored parameter draws and the fit's seed, so the
+    same draws as the saved fit's (bit for bit with the same hierbayes on the same machine).
+    """
+    saved_by = regenerated.get("hierbayes")
+    if saved_by != __version__:
+        warnings.warn(
+            f"The random effects {', '.join(regenerated['variables'])} of this fit were left out of the file "
+            f"and are drawn again on loading, by hierbayes {__version__} (the file was saved by {saved_by}). "
+            "They are exact draws from the same conditional distribution, but may differ in value from those "
+            "of the saved fit.",
+            UserWarning,
+            stacklevel=3,
+        )
+    draws = random_effect_draws(fit.design, fit.posterior, random_seed=int(regenerated["random_seed"]))
+    wanted = [str(v) for v in regenerated["variables"] if v in draws.data_vars]
+    posterior = fit.idata.children["posterior"].to_dataset(inherit=False)
+    fit.idata["posterior"] = xr.DataTree(posterior.merge(draws[wanted]))

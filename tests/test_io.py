@@ -330,3 +330,63 @@ def test_atomic_write_text_permissions(tmp_path):
     path.chmod(0o640)
     hio.atomic_write_text(path, "two\n")
     assert path.read_text() == "two\n" and path.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.fixture(scope="module")
+def small_collapsed_fit():
+    """Sleepstudy's random intercept and slope by the collapsed sampler, 2 chains x 100 draws."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hb.ConvergenceWarning)
+        return hb.fit(
+            "Reaction ~ Days + (Days | Subject)",
+            hb.datasets.load("sleepstudy"),
+            method="collapsed",
+            chains=2,
+            draws=100,
+            tune=100,
+            random_seed=5,
+            progressbar=False,
+        )
+
+
+def test_collapsed_random_effects_are_left_out_and_drawn_again_exactly(small_collapsed_fit, tmp_path):
+    import json
+
+    fit = small_collapsed_fit
+    assert store.regenerable_draws(fit) == ["u_Subject"]
+    path = hb.save(fit, tmp_path / "posterior.nc")
+    with xr.open_datatree(path, engine="h5netcdf") as tree:
+        assert "u_Subject" not in tree["posterior"] and "sd_Subject" in tree["posterior"]
+        note = json.loads(tree.attrs["hierbayes_regenerated"])
+        assert note["variables"] == ["u_Subject"] and note["random_seed"] == 5
+    loaded = hb.load(path)
+    # the same draws, bit for bit (not rounded to float32: they are drawn again, not read)
+    np.testing.assert_array_equal(loaded.posterior["u_Subject"].values, fit.posterior["u_Subject"].values)
+    assert loaded.posterior["u_Subject"].dims == fit.posterior["u_Subject"].dims
+    pd.testing.assert_frame_equal(hb.summary(loaded).random, hb.summary(fit).random, check_exact=True)
+    pd.testing.assert_frame_equal(hb.predict(loaded), hb.predict(fit), check_exact=True)
+    # stored instead on request: float32, readable with xarray alone
+    kept = hb.save(fit, tmp_path / "kept.nc", random_effects="float32")
+    with xr.open_datatree(kept, engine="h5netcdf") as tree:
+        assert tree["posterior"]["u_Subject"].dtype == np.float32
+        assert "hierbayes_regenerated" not in tree.attrs
+    # (the draws do not compress much: the difference is most of their float32 size)
+    assert kept.stat().st_size - path.stat().st_size > 0.5 * 4 * fit.posterior["u_Subject"].size
+
+
+def test_regenerated_draws_warn_when_another_version_saved_them(small_collapsed_fit, tmp_path, monkeypatch):
+    path = hb.save(small_collapsed_fit, tmp_path / "posterior.nc")
+    monkeypatch.setattr(hio, "__version__", "99.0")
+    with pytest.warns(UserWarning, match="drawn again on loading, by hierbayes 99.0"):
+        loaded = hb.load(path)
+    assert loaded.posterior["u_Subject"].shape == small_collapsed_fit.posterior["u_Subject"].shape
+
+
+def test_regenerate_is_refused_for_a_fit_whose_draws_cannot_be_drawn_again(effects_fit, tmp_path):
+    assert store.regenerable_draws(effects_fit) == []
+    with pytest.raises(hio.FitFileError, match="random_effects='regenerate' needs a collapsed fit"):
+        hb.save(effects_fit, tmp_path / "posterior.nc", random_effects="regenerate")
+    with pytest.raises(ValueError, match="random_effects must be"):
+        hb.save(effects_fit, tmp_path / "posterior.nc", random_effects="float16")  # type: ignore[arg-type]

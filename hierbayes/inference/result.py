@@ -88,9 +88,9 @@ class Fit:
         """The rows of the data used in the fit."""
         return self.design.data
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str], *, random_effects: store.RandomEffectsStorage = "auto") -> Path:
         """Save the fit (draws, spec, data, settings) to one NetCDF file; see :func:`hierbayes.save`."""
-        return store.save(self, path)
+        return store.save(self, path, random_effects=random_effects)
 
     def _repr_html_(self) -> str:
         import html
