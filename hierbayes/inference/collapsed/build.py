@@ -503,30 +503,42 @@ def _scalar_conditional_effects(
     (a few passes over them, in place where possible): no batched ``1 x 1`` factorisations.
     """
     s2 = sigma**2
-    # (S, G): Z_j'r_j per draw; einsum (not BLAS) so that each entry does not depend on the chunk
-    sums = [np.einsum("gm,sm->sg", a[:, 0, :], v) for a in data.ZtR]
+    # sums Z_j'r_j per draw, (S, G), by einsum (not BLAS): each entry independent of the chunk size
     if isinstance(data.factors, CollapsedFactor):
+        sums = [np.einsum("gm,sm->sg", data.ZtR[0][:, 0, :], v, order="C")]
         ell = ells[0]
-        inv = s2[:, None] + (ell**2)[:, None] * data.factors.gram[None, :, 0, 0]
+        inv = np.multiply.outer(ell**2, data.factors.gram[:, 0, 0])
+        inv += s2[:, None]
         return [_scalar_draw(sums[0], np.reciprocal(inv, out=inv), ell, sigma, rng[0])[..., None]]
     nf = data.factors
     assert isinstance(nf, NestedFactors)
-    _, c, Q0, g = nf.scalar_constants
-    a = nf.scalar_constants[0]
+    a, c, Q0, g = nf.scalar_constants
+    # work with the inner levels sorted by outer level (segment sums by reduceat), restore at the end
+    order = nf.parent_segments[0]
+    parent, Z2 = nf.parent, data.ZtR[1][:, 0, :]
+    if order is not None:
+        a, c, g, parent, Z2 = a[order], c[order], g[order], parent[order], Z2[order]
+    b2 = np.einsum("gm,sm->sg", Z2, v, order="C")
     ell1, ell2 = ells
-    P_t = data.outer_sum.T.tocsr()  # (J, K): X @ P_t sums the inner levels of each outer level
-    inv2 = s2[:, None] + (ell2**2)[:, None] * a[None]  # (S, J)
+    inv2 = np.multiply.outer(ell2**2, a)  # (S, J)
+    inv2 += s2[:, None]
     np.reciprocal(inv2, out=inv2)
-    b2 = sums[1]
     work = b2 * c
     work *= inv2
-    t = sums[0] - (ell2**2)[:, None] * np.asarray(work @ P_t)  # (S, K)
+    t = np.einsum("gm,sm->sg", data.ZtR[0][:, 0, :], v, order="C")  # (S, K)
+    t -= (ell2**2)[:, None] * nf.sum_inner(work, presorted=True)
     np.multiply(inv2, g, out=work)
-    Q = Q0 + s2[:, None] * np.asarray(work @ P_t)
-    del work
+    Q = Q0 + s2[:, None] * nf.sum_inner(work, presorted=True)
     m1 = s2[:, None] + (ell1**2)[:, None] * Q
     u1 = _scalar_draw(t, np.reciprocal(m1, out=m1), ell1, sigma, rng[0])
-    b2 -= c * u1[:, nf.parent]
+    # u_1 of each inner level's outer level (inner levels sorted by outer level: a repeat, no gather)
+    work = np.repeat(u1, np.bincount(parent, minlength=nf.outer.n_levels), axis=1)
+    work *= c
+    b2 -= work
+    del work
+    if order is not None:  # back to the levels' order before the normals (same draws as the general path)
+        restore = np.argsort(order)
+        b2, inv2 = b2[:, restore], inv2[:, restore]
     u2 = _scalar_draw(b2, inv2, ell2, sigma, rng[1])
     return [u1[..., None], u2[..., None]]
 

@@ -453,6 +453,36 @@ class NestedFactors:
         return _readonly(a), _readonly(c), _readonly(np.maximum(Q0, 0.0)), _readonly(g)
 
     @cached_property
+    def parent_segments(self) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """``(order, starts, outer)``: inner levels sorted by outer level (``None`` if already sorted).
+
+        ``np.add.reduceat(x[..., order], starts, axis=-1)`` sums per-inner-level values over the
+        inner levels of each outer level that has any, the outer levels ``outer`` (see
+        :meth:`sum_inner`).
+        """
+        parent = self.parent
+        order = None if np.all(parent[1:] >= parent[:-1]) else np.argsort(parent, kind="stable")
+        ordered = parent if order is None else parent[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        return (None if order is None else _readonly(order)), _readonly(starts), _readonly(ordered[starts])
+
+    def sum_inner(self, x: np.ndarray, presorted: bool = False) -> np.ndarray:
+        """Sum ``x`` (``(S, J)``, one column per inner level) over the inner levels of each outer level: ``(S, K)``.
+
+        With ``presorted=True`` the columns of ``x`` are already in the order ``order`` of
+        :attr:`parent_segments`. Each entry is summed in the same order whatever ``S`` is (no
+        BLAS, no sparse product).
+        """
+        order, starts, outer = self.parent_segments
+        xs = x if order is None or presorted else np.take(x, order, axis=1)
+        sums = np.add.reduceat(xs, starts, axis=1)
+        if outer.size == self.outer.n_levels:
+            return sums
+        out = np.zeros((x.shape[0], self.outer.n_levels))
+        out[:, outer] = sums
+        return out
+
+    @cached_property
     def scalar_gram_counts(self) -> tuple[np.ndarray, np.ndarray]:
         r"""Distinct values of :math:`a_j = A_{22,j}` (one term) and how often each occurs.
 
