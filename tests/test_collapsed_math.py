@@ -276,6 +276,17 @@ def test_gradient_single_factor():
     _finite_difference_check(fn, [rng.normal(size=f.n_rows), np.array(0.8), L])
 
 
+def test_gradient_single_factor_one_term():
+    """The scalar (q = 1) single-factor path: a covariate slope, an empty level; finite differences."""
+    rng = np.random.default_rng(9)
+    f = _single_factor(rng, 2)
+    f1 = CollapsedFactor(f.index, f.Z[:, 1], n_levels=f.n_levels, name="g")
+    fn = _compile(f1, [(1, 1)], grad=True)
+    r = rng.normal(size=f1.n_rows)
+    _finite_difference_check(fn, [r, np.array(0.8), np.array([[1.3]])])
+    assert fn(r, 0.8, [[1.3]])[0] == pytest.approx(_dense_logpdf(r, 0.8, f1, [[1.3]]), abs=1e-8)
+
+
 @pytest.mark.parametrize(("q1", "q2"), [(1, 1), (1, 2), (2, 2)])
 def test_gradient_nested(q1, q2):
     rng = np.random.default_rng(8 + q1 + q2)

@@ -176,6 +176,12 @@ def _segment_sum_np(index: np.ndarray, n_levels: int, values: np.ndarray) -> np.
     return out.reshape((n_levels, *tail))
 
 
+def _distinct_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values (read-only) and how often each occurs (as floats)."""
+    distinct, counts = np.unique(values, return_counts=True)
+    return _readonly(distinct), _readonly(counts.astype(np.float64))
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a
@@ -489,8 +495,7 @@ class NestedFactors:
         For random intercepts :math:`a_j` is the size of inner level :math:`j`, which takes few
         distinct values, so :math:`\sum_j \log(\sigma^2 + \lambda_2 a_j)` needs few logarithms.
         """
-        values, counts = np.unique(self.scalar_constants[0], return_counts=True)
-        return _readonly(values), _readonly(counts.astype(np.float64))
+        return _distinct_counts(self.scalar_constants[0])
 
 
 @dataclass(frozen=True, eq=False)
@@ -855,9 +860,15 @@ def marginal_loglik_from_sums(
         q, G = f.n_terms, f.n_levels
         L, diag = _as_chol_pt(chol, q, f"factor of {f.name!r}")  # type: ignore[arg-type]
         b = pt.as_tensor_variable(sums)  # type: ignore[arg-type]  # (G, q): Z_j' r_j
-        M = _add_sigma2_eye(_congruence_pt(pt.constant(f.gram), L, diag), sigma2, q)
-        logdet_M, W = _batched_chol_solve_pt(M, _vec_lt_pt(b, L, diag)[:, :, None], q)
-        quad = (rtr - pt.sum(W**2)) / sigma2
+        if q == 1:  # scalar blocks: m_j = sigma^2 + lambda a_j, w_j^2 = lambda b_j^2 / m_j
+            lam = _scalar_pt(L) ** 2
+            a_distinct, a_count = _distinct_counts(f.gram[:, 0, 0])
+            quad = (rtr - lam * pt.sum(b[:, 0] ** 2 / (sigma2 + lam * pt.constant(f.gram[:, 0, 0])))) / sigma2
+            logdet_M = pt.dot(pt.constant(a_count), pt.log(sigma2 + lam * pt.constant(a_distinct)))
+        else:
+            M = _add_sigma2_eye(_congruence_pt(pt.constant(f.gram), L, diag), sigma2, q)
+            logdet_M, W = _batched_chol_solve_pt(M, _vec_lt_pt(b, L, diag)[:, :, None], q)
+            quad = (rtr - pt.sum(W**2)) / sigma2
         logdet_V = pt.sum(logdet_M) + 2.0 * (n - G * q) * pt.log(sigma)
     else:
         outer, inner = factors.outer, factors.inner
