@@ -71,6 +71,12 @@ Summing over the inner levels of outer level :math:`k` gives
 
 at cost :math:`O(n(q_1+q_2) + J(q_2^3 + q_1^2 q_2) + K q_1^3)`.
 
+With one term per factor (:math:`q_1 = q_2 = 1`, e.g. nested random intercepts) every block is a
+scalar and the evaluation is a few element-wise operations on length-:math:`J` and
+:math:`K` vectors plus two segment sums (``_nested_scalar_pt``; likewise for one factor with
+one term), with :math:`\sum_j \log M_{2j}` taken over the distinct values of
+:math:`A_{22,j}` (the group sizes, for intercepts).
+
 Crossed factors
 ---------------
 For :math:`k \ge 2` factors that are not nested (:class:`CrossedFactors`, e.g. subjects x
