@@ -189,7 +189,12 @@ def test_batched_means_agree_with_single_draw_algebra(nested_df):
 
 @pytest.mark.parametrize(
     "formula",
-    ["y ~ x + (1 | cls)", "y ~ x + (1 | school/cls)", "y ~ x + (0 + x | school) + (0 + x | school:cls)"],
+    [
+        "y ~ x + (1 | cls)",
+        "y ~ x + (1 | school/cls)",  # inner levels sorted by outer level
+        "y ~ x + (1 | school) + (1 | cls)",  # not sorted ("c10" before "c2"): the permuted path
+        "y ~ x + (0 + x | school) + (0 + x | school:cls)",
+    ],
 )
 def test_scalar_draws_equal_general_draws(nested_df, formula):
     """One term per factor: the element-wise draws equal the batched 1 x 1 algebra's, draw for draw.
@@ -205,6 +210,8 @@ def test_scalar_draws_equal_general_draws(nested_df, formula):
     sigma = rng.uniform(0.3, 2.0, S)
     chols = [rng.uniform(0.05, 3.0, (S, 1, 1)) for _ in data.groups]
     ells = [c[:, 0, 0] for c in chols]
+    if "(1 | cls)" in formula and "school" in formula:
+        assert data.factors.parent_segments[0] is not None
     for seeds in [None, (5, 6)]:
         gens = [None] * len(chols) if seeds is None else [np.random.default_rng(s) for s in seeds[: len(chols)]]
         fast = bc._scalar_conditional_effects(data, v, sigma, ells, gens)
