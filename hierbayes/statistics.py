@@ -39,7 +39,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 import xarray as xr
 
 __all__ = [
@@ -177,11 +176,24 @@ class SufficientStatistics:
 def _level_sums(index: np.ndarray, n_levels: int, weights: np.ndarray, values: np.ndarray) -> np.ndarray:
     r"""``out[j, a, :] = sum_{i: index[i] = j} weights[i, a] * values[i, :]``, shape ``(G, q, k)``.
 
-    One sparse ``(G, n) @ (n, k)`` product per weight column (no loop over levels).
+    One ``np.bincount`` per output column (``q k`` of them, no loop over levels); a weight
+    column of ones (a varying intercept) is not multiplied, and a pair of the same column of ones
+    becomes a plain count.
     """
-    n = index.shape[0]
-    S = sp.csr_matrix((np.ones(n), (index, np.arange(n))), shape=(n_levels, n))
-    return np.stack([S @ (weights[:, [a]] * values) for a in range(weights.shape[1])], axis=1)
+    q, k = weights.shape[1], values.shape[1]
+    out = np.empty((n_levels, q, k))
+    ones_w = [bool(np.all(weights[:, a] == 1.0)) for a in range(q)]
+    ones_v = [bool(np.all(values[:, b] == 1.0)) for b in range(k)]
+    for a in range(q):
+        for b in range(k):
+            if ones_w[a] and ones_v[b]:
+                out[:, a, b] = np.bincount(index, minlength=n_levels)
+            elif ones_w[a] or ones_v[b]:
+                x = values[:, b] if ones_w[a] else weights[:, a]
+                out[:, a, b] = np.bincount(index, weights=x, minlength=n_levels)
+            else:
+                out[:, a, b] = np.bincount(index, weights=weights[:, a] * values[:, b], minlength=n_levels)
+    return out
 
 
 def compute_statistics(

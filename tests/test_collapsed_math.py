@@ -23,6 +23,8 @@ from hierbayes.exceptions import DataError, SpecError
 from hierbayes.inference.collapsed.likelihood import (
     CollapsedFactor,
     NestedFactors,
+    _nested_general_pt,
+    _nested_scalar_pt,
     draw_random_effects,
     marginal_loglik,
 )
@@ -195,6 +197,53 @@ def test_default_backend_nested_intercepts():
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
+def _scalar_nested_cases(rng: np.random.Generator) -> list[NestedFactors]:
+    """q1 = q2 = 1: intercepts, a covariate slope in each factor, and an inner level without rows."""
+    nf = _nested_factors(rng, 1, 1)
+    n = nf.n_rows
+    slopes = NestedFactors(
+        CollapsedFactor(nf.outer.index, rng.normal(size=n), name="school"),
+        CollapsedFactor(nf.inner.index, rng.normal(size=n), name="child"),
+        nf.parent,
+    )
+    parent = np.append(nf.parent, 2)  # inner level 8 (in outer level 2) has no rows: a_j = c_j = 0
+    empty = NestedFactors(nf.outer, CollapsedFactor(nf.inner.index, n_levels=parent.size, name="child"), parent)
+    return [nf, slopes, empty]
+
+
+@pytest.mark.parametrize("case", [0, 1, 2])
+def test_scalar_nested_path_matches_general_path(case):
+    """The q1 = q2 = 1 path (element-wise, distinct-size logs) equals the general batched path.
+
+    Log density, and its gradient with respect to the sums, sigma and both factors, to 1e-10
+    relative; the log density also against the dense multivariate normal.
+    """
+    rng = np.random.default_rng(40 + case)
+    nf = _scalar_nested_cases(rng)[case]
+    t1, b2 = pt.vector("t1"), pt.vector("b2")
+    rtr, sigma, l1, l2 = pt.scalar("rtr"), pt.scalar("sigma"), pt.scalar("l1"), pt.scalar("l2")
+    scalar = _nested_scalar_pt(rtr, t1, b2, sigma, nf, l1, l2)
+    general = _nested_general_pt(
+        rtr, t1[:, None], b2[:, None], sigma, nf, (l1.reshape((1, 1)), False), (l2.reshape((1, 1)), False)
+    )
+    inputs = [rtr, t1, b2, sigma, l1, l2]
+    fns = []
+    for logdet, quad in (scalar, general):
+        logp = -0.5 * (logdet + quad)
+        fns.append(pytensor.function(inputs, [logp, *pt.grad(logp, inputs)], mode=FAST))
+    for sd1, sd2, s in [(0.7, 1.2, 0.9), (3.0, 20.0, 0.05), (0.0, 0.4, 1.3), (0.5, 0.0, 0.8)]:
+        r = rng.normal(scale=2.0, size=nf.n_rows)
+        t1v = np.bincount(nf.outer.index, weights=nf.outer.Z[:, 0] * r, minlength=nf.outer.n_levels)
+        b2v = np.bincount(nf.inner.index, weights=nf.inner.Z[:, 0] * r, minlength=nf.inner.n_levels)
+        args = [r @ r, t1v, b2v, s, sd1, sd2]
+        got, want = fns[0](*args), fns[1](*args)
+        for x, y in zip(got, want, strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-10 * np.max(np.abs(y)))
+        n = nf.n_rows
+        dense = _dense_logpdf(r, s, nf, ([[sd1]], [[sd2]]))
+        assert float(got[0]) - 0.5 * n * np.log(2 * np.pi) == pytest.approx(dense, rel=1e-10)
+
+
 # ----------------------------------------------------------------------------------------
 # Gradients: central finite differences
 # ----------------------------------------------------------------------------------------
@@ -225,6 +274,17 @@ def test_gradient_single_factor():
     L = _random_chol(rng, 2)
     L[0, 1] = 0.3  # the upper triangle is used as given (Omega = L L'), so test it too
     _finite_difference_check(fn, [rng.normal(size=f.n_rows), np.array(0.8), L])
+
+
+def test_gradient_single_factor_one_term():
+    """The scalar (q = 1) single-factor path: a covariate slope, an empty level; finite differences."""
+    rng = np.random.default_rng(9)
+    f = _single_factor(rng, 2)
+    f1 = CollapsedFactor(f.index, f.Z[:, 1], n_levels=f.n_levels, name="g")
+    fn = _compile(f1, [(1, 1)], grad=True)
+    r = rng.normal(size=f1.n_rows)
+    _finite_difference_check(fn, [r, np.array(0.8), np.array([[1.3]])])
+    assert fn(r, 0.8, [[1.3]])[0] == pytest.approx(_dense_logpdf(r, 0.8, f1, [[1.3]]), abs=1e-8)
 
 
 @pytest.mark.parametrize(("q1", "q2"), [(1, 1), (1, 2), (2, 2)])

@@ -394,6 +394,7 @@ def make_design_dask(
     check_terms_safe(spec)
     ddf = read_dask(data)
     columns = check_columns(spec, [str(c) for c in ddf.columns])
+    ddf = ddf[[c for c in ddf.columns if str(c) in columns]]  # read only the model's columns (Parquet: pushed down)
     with dask_client() as client:
         scan, ddf, dropped = _scan_checked(ddf, client, columns, spec, sample_rows, random_seed, progressbar, dropna)
         n = scan.n

@@ -422,9 +422,23 @@ def conditional_effects(
     list of ndarray
         ``(S, G, q)`` per group, in the order of ``data.groups``.
     """
+    rng = rngs if rngs is not None else [None] * len(data.groups)
+    if not isinstance(data.factors, CrossedFactors) and all(a.shape[1] == 1 for a in data.ZtR):
+        return _scalar_conditional_effects(data, v, sigma, [c[:, 0, 0] for c in chols], rng)
+    return _general_conditional_effects(data, v, sigma, chols, rng)
+
+
+def _general_conditional_effects(
+    data: CollapsedData,
+    v: np.ndarray,
+    sigma: np.ndarray,
+    chols: list[np.ndarray],
+    rng: list[np.random.Generator] | list[None],
+) -> list[np.ndarray]:
+    """:func:`conditional_effects` for any numbers of terms: batched ``q x q`` factorisations."""
+    rngs = None if rng[0] is None else rng
     s2 = (sigma**2)[:, None, None, None]
     sums = [np.einsum("gqm,sm->sgq", a, v)[..., None] for a in data.ZtR]  # (S, G, q, 1)
-    rng = rngs if rngs is not None else [None] * len(data.groups)
     if isinstance(data.factors, CrossedFactors):
         return crossed_conditional_np(data.factors, [b[..., 0] for b in sums], chols, sigma, rngs)
     if isinstance(data.factors, CollapsedFactor):
@@ -448,6 +462,86 @@ def conditional_effects(
     b2 = sums[1] - A21 @ u1[:, nf.parent, :, None]
     u2 = _level_draw(C2, L2t @ b2, L2, sigma, rng[1])
     return [u1, u2]
+
+
+def _scalar_draw(
+    b: np.ndarray, inv_m: np.ndarray, ell: np.ndarray, sigma: np.ndarray, rng: np.random.Generator | None
+) -> np.ndarray:
+    r""":math:`u = \ell(\ell\,b/m + \sigma z/\sqrt m) = \lambda b/m + \ell\sigma z/\sqrt m` (one term), in place.
+
+    :func:`_level_draw` with scalar blocks: ``b`` is :math:`L'Z_j'r_j/\ell` (``(S, G)``,
+    overwritten with the result), ``inv_m`` is :math:`1/m` (``(S, G)``, overwritten), ``ell``
+    and ``sigma`` are ``(S,)``. The normals are drawn in the order and shape of
+    :func:`_level_draw`'s, so both give the same draws for the same generator.
+    """
+    b *= inv_m
+    b *= (ell**2)[:, None]
+    if rng is not None:
+        z = rng.standard_normal(b.shape)
+        z *= (ell * sigma)[:, None]
+        z *= np.sqrt(inv_m, out=inv_m)
+        b += z
+    return b
+
+
+def _scalar_conditional_effects(
+    data: CollapsedData,
+    v: np.ndarray,
+    sigma: np.ndarray,
+    ells: list[np.ndarray],
+    rng: list[np.random.Generator] | list[None],
+) -> list[np.ndarray]:
+    r""":func:`conditional_effects` for one term per factor (random intercepts), element-wise.
+
+    With :math:`\lambda = \ell^2` (:math:`\ell` the sd), per level :math:`m_j = \sigma^2 +
+    \lambda a_j` (:math:`a_j = Z_j'Z_j`) the blocks of the general algebra are scalars: one
+    factor gives :math:`u_j = \ell(\ell b_j/m_j + \sigma z_j/\sqrt{m_j})`; for nested
+    factors (notation of ``_nested_scalar_pt`` in
+    :mod:`hierbayes.inference.collapsed.likelihood`) :math:`t_k = t_{1k} - \lambda_2\sum_{j\in
+    k} c_jb_j/m_j`, :math:`Q_k = Q^0_k + \sigma^2\sum_{j\in k} g_j/m_j`,
+    :math:`M_{1k} = \sigma^2 + \lambda_1Q_k`, the outer draw from :math:`(t_k, M_{1k})` and the
+    inner draw from :math:`b_j - c_ju_{1,\mathrm{parent}(j)}`. ``(S, G)`` arrays throughout
+    (a few passes over them, in place where possible): no batched ``1 x 1`` factorisations.
+    """
+    s2 = sigma**2
+    # sums Z_j'r_j per draw, (S, G), by einsum (not BLAS): each entry independent of the chunk size
+    if isinstance(data.factors, CollapsedFactor):
+        sums = [np.einsum("gm,sm->sg", data.ZtR[0][:, 0, :], v, order="C")]
+        ell = ells[0]
+        inv = np.multiply.outer(ell**2, data.factors.gram[:, 0, 0])
+        inv += s2[:, None]
+        return [_scalar_draw(sums[0], np.reciprocal(inv, out=inv), ell, sigma, rng[0])[..., None]]
+    nf = data.factors
+    assert isinstance(nf, NestedFactors)
+    a, c, Q0, g = nf.scalar_constants
+    # work with the inner levels sorted by outer level (segment sums by reduceat), restore at the end
+    order = nf.parent_segments[0]
+    parent, Z2 = nf.parent, data.ZtR[1][:, 0, :]
+    if order is not None:
+        a, c, g, parent, Z2 = a[order], c[order], g[order], parent[order], Z2[order]
+    b2 = np.einsum("gm,sm->sg", Z2, v, order="C")
+    ell1, ell2 = ells
+    inv2 = np.multiply.outer(ell2**2, a)  # (S, J)
+    inv2 += s2[:, None]
+    np.reciprocal(inv2, out=inv2)
+    work = b2 * c
+    work *= inv2
+    t = np.einsum("gm,sm->sg", data.ZtR[0][:, 0, :], v, order="C")  # (S, K)
+    t -= (ell2**2)[:, None] * nf.sum_inner(work, presorted=True)
+    np.multiply(inv2, g, out=work)
+    Q = Q0 + s2[:, None] * nf.sum_inner(work, presorted=True)
+    m1 = s2[:, None] + (ell1**2)[:, None] * Q
+    u1 = _scalar_draw(t, np.reciprocal(m1, out=m1), ell1, sigma, rng[0])
+    # u_1 of each inner level's outer level (inner levels sorted by outer level: a repeat, no gather)
+    work = np.repeat(u1, np.bincount(parent, minlength=nf.outer.n_levels), axis=1)
+    work *= c
+    b2 -= work
+    del work
+    if order is not None:  # back to the levels' order before the normals (same draws as the general path)
+        restore = np.argsort(order)
+        b2, inv2 = b2[:, restore], inv2[:, restore]
+    u2 = _scalar_draw(b2, inv2, ell2, sigma, rng[1])
+    return [u1[..., None], u2[..., None]]
 
 
 def _posterior_factors(data: CollapsedData, posterior: xr.Dataset, index: np.ndarray) -> list[np.ndarray]:

@@ -71,6 +71,12 @@ Summing over the inner levels of outer level :math:`k` gives
 
 at cost :math:`O(n(q_1+q_2) + J(q_2^3 + q_1^2 q_2) + K q_1^3)`.
 
+With one term per factor (:math:`q_1 = q_2 = 1`, e.g. nested random intercepts) every block is a
+scalar and the evaluation is a few element-wise operations on length-:math:`J` and
+:math:`K` vectors plus two segment sums (``_nested_scalar_pt``; likewise for one factor with
+one term), with :math:`\sum_j \log M_{2j}` taken over the distinct values of
+:math:`A_{22,j}` (the group sizes, for intercepts).
+
 Crossed factors
 ---------------
 For :math:`k \ge 2` factors that are not nested (:class:`CrossedFactors`, e.g. subjects x
@@ -174,6 +180,12 @@ def _segment_sum_np(index: np.ndarray, n_levels: int, values: np.ndarray) -> np.
     for a in range(flat.shape[1]):  # loop over columns (q^2 at most), never over groups
         out[:, a] = np.bincount(index, weights=flat[:, a], minlength=n_levels)
     return out.reshape((n_levels, *tail))
+
+
+def _distinct_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values (read-only) and how often each occurs (as floats)."""
+    distinct, counts = np.unique(values, return_counts=True)
+    return _readonly(distinct), _readonly(counts.astype(np.float64))
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -434,6 +446,62 @@ class NestedFactors:
         r"""Per-inner-level :math:`A_{21,j} = Z_{2j}'Z_{1j}`, shape ``(J, q2, q1)``."""
         Z1, Z2 = self.outer.Z, self.inner.Z
         return _readonly(self.inner.segment_sum(Z2[:, :, None] * Z1[:, None, :]))
+
+    @cached_property
+    def scalar_constants(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        r"""For one term per factor: :math:`(a, c, Q^0, g)` of the scalar path.
+
+        :math:`a_j = A_{22,j}` and :math:`c_j = A_{21,j}` (``(J,)``), :math:`g_j = c_j^2/a_j`
+        (0 where :math:`a_j = 0`, which forces :math:`c_j = 0`) and
+        :math:`Q^0_k = A_{11,k} - \sum_{j \in k} g_j \ge 0` (``(K,)``, by Cauchy-Schwarz;
+        rounding below zero is clipped). See ``_nested_scalar_pt``.
+        """
+        if self.outer.n_terms != 1 or self.inner.n_terms != 1:
+            raise SpecError("The scalar nested path needs one varying term per factor.")
+        a = np.array(self.inner.gram[:, 0, 0])
+        c = np.array(self.cross_gram[:, 0, 0])
+        g = np.divide(c**2, a, out=np.zeros_like(a), where=a > 0)
+        Q0 = self.outer.gram[:, 0, 0] - np.bincount(self.parent, weights=g, minlength=self.outer.n_levels)
+        return _readonly(a), _readonly(c), _readonly(np.maximum(Q0, 0.0)), _readonly(g)
+
+    @cached_property
+    def parent_segments(self) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """``(order, starts, outer)``: inner levels sorted by outer level (``None`` if already sorted).
+
+        ``np.add.reduceat(x[..., order], starts, axis=-1)`` sums per-inner-level values over the
+        inner levels of each outer level that has any, the outer levels ``outer`` (see
+        :meth:`sum_inner`).
+        """
+        parent = self.parent
+        order = None if np.all(parent[1:] >= parent[:-1]) else np.argsort(parent, kind="stable")
+        ordered = parent if order is None else parent[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        return (None if order is None else _readonly(order)), _readonly(starts), _readonly(ordered[starts])
+
+    def sum_inner(self, x: np.ndarray, presorted: bool = False) -> np.ndarray:
+        """Sum ``x`` (``(S, J)``, one column per inner level) over the inner levels of each outer level: ``(S, K)``.
+
+        With ``presorted=True`` the columns of ``x`` are already in the order ``order`` of
+        :attr:`parent_segments`. Each entry is summed in the same order whatever ``S`` is (no
+        BLAS, no sparse product).
+        """
+        order, starts, outer = self.parent_segments
+        xs = x if order is None or presorted else np.take(x, order, axis=1)
+        sums = np.add.reduceat(xs, starts, axis=1)
+        if outer.size == self.outer.n_levels:
+            return sums
+        out = np.zeros((x.shape[0], self.outer.n_levels))
+        out[:, outer] = sums
+        return out
+
+    @cached_property
+    def scalar_gram_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        r"""Distinct values of :math:`a_j = A_{22,j}` (one term) and how often each occurs.
+
+        For random intercepts :math:`a_j` is the size of inner level :math:`j`, which takes few
+        distinct values, so :math:`\sum_j \log(\sigma^2 + \lambda_2 a_j)` needs few logarithms.
+        """
+        return _distinct_counts(self.scalar_constants[0])
 
 
 @dataclass(frozen=True, eq=False)
@@ -798,14 +866,19 @@ def marginal_loglik_from_sums(
         q, G = f.n_terms, f.n_levels
         L, diag = _as_chol_pt(chol, q, f"factor of {f.name!r}")  # type: ignore[arg-type]
         b = pt.as_tensor_variable(sums)  # type: ignore[arg-type]  # (G, q): Z_j' r_j
-        M = _add_sigma2_eye(_congruence_pt(pt.constant(f.gram), L, diag), sigma2, q)
-        logdet_M, W = _batched_chol_solve_pt(M, _vec_lt_pt(b, L, diag)[:, :, None], q)
-        quad = (rtr - pt.sum(W**2)) / sigma2
+        if q == 1:  # scalar blocks: m_j = sigma^2 + lambda a_j, w_j^2 = lambda b_j^2 / m_j
+            lam = _scalar_pt(L) ** 2
+            a_distinct, a_count = _distinct_counts(f.gram[:, 0, 0])
+            quad = (rtr - lam * pt.sum(b[:, 0] ** 2 / (sigma2 + lam * pt.constant(f.gram[:, 0, 0])))) / sigma2
+            logdet_M = pt.dot(pt.constant(a_count), pt.log(sigma2 + lam * pt.constant(a_distinct)))
+        else:
+            M = _add_sigma2_eye(_congruence_pt(pt.constant(f.gram), L, diag), sigma2, q)
+            logdet_M, W = _batched_chol_solve_pt(M, _vec_lt_pt(b, L, diag)[:, :, None], q)
+            quad = (rtr - pt.sum(W**2)) / sigma2
         logdet_V = pt.sum(logdet_M) + 2.0 * (n - G * q) * pt.log(sigma)
     else:
         outer, inner = factors.outer, factors.inner
-        q1, K = outer.n_terms, outer.n_levels
-        q2, J = inner.n_terms, inner.n_levels
+        q1, q2 = outer.n_terms, inner.n_terms
         if not isinstance(chol, tuple | list) or len(chol) != 2:
             raise SpecError(f"For NestedFactors pass `chol=(chol_outer, chol_inner)`; got {type(chol).__name__}.")
         if not isinstance(sums, tuple | list) or len(sums) != 2:
@@ -814,27 +887,108 @@ def marginal_loglik_from_sums(
         L2, diag2 = _as_chol_pt(chol[1], q2, f"factor of {inner.name!r}")
         t1 = pt.as_tensor_variable(sums[0])  # (K, q1)
         b2 = pt.as_tensor_variable(sums[1])  # (J, q2)
-        # inner level: Woodbury per inner group
-        M2 = _add_sigma2_eye(_congruence_pt(pt.constant(inner.gram), L2, diag2), sigma2, q2)
-        rhs = pt.concatenate(
-            [
-                _vec_lt_pt(b2, L2, diag2)[:, :, None],
-                _left_t_pt(L2, pt.constant(factors.cross_gram), diag2),
-            ],
-            axis=2,
-        )  # (J, q2, 1 + q1)
-        logdet_M2, W = _batched_chol_solve_pt(M2, rhs, q2)
-        w, B = W[:, :, 0], W[:, :, 1:]  # (J, q2), (J, q2, q1)
-        # outer level: Woodbury per outer group on the reduced quantities
-        Btw = pt.sum(B * w[:, :, None], axis=1)  # (J, q1)
-        BtB = pt.sum(B[:, :, :, None] * B[:, :, None, :], axis=1)  # (J, q1, q1)
-        t = t1 - _segment_sum_pt(factors.parent, K, Btw)
-        Q = pt.constant(outer.gram) - _segment_sum_pt(factors.parent, K, BtB)
-        M1 = _add_sigma2_eye(_congruence_pt(Q, L1, diag1), sigma2, q1)
-        logdet_M1, E = _batched_chol_solve_pt(M1, _vec_lt_pt(t, L1, diag1)[:, :, None], q1)
-        quad = (rtr - pt.sum(w**2) - pt.sum(E**2)) / sigma2
-        logdet_V = pt.sum(logdet_M2) + pt.sum(logdet_M1) + 2.0 * (n - J * q2 - K * q1) * pt.log(sigma)
+        if q1 == 1 and q2 == 1:
+            logdet_V, quad = _nested_scalar_pt(rtr, t1[:, 0], b2[:, 0], sigma, factors, L1, L2)
+        else:
+            logdet_V, quad = _nested_general_pt(rtr, t1, b2, sigma, factors, (L1, diag1), (L2, diag2))
     return -0.5 * (n * _LOG_2PI + logdet_V + quad)
+
+
+def _scalar_pt(L: TensorVariable) -> TensorVariable:
+    """The single entry of a ``(1,)`` or ``(1, 1)`` covariance factor."""
+    return L.reshape(())
+
+
+def _nested_scalar_pt(
+    rtr: TensorVariable,
+    t1: TensorVariable,
+    b2: TensorVariable,
+    sigma: TensorVariable,
+    factors: NestedFactors,
+    L1: TensorVariable,
+    L2: TensorVariable,
+) -> tuple[TensorVariable, TensorVariable]:
+    r""":math:`(\log|V|, r'V^{-1}r)` for nested factors with one term each (:math:`q_1 = q_2 = 1`).
+
+    Every block of the module docstring's "Two nested factors" is a scalar. With
+    :math:`\lambda_g = L_g^2`, per inner level :math:`a_j = A_{22,j}`, :math:`c_j = A_{21,j}`,
+    :math:`m_j = \sigma^2 + \lambda_2 a_j` and :math:`h_j = \lambda_2 / m_j`:
+
+    .. math::
+
+        w_j^2 = h_j b_j^2, \qquad t_k = t_{1k} - \sum_{j \in k} h_j c_j b_j, \qquad
+        Q_k = A_{11,k} - \sum_{j\in k} h_j c_j^2
+            = Q^0_k + \sigma^2 \sum_{j \in k} \frac{c_j^2 / a_j}{m_j},
+
+    with the constant :math:`Q^0_k = A_{11,k} - \sum_{j \in k} c_j^2/a_j \ge 0` (zero for
+    random intercepts; terms with :math:`a_j = 0` have :math:`c_j = 0` and are dropped). The
+    second form of :math:`Q_k` avoids the cancellation of the first when
+    :math:`\lambda_2 a_j \gg \sigma^2`. Then :math:`M_{1k} = \sigma^2 + \lambda_1 Q_k` and
+
+    .. math::
+
+        \log|V| = 2(n - J - K)\log\sigma + \sum_j \log m_j + \sum_k \log M_{1k}, \qquad
+        r'V^{-1}r = \sigma^{-2}\Big(r'r - \sum_j h_j b_j^2 - \lambda_1\sum_k t_k^2 / M_{1k}\Big).
+
+    Only element-wise operations on length-:math:`J` and :math:`K` vectors and two segment sums
+    (indexed increments) per evaluation: no batched factorisation, no 3-d intermediates. The
+    :math:`J` logarithms :math:`\log m_j` are taken once per distinct value of :math:`a_j`
+    (:attr:`NestedFactors.scalar_gram_counts`; for intercepts the distinct group sizes).
+    """
+    outer, inner, parent = factors.outer, factors.inner, factors.parent
+    n, J, K = factors.n_rows, inner.n_levels, outer.n_levels
+    a, c, Q0, g = factors.scalar_constants
+    a_distinct, a_count = factors.scalar_gram_counts
+    sigma2 = sigma**2
+    lam1, lam2 = _scalar_pt(L1) ** 2, _scalar_pt(L2) ** 2
+    m2 = sigma2 + lam2 * pt.constant(a)
+    h = lam2 / m2
+    t = t1 - _segment_sum_pt(parent, K, h * pt.constant(c) * b2)
+    Q = pt.constant(Q0) + sigma2 * _segment_sum_pt(parent, K, pt.constant(g) / m2)
+    m1 = sigma2 + lam1 * Q
+    quad = (rtr - pt.sum(h * b2**2) - lam1 * pt.sum(t**2 / m1)) / sigma2
+    # sum_j log m_j over the distinct values of a_j (few for intercepts: the group sizes)
+    logdet_2 = pt.dot(pt.constant(a_count), pt.log(sigma2 + lam2 * pt.constant(a_distinct)))
+    logdet_V = logdet_2 + pt.sum(pt.log(m1)) + 2.0 * (n - J - K) * pt.log(sigma)
+    return logdet_V, quad
+
+
+def _nested_general_pt(
+    rtr: TensorVariable,
+    t1: TensorVariable,
+    b2: TensorVariable,
+    sigma: TensorVariable,
+    factors: NestedFactors,
+    chol1: tuple[TensorVariable, bool],
+    chol2: tuple[TensorVariable, bool],
+) -> tuple[TensorVariable, TensorVariable]:
+    r""":math:`(\log|V|, r'V^{-1}r)` for nested factors with any numbers of terms (module docstring)."""
+    outer, inner = factors.outer, factors.inner
+    q1, K = outer.n_terms, outer.n_levels
+    q2, J = inner.n_terms, inner.n_levels
+    n, sigma2 = factors.n_rows, sigma**2
+    (L1, diag1), (L2, diag2) = chol1, chol2
+    # inner level: Woodbury per inner group
+    M2 = _add_sigma2_eye(_congruence_pt(pt.constant(inner.gram), L2, diag2), sigma2, q2)
+    rhs = pt.concatenate(
+        [
+            _vec_lt_pt(b2, L2, diag2)[:, :, None],
+            _left_t_pt(L2, pt.constant(factors.cross_gram), diag2),
+        ],
+        axis=2,
+    )  # (J, q2, 1 + q1)
+    logdet_M2, W = _batched_chol_solve_pt(M2, rhs, q2)
+    w, B = W[:, :, 0], W[:, :, 1:]  # (J, q2), (J, q2, q1)
+    # outer level: Woodbury per outer group on the reduced quantities
+    Btw = pt.sum(B * w[:, :, None], axis=1)  # (J, q1)
+    BtB = pt.sum(B[:, :, :, None] * B[:, :, None, :], axis=1)  # (J, q1, q1)
+    t = t1 - _segment_sum_pt(factors.parent, K, Btw)
+    Q = pt.constant(outer.gram) - _segment_sum_pt(factors.parent, K, BtB)
+    M1 = _add_sigma2_eye(_congruence_pt(Q, L1, diag1), sigma2, q1)
+    logdet_M1, E = _batched_chol_solve_pt(M1, _vec_lt_pt(t, L1, diag1)[:, :, None], q1)
+    quad = (rtr - pt.sum(w**2) - pt.sum(E**2)) / sigma2
+    logdet_V = pt.sum(logdet_M2) + pt.sum(logdet_M1) + 2.0 * (n - J * q2 - K * q1) * pt.log(sigma)
+    return logdet_V, quad
 
 
 def _apply_small_lt_pt(X: TensorVariable, cf: CrossedFactors, Ls: list[tuple[TensorVariable, bool]]) -> TensorVariable:
