@@ -169,6 +169,12 @@ def sample(
         raise ValueError(f"draws must be >= 1, tune >= 0 and chains >= 1; received {draws}, {tune}, {chains}.")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must be between 0 and 1; received {target_accept}.")
+    if backend == "numpyro":
+        from hierbayes.inference.jax_nuts import sample_numpyro
+
+        return sample_numpyro(
+            model, draws=draws, tune=tune, chains=chains, random_seed=random_seed, target_accept=target_accept
+        )
     with model, reproducible_compilation(), warnings.catch_warnings():
         # ArviZ guesses that dims are swapped whenever chains > draws; PyMC's dims are named, so
         # the guess is noise (too few draws are reported by hierbayes.diagnose instead).

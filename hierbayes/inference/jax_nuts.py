@@ -1,0 +1,319 @@
+"""NUTS with numpyro on a PyMC model, compiled once per model structure.
+
+PyMC's own numpyro route (``pm.sample(nuts_sampler="numpyro")``) bakes the data into the JAX
+function as constants, evaluates the log density op by op to jitter the initial points, and
+compiles every piece separately (about 150 XLA compilations for a small model). This module
+instead
+
+1. lifts the data out of the graph: every constant of one dimension or more and every shared
+   variable of the model's log density becomes an *argument* of the compiled function, so a fit of
+   the same model structure with new data of the same shapes reuses it (in this process through
+   :data:`_COMPILED`, in a new one through JAX's persistent compilation cache, see
+   :func:`enable_compilation_cache`);
+2. compiles one function per fit that, for one chain, initialises numpyro's NUTS
+   (``numpyro.infer.hmc.hmc``: windowed step-size and diagonal mass-matrix adaptation, the same
+   kernel ``numpyro.infer.MCMC`` runs), runs the tuning steps, collects the draws and maps them back
+   to the constrained space. The chains are vectorised with ``jax.vmap`` (one compiled program);
+3. jitters the initial points with PyMC's ``_init_jitter`` (uniform :math:`[-1, 1]` jitter on the
+   unconstrained space, retried while the log density is not finite) but checks each point with
+   one compiled log density.
+
+The log density and the constrained-space transform are PyMC's graphs, rewritten with PyTensor's
+JAX rewrites and translated by ``jax_funcify``: the same posterior as every other backend.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["cache_dir", "enable_compilation_cache", "sample_numpyro"]
+
+#: Compiled samplers of this process, keyed by the model's structure (rewritten graph, argument
+#: types) and the sampler settings; a new fit with the same key reuses the function.
+_COMPILED: dict[str, _Compiled] = {}
+
+
+def cache_dir() -> Path:
+    """hierbayes's cache folder: ``$XDG_CACHE_HOME/hierbayes``, else ``~/.cache/hierbayes``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hierbayes"
+
+
+def enable_compilation_cache() -> None:
+    """Turn on JAX's persistent compilation cache in :func:`cache_dir` ``/jax``, unless configured.
+
+    Compiled XLA programs are written to disk and read back by later processes, so the second
+    fit of a model structure skips XLA's compilation (seconds). Nothing is changed when the user
+    set ``jax_compilation_cache_dir`` (or ``JAX_COMPILATION_CACHE_DIR``) already; otherwise every
+    program is cached whatever its compile time or size (JAX's defaults skip programs that
+    compiled in under a second, which are most of ours). Compilation is deterministic, so a cached
+    program computes exactly what a freshly compiled one does.
+    """
+    import jax
+
+    if jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    path = cache_dir() / "jax"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:  # read-only home: compile every time
+        return
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@dataclass
+class _Compiled:
+    """The compiled pieces for one model structure."""
+
+    logp: Callable[..., Any]
+    run: Callable[..., Any]
+    start: Callable[..., Any]
+    n_values: int
+
+
+class _Unsupported(Exception):
+    """A model this module cannot compile; :func:`sample_numpyro` hands it to PyMC's numpyro route."""
+
+
+def _lift(model: Any) -> tuple[list[Any], list[Any], list[np.ndarray], list[Any], list[Any], list[Any]]:
+    """The model's log density, constrained variables and initial point, with their data lifted to inputs.
+
+    Returns ``(values, data_vars, data, logp, constrained, start)``: the value variables
+    (unconstrained parameters), the new input variables standing for the data, the data's values,
+    the log density (a one-element list), the constrained variables to record (PyMC's default
+    variable names, transformed ones left out) and the initial point on the unconstrained space
+    (PyMC's ``make_initial_point_expression``, without jitter).
+    """
+    from pytensor.compile import SharedVariable
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.replace import clone_replace
+    from pytensor.graph.traversal import graph_inputs
+    from pytensor.tensor import TensorVariable
+    from pytensor.tensor.random.type import RandomType
+    from pymc.util import get_default_varnames
+
+    from pymc.initial_point import make_initial_point_expression
+
+    values = list(model.value_vars)
+    constrained = list(get_default_varnames(model.unobserved_value_vars, include_transformed=False))
+    start = make_initial_point_expression(
+        free_rvs=model.free_RVs,
+        rvs_to_transforms=model.rvs_to_transforms,
+        initval_strategies=model.rvs_to_initial_values,
+        return_transformed=True,
+    )
+    start = [_without_draws(x) for x in start]
+    outputs = [model.logp(), *constrained, *start]
+    replace: dict[Any, Any] = {}
+    data: list[np.ndarray] = []
+    for var in graph_inputs(outputs):
+        if var in replace or not isinstance(var, TensorVariable):
+            continue
+        if isinstance(var, SharedVariable):
+            if isinstance(var.type, RandomType):
+                raise _Unsupported("the model's log density or initial point depends on a random generator")
+            value = np.asarray(var.get_value(borrow=True))
+        elif isinstance(var, Constant) and _is_data(np.asarray(var.data)):
+            value = np.asarray(var.data)
+        else:
+            continue
+        replace[var] = var.type.clone(shape=value.shape)()
+        data.append(value)
+    new = clone_replace(outputs, replace=replace) if replace else outputs
+    n = len(constrained)
+    return values, list(replace.values()), data, new[:1], new[1 : 1 + n], new[1 + n :]
+
+
+def _without_draws(start: Any) -> Any:
+    """``start``, or zeros of its shape when it is a random draw (a variable with no ``support_point``).
+
+    PyMC starts such a variable (an LKJ correlation) at a prior draw; zero on the unconstrained
+    space (identity correlation) plus the jitter is as good a start and needs no random generator.
+    """
+    import pytensor.tensor as pt
+    from pytensor.graph.traversal import graph_inputs
+    from pytensor.tensor.random.type import RandomType
+
+    if not any(isinstance(v.type, RandomType) for v in graph_inputs([start])):
+        return start
+    if any(d is None for d in start.type.shape):
+        raise _Unsupported("a variable without support_point has no static shape")
+    return pt.zeros(start.type.shape, dtype=start.type.dtype)
+
+
+def _is_data(value: np.ndarray) -> bool:
+    """Whether a constant of the graph is data, to become an argument of the compiled function.
+
+    Float arrays are data, and so are float scalars other than small multiples of 1/2 and
+    infinities (hierbayes's default priors are scaled by the data, so their scales are data too;
+    exponents such as 2 or -0.5 stay constants, for PyTensor's rewrites to specialise on). Integer
+    arrays longer than :data:`_MAX_STATIC_INT` are data (group indices); shorter ones and integer
+    scalars stay constants because JAX needs static shapes (``Reshape``, ``Alloc``).
+    """
+    if np.issubdtype(value.dtype, np.floating):
+        if value.ndim >= 1:
+            return True
+        v = float(value)
+        return bool(np.isfinite(v) and not (abs(v) <= 16 and float(2 * v).is_integer()))
+    return bool(value.ndim >= 1 and value.size > _MAX_STATIC_INT)
+
+
+#: Integer constants with at most this many elements stay in the graph (shape vectors, small index sets).
+_MAX_STATIC_INT = 16
+
+
+def _jaxify(inputs: list[Any], outputs: list[Any]) -> Callable[..., Any]:
+    """A JAX function of ``inputs`` for ``outputs``, after PyTensor's JAX rewrites."""
+    from pytensor.compile import mode
+    from pytensor.graph.fg import FunctionGraph
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    fgraph = FunctionGraph(inputs=inputs, outputs=outputs, clone=True)
+    mode.JAX.optimizer.rewrite(fgraph)
+    return jax_funcify(fgraph)
+
+
+def _compile(model: Any, *, draws: int, tune: int, chains: int, target_accept: float) -> tuple[_Compiled, list]:
+    """The compiled sampler for ``model`` (reused when its structure was compiled before) and its data."""
+    import jax
+    from numpyro.infer.hmc import hmc
+
+    import pytensor
+
+    values, data_vars, data, logp_out, constrained, start = _lift(model)
+    inputs = [*values, *data_vars]
+    structure = pytensor.dprint([*logp_out, *constrained, *start], file="str", print_type=True)
+    key = "\n".join([str(structure), repr([(v.name, v.type) for v in inputs]), repr((draws, tune, target_accept))])
+    if key in _COMPILED:
+        return _COMPILED[key], data
+    logp_fn = _jaxify(inputs, logp_out)
+    post_fn = _jaxify(inputs, constrained)
+    start_fn = _jaxify(data_vars, start)
+    n = len(values)
+
+    def potential_gen(*args: Any) -> Callable[[Any], Any]:
+        return lambda z: -logp_fn(*z, *args)[0]
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
+
+    def one_chain(rng_key: Any, init: Any, args: tuple) -> tuple[list, dict]:
+        state = init_kernel(
+            list(init), num_warmup=tune, target_accept_prob=target_accept, model_args=args, rng_key=rng_key
+        )
+        state = jax.lax.fori_loop(0, tune, lambda _, s: sample_kernel(s, model_args=args), state)
+
+        def step(s: Any, _: Any) -> tuple[Any, tuple]:
+            s = sample_kernel(s, model_args=args)
+            stats = (s.potential_energy, s.energy, s.num_steps, s.accept_prob, s.diverging, s.adapt_state.step_size)
+            return s, (s.z, stats)
+
+        _, (zs, stats) = jax.lax.scan(step, state, None, length=draws)
+        post = jax.vmap(lambda z: post_fn(*z, *args))(zs)
+        return list(post), dict(zip(("potential", "energy", "n_steps", "accept", "diverging", "step_size"), stats))
+
+    run = jax.jit(one_chain)
+    logp = jax.jit(lambda z, args: logp_fn(*z, *args)[0])
+    initial = jax.jit(lambda args: start_fn(*args))
+    compiled = _Compiled(logp=logp, run=run, start=initial, n_values=n)
+    _COMPILED[key] = compiled
+    return compiled, data
+
+
+def sample_numpyro(
+    model: Any,
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    random_seed: int | Sequence[int] | None,
+    target_accept: float,
+) -> Any:
+    """Draw with numpyro's NUTS, compiled once per model structure; PyMC's result layout.
+
+    Returns
+    -------
+    xarray.DataTree
+        Groups ``posterior`` (the constrained variables), ``sample_stats`` (``lp`` (the log
+        density), ``energy``, ``diverging``, ``n_steps``, ``tree_depth``, ``acceptance_rate``,
+        ``step_size``), ``observed_data`` and ``constant_data``, as ``pm.sample`` gives them.
+    """
+    import jax
+    import numpyro
+    from arviz_base import from_dict, make_attrs
+    from pymc.backends.arviz import coords_and_dims_for_inferencedata, find_constants, find_observations
+    import pymc.sampling.jax  # noqa: F401  (registers the JAX translation of parameter checks)
+    from pymc.util import _get_seeds_per_chain
+
+    enable_compilation_cache()
+    compiled, data = _compile(model, draws=draws, tune=tune, chains=chains, target_accept=target_accept)
+    args = tuple(jax.numpy.asarray(d) for d in data)
+    (seed,) = _get_seeds_per_chain(random_seed, 1)
+    seeds = _get_seeds_per_chain(seed, chains)
+    init = _jittered(compiled, args, seeds)
+    keys = jax.random.split(jax.random.PRNGKey(seed), chains)
+    started = time.perf_counter()
+    runs = [compiled.run(keys[c], init[c], args) for c in range(chains)]
+    post = [np.stack([np.asarray(r[0][i]) for r in runs]) for i in range(len(runs[0][0]))]
+    stats = {k: np.stack([np.asarray(r[1][k]) for r in runs]) for k in runs[0][1]}
+    elapsed = time.perf_counter() - started
+    constrained = list(_constrained_names(model))
+    n_steps = stats["n_steps"].astype(np.int64)
+    sample_stats = {
+        "acceptance_rate": stats["accept"],
+        "diverging": stats["diverging"].astype(bool),
+        "energy": stats["energy"],
+        "lp": -stats["potential"],
+        "n_steps": n_steps,
+        "step_size": stats["step_size"],
+        "tree_depth": np.log2(np.maximum(n_steps, 1)).astype(np.int64) + 1,
+    }
+    coords, dims = coords_and_dims_for_inferencedata(model)
+    groups: dict[str, Any] = {"posterior": dict(zip(constrained, post, strict=True)), "sample_stats": sample_stats}
+    observed = find_observations(model)
+    if observed:
+        groups["observed_data"] = observed
+    constant = find_constants(model)
+    if constant:
+        groups["constant_data"] = constant
+    attrs = {"posterior": make_attrs({"sampling_time": elapsed, "tuning_steps": tune}, inference_library=numpyro)}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Found chain dimension to be longer than draw dimension")
+        return from_dict(data=groups, coords=coords, dims=dims, sample_dims=["chain", "draw"], attrs=attrs)
+
+
+def _jittered(compiled: _Compiled, args: tuple, seeds: Sequence[int]) -> list[list[np.ndarray]]:
+    """One starting point per chain: PyMC's initial point plus uniform jitter on :math:`[-1, 1]`.
+
+    As PyMC's ``_init_jitter``: a point whose log density is not finite is drawn again (with a
+    new seed from the chain's generator), up to 10 times; then the last one is used.
+    """
+    base = [np.asarray(v) for v in compiled.start(args)]
+    points = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        for _ in range(_JITTER_RETRIES + 1):
+            point = [v + rng.uniform(-1, 1, size=v.shape) for v in base]
+            if np.isfinite(float(compiled.logp(point, args))):
+                break
+        points.append(point)
+    return points
+
+
+#: Attempts to find a jittered starting point with a finite log density (PyMC's ``jitter_max_retries``).
+_JITTER_RETRIES = 10
+
+
+def _constrained_names(model: Any) -> list[str]:
+    from pymc.util import get_default_varnames
+
+    return [v.name for v in get_default_varnames(model.unobserved_value_vars, include_transformed=False)]
