@@ -42,7 +42,7 @@ _COMPILED: dict[str, _Compiled] = {}
 
 
 def cache_dir() -> Path:
-    """hierbayes's cache folder: ``$XDG_CACHE_HOME/hierbayes``, else ``~/.cache/hierbayes``."""
+    """The cache folder of hierbayes: ``$XDG_CACHE_HOME/hierbayes``, else ``~/.cache/hierbayes``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "hierbayes"
 
@@ -94,15 +94,14 @@ def _lift(model: Any) -> tuple[list[Any], list[Any], list[np.ndarray], list[Any]
     variable names, transformed ones left out) and the initial point on the unconstrained space
     (PyMC's ``make_initial_point_expression``, without jitter).
     """
+    from pymc.initial_point import make_initial_point_expression
+    from pymc.util import get_default_varnames
     from pytensor.compile import SharedVariable
     from pytensor.graph.basic import Constant
     from pytensor.graph.replace import clone_replace
     from pytensor.graph.traversal import graph_inputs
     from pytensor.tensor import TensorVariable
     from pytensor.tensor.random.type import RandomType
-    from pymc.util import get_default_varnames
-
-    from pymc.initial_point import make_initial_point_expression
 
     values = list(model.value_vars)
     constrained = list(get_default_varnames(model.unobserved_value_vars, include_transformed=False))
@@ -183,12 +182,11 @@ def _jaxify(inputs: list[Any], outputs: list[Any]) -> Callable[..., Any]:
     return jax_funcify(fgraph)
 
 
-def _compile(model: Any, *, draws: int, tune: int, chains: int, target_accept: float) -> tuple[_Compiled, list]:
+def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tuple[_Compiled, list]:
     """The compiled sampler for ``model`` (reused when its structure was compiled before) and its data."""
     import jax
-    from numpyro.infer.hmc import hmc
-
     import pytensor
+    from numpyro.infer.hmc import hmc
 
     values, data_vars, data, logp_out, constrained, start = _lift(model)
     inputs = [*values, *data_vars]
@@ -219,7 +217,7 @@ def _compile(model: Any, *, draws: int, tune: int, chains: int, target_accept: f
 
         _, (zs, stats) = jax.lax.scan(step, state, None, length=draws)
         post = jax.vmap(lambda z: post_fn(*z, *args))(zs)
-        return list(post), dict(zip(("potential", "energy", "n_steps", "accept", "diverging", "step_size"), stats))
+        return list(post), dict(zip(_STATS, stats, strict=True))
 
     run = jax.jit(one_chain)
     logp = jax.jit(lambda z, args: logp_fn(*z, *args)[0])
@@ -249,13 +247,27 @@ def sample_numpyro(
     """
     import jax
     import numpyro
+    import pymc as pm
+    import pymc.sampling.jax
     from arviz_base import from_dict, make_attrs
     from pymc.backends.arviz import coords_and_dims_for_inferencedata, find_constants, find_observations
-    import pymc.sampling.jax  # noqa: F401  (registers the JAX translation of parameter checks)
     from pymc.util import _get_seeds_per_chain
 
     enable_compilation_cache()
-    compiled, data = _compile(model, draws=draws, tune=tune, chains=chains, target_accept=target_accept)
+    try:
+        compiled, data = _compile(model, draws=draws, tune=tune, target_accept=target_accept)
+    except _Unsupported:
+        return pm.sample(
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=random_seed,
+            target_accept=target_accept,
+            nuts_sampler="numpyro",
+            progressbar=False,
+            compute_convergence_checks=False,
+            model=model,
+        )
     args = tuple(jax.numpy.asarray(d) for d in data)
     (seed,) = _get_seeds_per_chain(random_seed, 1)
     seeds = _get_seeds_per_chain(seed, chains)
@@ -308,6 +320,9 @@ def _jittered(compiled: _Compiled, args: tuple, seeds: Sequence[int]) -> list[li
         points.append(point)
     return points
 
+
+#: The sampler statistics collected per draw, in the order ``one_chain`` returns them.
+_STATS = ("potential", "energy", "n_steps", "accept", "diverging", "step_size")
 
 #: Attempts to find a jittered starting point with a finite log density (PyMC's ``jitter_max_retries``).
 _JITTER_RETRIES = 10
