@@ -24,11 +24,11 @@ JAX rewrites and translated by ``jax_funcify``: the same posterior as every othe
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +71,56 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-@dataclass
 class _Compiled:
-    """The compiled pieces for one model structure."""
+    """The compiled programs of one model structure: ``start``, ``logp`` and ``run`` (one chain).
 
-    logp: Callable[..., Any]
-    run: Callable[..., Any]
-    start: Callable[..., Any]
-    n_values: int
+    Each program is a JAX export (``jax.export``: the traced and lowered StableHLO) stored in
+    :func:`cache_dir` ``/programs``, so that a new process skips PyTensor's rewrites and JAX's
+    tracing as well as XLA's compilation (the persistent compilation cache). A program is
+    always run from its deserialised export, freshly made or read back, so that a first and a
+    later run execute the same program and give the same draws.
+    """
+
+    def __init__(self, digest: str, build: Callable[[], dict[str, Callable[..., Any]]]) -> None:
+        self.digest = digest
+        self._build = build
+        self._python: dict[str, Callable[..., Any]] | None = None
+        self._programs: dict[str, Callable[..., Any]] = {}
+
+    def get(self, name: str, *example: Any) -> Callable[..., Any]:
+        """The compiled program ``name``, exported for arguments like ``example`` on first use."""
+        if name in self._programs:
+            return self._programs[name]
+        import jax
+        from jax import export
+
+        path = cache_dir() / "programs" / f"{self.digest}-{name}.jaxexport"
+        try:
+            exported = export.deserialize(bytearray(path.read_bytes()))
+        except Exception:  # absent, unreadable, or written by another JAX version: export again
+            if self._python is None:
+                self._python = self._build()
+            try:
+                blob = export.export(jax.jit(self._python[name]))(*example).serialize()
+            except ImportError:  # no flatbuffers: compile in this process only
+                self._programs[name] = jax.jit(self._python[name])
+                return self._programs[name]
+            _write(path, bytes(blob))
+            exported = export.deserialize(blob)
+        program = jax.jit(exported.call)
+        self._programs[name] = program
+        return program
+
+
+def _write(path: Path, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` atomically; a read-only cache is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 class _Unsupported(Exception):
@@ -186,7 +228,6 @@ def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tupl
     """The compiled sampler for ``model`` (reused when its structure was compiled before) and its data."""
     import jax
     import pytensor
-    from numpyro.infer.hmc import hmc
 
     values, data_vars, data, logp_out, constrained, start = _lift(model)
     inputs = [*values, *data_vars]
@@ -194,10 +235,47 @@ def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tupl
     key = "\n".join([str(structure), repr([(v.name, v.type) for v in inputs]), repr((draws, tune, target_accept))])
     if key in _COMPILED:
         return _COMPILED[key], data
+
+    def build() -> dict[str, Callable[..., Any]]:
+        return _programs(
+            inputs, data_vars, logp_out, constrained, start, draws=draws, tune=tune, target_accept=target_accept
+        )
+
+    versions = repr((jax.__version__, jax.default_backend(), _FORMAT))
+    digest = hashlib.sha256("\n".join([key, versions]).encode()).hexdigest()[:32]
+    compiled = _Compiled(digest, build)
+    _COMPILED[key] = compiled
+    return compiled, data
+
+
+#: Changes whenever the programs built by :func:`_programs` change (invalidates the disk cache).
+_FORMAT = 1
+
+
+def _programs(
+    inputs: list[Any],
+    data_vars: list[Any],
+    logp_out: list[Any],
+    constrained: list[Any],
+    start: list[Any],
+    *,
+    draws: int,
+    tune: int,
+    target_accept: float,
+) -> dict[str, Callable[..., Any]]:
+    """The JAX functions ``start(data)``, ``logp(point, data)`` and ``run(key, init, data)`` (one chain).
+
+    ``run`` initialises numpyro's NUTS (step size 1, unit diagonal mass matrix, adapted over
+    ``tune`` steps with numpyro's windowed scheme to ``target_accept``, maximum tree depth 10),
+    runs the tuning steps, then ``draws`` steps collecting the position and the statistics
+    :data:`_STATS`, and maps the positions to the constrained variables.
+    """
+    import jax
+    from numpyro.infer.hmc import hmc
+
     logp_fn = _jaxify(inputs, logp_out)
     post_fn = _jaxify(inputs, constrained)
     start_fn = _jaxify(data_vars, start)
-    n = len(values)
 
     def potential_gen(*args: Any) -> Callable[[Any], Any]:
         return lambda z: -logp_fn(*z, *args)[0]
@@ -219,12 +297,11 @@ def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tupl
         post = jax.vmap(lambda z: post_fn(*z, *args))(zs)
         return list(post), dict(zip(_STATS, stats, strict=True))
 
-    run = jax.jit(one_chain)
-    logp = jax.jit(lambda z, args: logp_fn(*z, *args)[0])
-    initial = jax.jit(lambda args: start_fn(*args))
-    compiled = _Compiled(logp=logp, run=run, start=initial, n_values=n)
-    _COMPILED[key] = compiled
-    return compiled, data
+    return {
+        "start": lambda args: start_fn(*args),
+        "logp": lambda z, args: logp_fn(*z, *args)[0],
+        "run": one_chain,
+    }
 
 
 def sample_numpyro(
@@ -274,7 +351,8 @@ def sample_numpyro(
     init = _jittered(compiled, args, seeds)
     keys = jax.random.split(jax.random.PRNGKey(seed), chains)
     started = time.perf_counter()
-    runs = [compiled.run(keys[c], init[c], args) for c in range(chains)]
+    run = compiled.get("run", keys[0], init[0], args)
+    runs = [run(keys[c], init[c], args) for c in range(chains)]
     post = [np.stack([np.asarray(r[0][i]) for r in runs]) for i in range(len(runs[0][0]))]
     stats = {k: np.stack([np.asarray(r[1][k]) for r in runs]) for k in runs[0][1]}
     elapsed = time.perf_counter() - started
@@ -309,13 +387,14 @@ def _jittered(compiled: _Compiled, args: tuple, seeds: Sequence[int]) -> list[li
     As PyMC's ``_init_jitter``: a point whose log density is not finite is drawn again (with a
     new seed from the chain's generator), up to 10 times; then the last one is used.
     """
-    base = [np.asarray(v) for v in compiled.start(args)]
+    base = [np.asarray(v) for v in compiled.get("start", args)(args)]
+    logp = compiled.get("logp", base, args)
     points = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
         for _ in range(_JITTER_RETRIES + 1):
             point = [v + rng.uniform(-1, 1, size=v.shape) for v in base]
-            if np.isfinite(float(compiled.logp(point, args))):
+            if np.isfinite(float(logp(point, args))):
                 break
         points.append(point)
     return points
