@@ -136,6 +136,7 @@ def _lift(model: Any) -> tuple[list[Any], list[Any], list[np.ndarray], list[Any]
     variable names, transformed ones left out) and the initial point on the unconstrained space
     (PyMC's ``make_initial_point_expression``, without jitter).
     """
+    import pytensor.tensor as pt
     from pymc.initial_point import make_initial_point_expression
     from pymc.util import get_default_varnames
     from pytensor.compile import SharedVariable
@@ -156,23 +157,28 @@ def _lift(model: Any) -> tuple[list[Any], list[Any], list[np.ndarray], list[Any]
     start = [_without_draws(x) for x in start]
     outputs = [model.logp(), *constrained, *start]
     replace: dict[Any, Any] = {}
+    lifted: list[Any] = []
     data: list[np.ndarray] = []
     for var in graph_inputs(outputs):
-        if var in replace or not isinstance(var, TensorVariable):
+        if var in replace:
             continue
         if isinstance(var, SharedVariable):
             if isinstance(var.type, RandomType):
                 raise _Unsupported("the model's log density or initial point depends on a random generator")
             value = np.asarray(var.get_value(borrow=True))
-        elif isinstance(var, Constant) and _is_data(np.asarray(var.data)):
+            if not _is_data(value):  # a dimension's length (PyMC keeps them shared): a constant
+                replace[var] = pt.constant(value, dtype=var.type.dtype)
+                continue
+        elif isinstance(var, Constant) and isinstance(var, TensorVariable) and _is_data(np.asarray(var.data)):
             value = np.asarray(var.data)
         else:
             continue
         replace[var] = var.type.clone(shape=value.shape)()
+        lifted.append(replace[var])
         data.append(value)
     new = clone_replace(outputs, replace=replace) if replace else outputs
     n = len(constrained)
-    return values, list(replace.values()), data, new[:1], new[1 : 1 + n], new[1 + n :]
+    return values, lifted, data, new[:1], new[1 : 1 + n], new[1 + n :]
 
 
 def _without_draws(start: Any) -> Any:

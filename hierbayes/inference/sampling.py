@@ -1,16 +1,27 @@
 """Run NUTS on a built model with one of PyMC's sampler backends.
 
-``sampler="auto"`` (the default) takes numpyro when JAX and numpyro are installed
-(``pip install "hierbayes[jax]"``), else nutpie (a dependency of hierbayes), else PyMC's NUTS:
-the order of the measurements below, for both kinds of model hierbayes builds.
+``sampler="auto"`` (the default) takes numpyro (JAX), else nutpie, else PyMC's NUTS. JAX and
+numpyro are dependencies of hierbayes (the ``jax`` extra is kept, empty, so that
+``pip install "hierbayes[jax]"`` still works) because numpyro won every benchmark case, on the
+default install, cold and warm:
 
 * **Full models** (GLMMs, crossed factors: thousands of latent effects, costly gradients):
   numpyro gives about twice the effective draws per second of nutpie or PyMC, which tie.
 * **Collapsed Gaussian models** (:mod:`hierbayes.inference.collapsed.build`: a dozen parameters, cheap
-  gradients): compilation dominates. JAX compiles in about 2 s every time; nutpie compiles one
-  fused numba function per process (about 10 s); PyMC's NUTS uses PyTensor's numba backend,
-  which caches each compiled operation on disk: 7 s when the same model and data were fitted
-  before, 17 s for new data, 69 s on a first run with empty caches.
+  gradients): compilation dominates. nutpie compiles one fused numba function per process (about
+  10 s); PyMC's NUTS uses PyTensor's numba backend, which caches each compiled operation on disk:
+  7 s when the same model and data were fitted before, 17 s for new data, 69 s on a first run with
+  empty caches. numpyro runs through :mod:`hierbayes.inference.jax_nuts`, which compiles one
+  program per model *structure* (the data are arguments, not constants) and keeps it on disk
+  (``jax.export`` and JAX's persistent compilation cache, in ``~/.cache/hierbayes``): a first fit
+  with empty caches compiles once, every later fit of the same structure, with new data of the
+  same shapes or in a new process, reuses the program.
+
+First fits (issue 11), sleepstudy ``Reaction ~ Days + (Days | Subject)`` (collapsed), 4 chains x
+1000 draws + 1000 tuning, seed 1, fresh process, 2 cores, total seconds including the imports:
+see the table in ``benchmarks/README.md`` ("First fits"). numpyro before this module (PyMC's
+``nuts_sampler="numpyro"``: data baked in as constants, about 150 separate XLA compilations, the
+initial points evaluated op by op): 21.3 s cold / 10.4 s warm; nutpie 59 s / 10.5 s.
 
 Measurements on a 2-core machine (shared with other jobs: +-30 %), 4 chains x 1000 draws +
 1000 tuning; total = design + model + compilation + sampling (``hb.fit``); min ESS = smallest
@@ -116,11 +127,7 @@ def resolve_sampler(sampler: str) -> str:
     for module in _INSTALL_HINTS.get(sampler, ()):
         if importlib.util.find_spec(module) is None:
             packages = " ".join(_INSTALL_HINTS[sampler])
-            how = (
-                f'pip install "hierbayes[jax]" (or pip install {packages})'
-                if sampler == "numpyro"
-                else (f"pip install {packages}")
-            )
+            how = f"pip install {packages}"
             raise SamplerNotInstalledError(
                 f"The {sampler!r} sampler needs the package {module!r}, which is not installed. "
                 f"Install it with: {how}, or use sampler='pymc' (always available)."
