@@ -325,8 +325,8 @@ def sample_numpyro(
     -------
     xarray.DataTree
         Groups ``posterior`` (the constrained variables), ``sample_stats`` (``lp`` (the log
-        density), ``energy``, ``diverging``, ``n_steps``, ``tree_depth``, ``acceptance_rate``,
-        ``step_size``), ``observed_data`` and ``constant_data``, as ``pm.sample`` gives them.
+        density), ``energy``, ``diverging``, ``n_steps``, ``tree_depth``, ``reached_max_treedepth``,
+        ``acceptance_rate``, ``step_size``), ``observed_data`` and ``constant_data``, as ``pm.sample`` gives them.
     """
     import jax
     import numpyro
@@ -370,6 +370,7 @@ def sample_numpyro(
         "energy": stats["energy"],
         "lp": -stats["potential"],
         "n_steps": n_steps,
+        "reached_max_treedepth": n_steps >= 2**_MAX_TREE_DEPTH - 1,
         "step_size": stats["step_size"],
         "tree_depth": np.log2(np.maximum(n_steps, 1)).astype(np.int64) + 1,
     }
@@ -408,6 +409,9 @@ def _jittered(compiled: _Compiled, args: tuple, seeds: Sequence[int]) -> list[li
 
 #: The sampler statistics collected per draw, in the order ``one_chain`` returns them.
 _STATS = ("potential", "energy", "n_steps", "accept", "diverging", "step_size")
+
+#: numpyro's default maximum tree depth (a tree of that depth takes 2**depth - 1 leapfrog steps).
+_MAX_TREE_DEPTH = 10
 
 #: Attempts to find a jittered starting point with a finite log density (PyMC's ``jitter_max_retries``).
 _JITTER_RETRIES = 10
