@@ -2,8 +2,9 @@
 
 ``sampler="auto"`` (the default) takes numpyro (JAX), else nutpie, else PyMC's NUTS. JAX and
 numpyro are dependencies of hierbayes (the ``jax`` extra is kept, empty, so that
-``pip install "hierbayes[jax]"`` still works) because numpyro won every benchmark case, on the
-default install, cold and warm:
+``pip install "hierbayes[jax]"`` still works) because numpyro was the fastest in every benchmark
+case below, cold and warm (and for sleepstudy's first fit: 21.3 s cold / 10.4 s warm against
+nutpie's 59 s / 10.5 s, idle machine, before :mod:`hierbayes.inference.jax_nuts`):
 
 * **Full models** (GLMMs, crossed factors: thousands of latent effects, costly gradients):
   numpyro gives about twice the effective draws per second of nutpie or PyMC, which tie.
@@ -17,11 +18,28 @@ default install, cold and warm:
   with empty caches compiles once, every later fit of the same structure, with new data of the
   same shapes or in a new process, reuses the program.
 
-First fits (issue 11), sleepstudy ``Reaction ~ Days + (Days | Subject)`` (collapsed), 4 chains x
-1000 draws + 1000 tuning, seed 1, fresh process, 2 cores, total seconds including the imports:
-see the table in ``benchmarks/README.md`` ("First fits"). numpyro before this module (PyMC's
-``nuts_sampler="numpyro"``: data baked in as constants, about 150 separate XLA compilations, the
-initial points evaluated op by op): 21.3 s cold / 10.4 s warm; nutpie 59 s / 10.5 s.
+First fits (issue 11): ``benchmarks/first_fit.py``, a fresh process each, 4 chains x 1000 draws +
+1000 tuning, seed 1; seconds from the start of the process (``import hierbayes`` included) to the
+fitted result; cold = empty ``HOME`` and Numba cache, warm = the same directories again; "again" =
+a second fit in the same process with new data of the same shapes. Measured on the shared
+2-core machine under a load average of 4-6 (other jobs), so absolute times are about twice those
+of an idle machine; "before" is PyMC's ``nuts_sampler="numpyro"`` route, run at the same time:
+
+=====================================  =============  =============  ==========
+case (method)                          cold (s)       warm (s)       again (s)
+=====================================  =============  =============  ==========
+sleepstudy (collapsed), this module    18.0           7.6            1.8
+sleepstudy, before                     64.6           30.8           9.7
+achievement (collapsed), this module   25.9           15.9           6.1
+achievement, before                    15.8           31.2           8.6
+=====================================  =============  =============  ==========
+
+``import hierbayes`` alone: 0.01 s (public names load on first use); it was 2.8 s (idle
+machine). The achievement fits are dominated by sampling itself (5.2 s of the 6.1 s "again", the
+four chains run one after the other). On an idle machine before this module (same script):
+numpyro 21.3 s cold / 10.4 s warm, nutpie 59 s / 10.5 s for sleepstudy. The GLMM and achievement
+tables below were measured with PyMC's numpyro route; :mod:`hierbayes.inference.jax_nuts` runs the
+same numpyro NUTS kernel and adaptation.
 
 Measurements on a 2-core machine (shared with other jobs: +-30 %), 4 chains x 1000 draws +
 1000 tuning; total = design + model + compilation + sampling (``hb.fit``); min ESS = smallest
