@@ -5,18 +5,21 @@ function as constants, evaluates the log density op by op to jitter the initial 
 compiles every piece separately (about 150 XLA compilations for a small model). This module
 instead
 
-1. lifts the data out of the graph: every constant of one dimension or more and every shared
-   variable of the model's log density becomes an *argument* of the compiled function, so a fit of
-   the same model structure with new data of the same shapes reuses it (in this process through
-   :data:`_COMPILED`, in a new one through JAX's persistent compilation cache, see
-   :func:`enable_compilation_cache`);
-2. compiles one function per fit that, for one chain, initialises numpyro's NUTS
+1. lifts the data out of the graph: the data-like constants (see :func:`_is_data`) and the shared
+   variables of the model's log density, constrained variables and initial point become
+   *arguments* of the compiled functions, so a fit of the same model structure with new data of
+   the same shapes reuses them: in this process through :data:`_COMPILED` (keyed by the printed
+   graph), in a new one through programs exported with ``jax.export`` to :func:`cache_dir`
+   ``/programs`` and JAX's persistent compilation cache (:func:`enable_compilation_cache`);
+2. compiles one program that, for one chain, initialises numpyro's NUTS
    (``numpyro.infer.hmc.hmc``: windowed step-size and diagonal mass-matrix adaptation, the same
    kernel ``numpyro.infer.MCMC`` runs), runs the tuning steps, collects the draws and maps them back
-   to the constrained space. The chains are vectorised with ``jax.vmap`` (one compiled program);
-3. jitters the initial points with PyMC's ``_init_jitter`` (uniform :math:`[-1, 1]` jitter on the
-   unconstrained space, retried while the log density is not finite) but checks each point with
-   one compiled log density.
+   to the constrained space. The chains run one after the other through that one program
+   (``jax.vmap`` over chains made a program that took several times longer to trace and compile,
+   and every chain waits for the longest tree);
+3. starts each chain as PyMC's ``_init_jitter`` does (the initial point plus uniform
+   :math:`[-1, 1]` jitter on the unconstrained space, drawn again while the log density is not
+   finite), with the initial point and the log density as two small compiled programs.
 
 The log density and the constrained-space transform are PyMC's graphs, rewritten with PyTensor's
 JAX rewrites and translated by ``jax_funcify``: the same posterior as every other backend.
