@@ -76,3 +76,25 @@ def test_cache_dir_honours_xdg_and_a_user_setting_is_kept(tmp_path, monkeypatch)
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_small_integer_constants_are_part_of_the_key():
+    """Group indices of 16 rows or fewer stay constants in the program, so they must key it.
+
+    (Printed graphs abbreviate long constants; two data sets whose indices differ must not share
+    a program that has the first one's indices in it.)
+    """
+    from hierbayes.design import make_design
+    from hierbayes.inference.build import build_model
+    from hierbayes.spec.formula import parse_formula
+
+    spec = parse_formula("y ~ x + (1 | g)")
+    base = pd.DataFrame({"g": [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3], "x": np.linspace(-1, 1, 12)})
+    base["y"] = np.arange(12.0)
+    # rows 5 and 6 swapped: the same abbreviated print, "[0 0 0 1 1 ... 2 2 3 3 3]"
+    other = base.assign(g=[0, 0, 0, 1, 1, 2, 1, 2, 2, 3, 3, 3])
+    first, _ = jax_nuts._compile(build_model(make_design(spec, base)), draws=10, tune=10, target_accept=0.8)
+    same, _ = jax_nuts._compile(build_model(make_design(spec, base)), draws=10, tune=10, target_accept=0.8)
+    second, _ = jax_nuts._compile(build_model(make_design(spec, other)), draws=10, tune=10, target_accept=0.8)
+    assert same is first
+    assert second is not first

@@ -237,11 +237,22 @@ def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tupl
     """The compiled sampler for ``model`` (reused when its structure was compiled before) and its data."""
     import jax
     import pytensor
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import graph_inputs
 
     values, data_vars, data, logp_out, constrained, start = _lift(model)
     inputs = [*values, *data_vars]
-    structure = pytensor.dprint([*logp_out, *constrained, *start], file="str", print_type=True)
-    key = "\n".join([str(structure), repr([(v.name, v.type) for v in inputs]), repr((draws, tune, target_accept))])
+    outputs = [*logp_out, *constrained, *start]
+    structure = pytensor.dprint(outputs, file="str", print_type=True)
+    # the constants left in the graph are part of the program: their values (which dprint may
+    # abbreviate) belong in the key
+    constants = hashlib.sha256()
+    for c in graph_inputs(outputs):
+        if isinstance(c, Constant):
+            value = np.asarray(c.data)
+            constants.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
+    settings = repr((draws, tune, target_accept))
+    key = "\n".join([str(structure), constants.hexdigest(), repr([(v.name, v.type) for v in inputs]), settings])
     if key in _COMPILED:
         return _COMPILED[key], data
 
