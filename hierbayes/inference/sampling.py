@@ -29,6 +29,7 @@ of an idle machine; "before" is PyMC's ``nuts_sampler="numpyro"`` route, run at 
 case (method)                          cold (s)       warm (s)       again (s)
 =====================================  =============  =============  ==========
 sleepstudy (collapsed), this module    18.0           7.6            1.8
+  the same, later, load average 2.5    12.5           4.3            1.0
 sleepstudy, before                     64.6           30.8           9.7
 achievement (collapsed), this module   25.9           15.9           6.1
 achievement, before                    15.8           31.2           8.6
