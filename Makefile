@@ -33,7 +33,7 @@ $(VENV)/.docs: $(VENV)/.installed
 venv: $(VENV)/.installed
 dev: $(VENV)/.dev
 
-# Optional: a system BLAS speeds up PyMC's own sampler (nutpie, the default, does not need it).
+# Optional: a system BLAS speeds up PyMC's own sampler (numpyro, the default, and nutpie do not need it).
 blas:
 	@if [ ! -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && apt-get install -y -qq libopenblas-dev >/dev/null || true; fi

@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pymc as pm
 import pytest
 from pymc.testing import mock_sample
 
 import hierbayes as hb
 import hierbayes.cards
+import hierbayes.inference.fit
 import hierbayes.report.page as report_module
 from hierbayes.cards import OUTPUT_FILES, load_card
 from hierbayes.cli import build_parser, main
@@ -33,18 +32,25 @@ pytestmark = [
 
 @pytest.fixture
 def mocked_sampler(monkeypatch):
-    """Replace pm.sample by pymc.testing.mock_sample (with divergence and tree-depth stats); record calls."""
+    """Replace sampling by pymc.testing.mock_sample (with divergence and tree-depth stats); record calls.
+
+    ``hb.fit`` samples through :func:`hierbayes.inference.sampling.sample` (numpyro by default,
+    which does not call ``pm.sample``), so that is what is replaced; the calls record its arguments.
+    """
     calls: list[dict] = []
     stats = {
         "diverging": lambda size: np.zeros(size, dtype=bool),
         "tree_depth": lambda size: np.full(size, 3, dtype=np.int64),
     }
 
-    def fake(**kwargs):
+    def fake(model, **kwargs):
         calls.append(kwargs)
-        return partial(mock_sample, sample_stats=stats)(**kwargs)
+        with model:
+            return mock_sample(
+                draws=kwargs["draws"], chains=kwargs["chains"], random_seed=kwargs["random_seed"], sample_stats=stats
+            )
 
-    monkeypatch.setattr(pm, "sample", fake)
+    monkeypatch.setattr(hierbayes.inference.fit, "sample", fake)
     return calls
 
 

@@ -8,8 +8,10 @@ later one; :func:`hierbayes.inference.sampling.reproducible_compilation` is the 
 
 Two fresh processes fit the same model with the same seed: the first with an empty ``HOME``, an
 empty PyTensor compile directory and an empty Numba cache directory, the second with the same
-directories, now warm. The draws must agree bit for bit, for nutpie and for PyMC's NUTS. The
-cold compilation is what costs time (about a minute), hence ``slow``.
+directories, now warm. The draws must agree bit for bit, for nutpie, PyMC's NUTS and numpyro (full
+and collapsed model; numpyro's programs are read back from JAX's persistent compilation cache and
+hierbayes's exported programs, :mod:`hierbayes.inference.jax_nuts`, both under
+``~/.cache/hierbayes``). The cold compilation is what costs time (about a minute), hence ``slow``.
 """
 
 from __future__ import annotations
@@ -35,20 +37,24 @@ import hierbayes as hb
 
 df = hb.datasets.load("sleepstudy")
 out = {}
-for sampler in ("nutpie", "pymc"):
-    fit = hb.fit("Reaction ~ Days + (Days | Subject)", df, method="full", sampler=sampler, random_seed=11,
+for sampler, method in (("nutpie", "full"), ("pymc", "full"), ("numpyro", "full"), ("numpyro", "collapsed")):
+    fit = hb.fit("Reaction ~ Days + (Days | Subject)", df, method=method, sampler=sampler, random_seed=11,
                  draws=20, tune=20, chains=2, cores=1, progressbar=False)
     assert fit.settings["sampler"] == sampler
     for name, da in fit.posterior.data_vars.items():
-        out[f"{sampler}/{name}"] = da.values
+        out[f"{sampler}-{method}/{name}"] = da.values
 np.savez(sys.argv[1], **out)
 """
 
 
 def _fit_in_fresh_process(cache: Path, out: Path) -> dict[str, np.ndarray]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTENSOR", "NUMBA_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTENSOR", "NUMBA_", "JAX_", "XDG_CACHE_HOME"))
+    }
     env.update(
-        HOME=str(cache / "home"),  # ~/.pytensor (and ~/.pytensorrc) live here
+        HOME=str(cache / "home"),  # ~/.pytensor, ~/.pytensorrc and ~/.cache/hierbayes (JAX's caches) live here
         PYTENSOR_FLAGS=f"base_compiledir={cache / 'pytensor'}",  # explicit, in case HOME is not used
         NUMBA_CACHE_DIR=str(cache / "numba"),
         PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
@@ -68,7 +74,10 @@ def test_same_draws_with_cold_and_warm_compile_cache(tmp_path):
         (cache / d).mkdir(parents=True)
     cold = _fit_in_fresh_process(cache, tmp_path / "cold.npz")
     assert any((cache / "pytensor").iterdir()), "the compile cache was not used"
+    jax_cache = cache / "home" / ".cache" / "hierbayes"
+    assert any((jax_cache / "jax").iterdir()) and any((jax_cache / "programs").iterdir()), "JAX's caches were not used"
     warm = _fit_in_fresh_process(cache, tmp_path / "warm.npz")
-    assert cold.keys() == warm.keys() and {k.split("/")[0] for k in cold} == {"nutpie", "pymc"}
+    runs = {"nutpie-full", "pymc-full", "numpyro-full", "numpyro-collapsed"}
+    assert cold.keys() == warm.keys() and {k.split("/")[0] for k in cold} == runs
     differ = [k for k in cold if cold[k].shape != warm[k].shape or cold[k].tobytes() != warm[k].tobytes()]
     assert not differ, f"cold- and warm-cache fits with the same seed differ in {differ}"

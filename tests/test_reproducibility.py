@@ -1,5 +1,5 @@
 """Same seed, same draws: two fits with the same ``random_seed`` give identical posterior arrays,
-for each sampler (nutpie, PyMC's NUTS) and each method (the full non-centred model, and the
+for each sampler (nutpie, PyMC's NUTS, numpyro) and each method (the full non-centred model, and the
 collapsed one whose random effects are drawn after sampling); another seed gives other draws.
 Tiny models and draws: this checks bookkeeping of randomness, not inference.
 """
@@ -36,7 +36,7 @@ def same(a, b):
     return all(np.array_equal(a[v].values, b[v].values) for v in a.data_vars)
 
 
-@pytest.mark.parametrize("sampler", ["nutpie", "pymc"])
+@pytest.mark.parametrize("sampler", ["nutpie", "pymc", "numpyro"])
 @pytest.mark.parametrize("method", ["full", "collapsed"])
 def test_same_seed_same_draws_other_seed_other_draws(small, sampler, method):
     model, data, chosen = models(small)[method]

@@ -350,7 +350,7 @@ def test_unknown_sampler(df):
 @pytest.mark.parametrize(
     ("sampler", "hint"),
     [
-        ("numpyro", r"pip install \"hierbayes\[jax\]\" \(or pip install numpyro jax\)"),
+        ("numpyro", r"pip install numpyro jax"),
         ("nutpie", r"pip install nutpie"),
     ],
 )

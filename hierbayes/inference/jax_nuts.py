@@ -1,0 +1,437 @@
+"""NUTS with numpyro on a PyMC model, compiled once per model structure.
+
+PyMC's own numpyro route (``pm.sample(nuts_sampler="numpyro")``) bakes the data into the JAX
+function as constants, evaluates the log density op by op to jitter the initial points, and
+compiles every piece separately (about 150 XLA compilations for a small model). This module
+instead
+
+1. lifts the data out of the graph: the data-like constants (see :func:`_is_data`) and the shared
+   variables of the model's log density, constrained variables and initial point become
+   *arguments* of the compiled functions, so a fit of the same model structure with new data of
+   the same shapes reuses them: in this process through :data:`_COMPILED` (keyed by the printed
+   graph), in a new one through programs exported with ``jax.export`` to :func:`cache_dir`
+   ``/programs`` and JAX's persistent compilation cache (:func:`enable_compilation_cache`);
+2. compiles one program that, for one chain, initialises numpyro's NUTS
+   (``numpyro.infer.hmc.hmc``: windowed step-size and diagonal mass-matrix adaptation, the same
+   kernel ``numpyro.infer.MCMC`` runs), runs the tuning steps, collects the draws and maps them back
+   to the constrained space. The chains run one after the other through that one program
+   (``jax.vmap`` over chains made a program that took several times longer to trace and compile,
+   and every chain waits for the longest tree);
+3. starts each chain as PyMC's ``_init_jitter`` does (the initial point plus uniform
+   :math:`[-1, 1]` jitter on the unconstrained space, drawn again while the log density is not
+   finite), with the initial point and the log density as two small compiled programs.
+
+The log density and the constrained-space transform are PyMC's graphs, rewritten with PyTensor's
+JAX rewrites and translated by ``jax_funcify``: the same posterior as every other backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["cache_dir", "enable_compilation_cache", "sample_numpyro"]
+
+#: Compiled samplers of this process, keyed by the model's structure (rewritten graph, argument
+#: types) and the sampler settings; a new fit with the same key reuses the function.
+_COMPILED: dict[str, _Compiled] = {}
+
+
+def cache_dir() -> Path:
+    """The cache folder of hierbayes: ``$XDG_CACHE_HOME/hierbayes``, else ``~/.cache/hierbayes``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hierbayes"
+
+
+def enable_compilation_cache() -> None:
+    """Turn on JAX's persistent compilation cache in :func:`cache_dir` ``/jax``, unless configured.
+
+    Compiled XLA programs are written to disk and read back by later processes, so the second
+    fit of a model structure skips XLA's compilation (seconds). Nothing is changed when the user
+    set ``jax_compilation_cache_dir`` (or ``JAX_COMPILATION_CACHE_DIR``) already; otherwise every
+    program is cached whatever its compile time or size (JAX's defaults skip programs that
+    compiled in under a second, which are most of ours). Compilation is deterministic, so a cached
+    program computes exactly what a freshly compiled one does.
+    """
+    import jax
+
+    if jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    path = cache_dir() / "jax"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:  # read-only home: compile every time
+        return
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class _Compiled:
+    """The compiled programs of one model structure: ``start``, ``logp`` and ``run`` (one chain).
+
+    Each program is a JAX export (``jax.export``: the traced and lowered StableHLO) stored in
+    :func:`cache_dir` ``/programs``, so that a new process skips PyTensor's rewrites and JAX's
+    tracing as well as XLA's compilation (the persistent compilation cache). A program is
+    always run from its deserialised export, freshly made or read back, so that a first and a
+    later run execute the same program and give the same draws.
+    """
+
+    def __init__(self, digest: str, build: Callable[[], dict[str, Callable[..., Any]]]) -> None:
+        self.digest = digest
+        self._build = build
+        self._python: dict[str, Callable[..., Any]] | None = None
+        self._programs: dict[str, Callable[..., Any]] = {}
+
+    def get(self, name: str, *example: Any) -> Callable[..., Any]:
+        """The compiled program ``name``, exported for arguments like ``example`` on first use."""
+        if name in self._programs:
+            return self._programs[name]
+        import jax
+        from jax import export
+
+        path = cache_dir() / "programs" / f"{self.digest}-{name}.jaxexport"
+        try:
+            exported = export.deserialize(bytearray(path.read_bytes()))
+        except Exception:  # absent, unreadable, or written by another JAX version: export again
+            if self._python is None:
+                self._python = self._build()
+            try:
+                blob = export.export(jax.jit(self._python[name]))(*example).serialize()
+            except ImportError:  # no flatbuffers: compile in this process only
+                self._programs[name] = jax.jit(self._python[name])
+                return self._programs[name]
+            _write(path, bytes(blob))
+            exported = export.deserialize(blob)
+        program = jax.jit(exported.call)
+        self._programs[name] = program
+        return program
+
+
+def _write(path: Path, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` atomically; a read-only cache is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+class _Unsupported(Exception):
+    """A model this module cannot compile; :func:`sample_numpyro` hands it to PyMC's numpyro route."""
+
+
+def _lift(model: Any) -> tuple[list[Any], list[Any], list[np.ndarray], list[Any], list[Any], list[Any]]:
+    """The model's log density, constrained variables and initial point, with their data lifted to inputs.
+
+    Returns ``(values, data_vars, data, logp, constrained, start)``: the value variables
+    (unconstrained parameters), the new input variables standing for the data, the data's values,
+    the log density (a one-element list), the constrained variables to record (PyMC's default
+    variable names, transformed ones left out) and the initial point on the unconstrained space
+    (PyMC's ``make_initial_point_expression``, without jitter).
+    """
+    import pytensor.tensor as pt
+    from pymc.initial_point import make_initial_point_expression
+    from pymc.util import get_default_varnames
+    from pytensor.compile import SharedVariable
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.replace import clone_replace
+    from pytensor.graph.traversal import graph_inputs
+    from pytensor.tensor import TensorVariable
+    from pytensor.tensor.random.type import RandomType
+
+    values = list(model.value_vars)
+    constrained = list(get_default_varnames(model.unobserved_value_vars, include_transformed=False))
+    start = make_initial_point_expression(
+        free_rvs=model.free_RVs,
+        rvs_to_transforms=model.rvs_to_transforms,
+        initval_strategies=model.rvs_to_initial_values,
+        return_transformed=True,
+    )
+    start = [_without_draws(x) for x in start]
+    outputs = [model.logp(), *constrained, *start]
+    replace: dict[Any, Any] = {}
+    lifted: list[Any] = []
+    data: list[np.ndarray] = []
+    for var in graph_inputs(outputs):
+        if var in replace:
+            continue
+        if isinstance(var, SharedVariable):
+            if isinstance(var.type, RandomType):
+                raise _Unsupported("the model's log density or initial point depends on a random generator")
+            value = np.asarray(var.get_value(borrow=True))
+            if not _is_data(value):  # a dimension's length (PyMC keeps them shared): a constant
+                replace[var] = pt.constant(value, dtype=var.type.dtype)
+                continue
+        elif isinstance(var, Constant) and isinstance(var, TensorVariable) and _is_data(np.asarray(var.data)):
+            value = np.asarray(var.data)
+        else:
+            continue
+        replace[var] = var.type.clone(shape=value.shape)()
+        lifted.append(replace[var])
+        data.append(value)
+    new = clone_replace(outputs, replace=replace) if replace else outputs
+    n = len(constrained)
+    return values, lifted, data, new[:1], new[1 : 1 + n], new[1 + n :]
+
+
+def _without_draws(start: Any) -> Any:
+    """``start``, or zeros of its shape when it is a random draw (a variable with no ``support_point``).
+
+    PyMC starts such a variable (an LKJ correlation) at a prior draw; zero on the unconstrained
+    space (identity correlation) plus the jitter is as good a start and needs no random generator.
+    """
+    import pytensor.tensor as pt
+    from pytensor.graph.traversal import graph_inputs
+    from pytensor.tensor.random.type import RandomType
+
+    if not any(isinstance(v.type, RandomType) for v in graph_inputs([start])):
+        return start
+    if any(d is None for d in start.type.shape):
+        raise _Unsupported("a variable without support_point has no static shape")
+    return pt.zeros(start.type.shape, dtype=start.type.dtype)
+
+
+def _is_data(value: np.ndarray) -> bool:
+    """Whether a constant of the graph is data, to become an argument of the compiled function.
+
+    Float arrays are data, and so are float scalars other than small multiples of 1/2 and
+    infinities (hierbayes's default priors are scaled by the data, so their scales are data too;
+    exponents such as 2 or -0.5 stay constants, for PyTensor's rewrites to specialise on). Integer
+    arrays longer than :data:`_MAX_STATIC_INT` are data (group indices); shorter ones and integer
+    scalars stay constants because JAX needs static shapes (``Reshape``, ``Alloc``).
+    """
+    if np.issubdtype(value.dtype, np.floating):
+        if value.ndim >= 1:
+            return True
+        v = float(value)
+        return bool(np.isfinite(v) and not (abs(v) <= 16 and float(2 * v).is_integer()))
+    return bool(value.ndim >= 1 and value.size > _MAX_STATIC_INT)
+
+
+#: Integer constants with at most this many elements stay in the graph (shape vectors, small index sets).
+_MAX_STATIC_INT = 16
+
+
+def _jaxify(inputs: list[Any], outputs: list[Any]) -> Callable[..., Any]:
+    """A JAX function of ``inputs`` for ``outputs``, after PyTensor's JAX rewrites."""
+    from pytensor.compile import mode
+    from pytensor.graph.fg import FunctionGraph
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    fgraph = FunctionGraph(inputs=inputs, outputs=outputs, clone=True)
+    mode.JAX.optimizer.rewrite(fgraph)
+    return jax_funcify(fgraph)
+
+
+def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tuple[_Compiled, list]:
+    """The compiled sampler for ``model`` (reused when its structure was compiled before) and its data."""
+    import jax
+    import pytensor
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import graph_inputs
+
+    values, data_vars, data, logp_out, constrained, start = _lift(model)
+    inputs = [*values, *data_vars]
+    outputs = [*logp_out, *constrained, *start]
+    structure = pytensor.dprint(outputs, file="str", print_type=True)
+    # the constants left in the graph are part of the program: their values (which dprint may
+    # abbreviate) belong in the key
+    constants = hashlib.sha256()
+    for c in graph_inputs(outputs):
+        if isinstance(c, Constant):
+            value = np.asarray(c.data)
+            constants.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
+    settings = repr((draws, tune, target_accept))
+    key = "\n".join([str(structure), constants.hexdigest(), repr([(v.name, v.type) for v in inputs]), settings])
+    if key in _COMPILED:
+        return _COMPILED[key], data
+
+    def build() -> dict[str, Callable[..., Any]]:
+        return _programs(
+            inputs, data_vars, logp_out, constrained, start, draws=draws, tune=tune, target_accept=target_accept
+        )
+
+    versions = repr((jax.__version__, jax.default_backend(), _FORMAT))
+    digest = hashlib.sha256("\n".join([key, versions]).encode()).hexdigest()[:32]
+    compiled = _Compiled(digest, build)
+    _COMPILED[key] = compiled
+    return compiled, data
+
+
+#: Changes whenever the programs built by :func:`_programs` change (invalidates the disk cache).
+_FORMAT = 1
+
+
+def _programs(
+    inputs: list[Any],
+    data_vars: list[Any],
+    logp_out: list[Any],
+    constrained: list[Any],
+    start: list[Any],
+    *,
+    draws: int,
+    tune: int,
+    target_accept: float,
+) -> dict[str, Callable[..., Any]]:
+    """The JAX functions ``start(data)``, ``logp(point, data)`` and ``run(key, init, data)`` (one chain).
+
+    ``run`` initialises numpyro's NUTS (step size 1, unit diagonal mass matrix, adapted over
+    ``tune`` steps with numpyro's windowed scheme to ``target_accept``, maximum tree depth 10),
+    runs the tuning steps, then ``draws`` steps collecting the position and the statistics
+    :data:`_STATS`, and maps the positions to the constrained variables.
+    """
+    import jax
+    from numpyro.infer.hmc import hmc
+
+    logp_fn = _jaxify(inputs, logp_out)
+    post_fn = _jaxify(inputs, constrained)
+    start_fn = _jaxify(data_vars, start)
+
+    def potential_gen(*args: Any) -> Callable[[Any], Any]:
+        return lambda z: -logp_fn(*z, *args)[0]
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
+
+    def one_chain(rng_key: Any, init: Any, args: tuple) -> tuple[list, dict]:
+        state = init_kernel(
+            list(init), num_warmup=tune, target_accept_prob=target_accept, model_args=args, rng_key=rng_key
+        )
+        state = jax.lax.fori_loop(0, tune, lambda _, s: sample_kernel(s, model_args=args), state)
+
+        def step(s: Any, _: Any) -> tuple[Any, tuple]:
+            s = sample_kernel(s, model_args=args)
+            stats = (s.potential_energy, s.energy, s.num_steps, s.accept_prob, s.diverging, s.adapt_state.step_size)
+            return s, (s.z, stats)
+
+        _, (zs, stats) = jax.lax.scan(step, state, None, length=draws)
+        post = jax.vmap(lambda z: post_fn(*z, *args))(zs)
+        return list(post), dict(zip(_STATS, stats, strict=True))
+
+    return {
+        "start": lambda args: start_fn(*args),
+        "logp": lambda z, args: logp_fn(*z, *args)[0],
+        "run": one_chain,
+    }
+
+
+def sample_numpyro(
+    model: Any,
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    random_seed: int | Sequence[int] | None,
+    target_accept: float,
+) -> Any:
+    """Draw with numpyro's NUTS, compiled once per model structure; PyMC's result layout.
+
+    Returns
+    -------
+    xarray.DataTree
+        Groups ``posterior`` (the constrained variables), ``sample_stats`` (``lp`` (the log
+        density), ``energy``, ``diverging``, ``n_steps``, ``tree_depth``, ``reached_max_treedepth``,
+        ``acceptance_rate``, ``step_size``), ``observed_data`` and ``constant_data``, as ``pm.sample`` gives them.
+    """
+    import jax
+    import numpyro
+    import pymc as pm
+    import pymc.sampling.jax
+    from arviz_base import from_dict, make_attrs
+    from pymc.backends.arviz import coords_and_dims_for_inferencedata, find_constants, find_observations
+    from pymc.util import _get_seeds_per_chain
+
+    enable_compilation_cache()
+    try:
+        compiled, data = _compile(model, draws=draws, tune=tune, target_accept=target_accept)
+    except _Unsupported:
+        return pm.sample(
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=random_seed,
+            target_accept=target_accept,
+            nuts_sampler="numpyro",
+            progressbar=False,
+            compute_convergence_checks=False,
+            model=model,
+        )
+    args = tuple(jax.numpy.asarray(d) for d in data)
+    (seed,) = _get_seeds_per_chain(random_seed, 1)
+    seeds = _get_seeds_per_chain(seed, chains)
+    init = _jittered(compiled, args, seeds)
+    keys = jax.random.split(jax.random.PRNGKey(seed), chains)
+    started = time.perf_counter()
+    run = compiled.get("run", keys[0], init[0], args)
+    runs = [run(keys[c], init[c], args) for c in range(chains)]
+    post = [np.stack([np.asarray(r[0][i]) for r in runs]) for i in range(len(runs[0][0]))]
+    stats = {k: np.stack([np.asarray(r[1][k]) for r in runs]) for k in runs[0][1]}
+    elapsed = time.perf_counter() - started
+    constrained = list(_constrained_names(model))
+    n_steps = stats["n_steps"].astype(np.int64)
+    sample_stats = {
+        "acceptance_rate": stats["accept"],
+        "diverging": stats["diverging"].astype(bool),
+        "energy": stats["energy"],
+        "lp": -stats["potential"],
+        "n_steps": n_steps,
+        "reached_max_treedepth": n_steps >= 2**_MAX_TREE_DEPTH - 1,
+        "step_size": stats["step_size"],
+        "tree_depth": np.log2(np.maximum(n_steps, 1)).astype(np.int64) + 1,
+    }
+    coords, dims = coords_and_dims_for_inferencedata(model)
+    groups: dict[str, Any] = {"posterior": dict(zip(constrained, post, strict=True)), "sample_stats": sample_stats}
+    observed = find_observations(model)
+    if observed:
+        groups["observed_data"] = observed
+    constant = find_constants(model)
+    if constant:
+        groups["constant_data"] = constant
+    attrs = {"posterior": make_attrs({"sampling_time": elapsed, "tuning_steps": tune}, inference_library=numpyro)}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Found chain dimension to be longer than draw dimension")
+        return from_dict(data=groups, coords=coords, dims=dims, sample_dims=["chain", "draw"], attrs=attrs)
+
+
+def _jittered(compiled: _Compiled, args: tuple, seeds: Sequence[int]) -> list[list[np.ndarray]]:
+    """One starting point per chain: PyMC's initial point plus uniform jitter on :math:`[-1, 1]`.
+
+    As PyMC's ``_init_jitter``: a point whose log density is not finite is drawn again (with a
+    new seed from the chain's generator), up to 10 times; then the last one is used.
+    """
+    base = [np.asarray(v) for v in compiled.get("start", args)(args)]
+    logp = compiled.get("logp", base, args)
+    points = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        for _ in range(_JITTER_RETRIES + 1):
+            point = [v + rng.uniform(-1, 1, size=v.shape) for v in base]
+            if np.isfinite(float(logp(point, args))):
+                break
+        points.append(point)
+    return points
+
+
+#: The sampler statistics collected per draw, in the order ``one_chain`` returns them.
+_STATS = ("potential", "energy", "n_steps", "accept", "diverging", "step_size")
+
+#: numpyro's default maximum tree depth (a tree of that depth takes 2**depth - 1 leapfrog steps).
+_MAX_TREE_DEPTH = 10
+
+#: Attempts to find a jittered starting point with a finite log density (PyMC's ``jitter_max_retries``).
+_JITTER_RETRIES = 10
+
+
+def _constrained_names(model: Any) -> list[str]:
+    from pymc.util import get_default_varnames
+
+    return [v.name for v in get_default_varnames(model.unobserved_value_vars, include_transformed=False)]

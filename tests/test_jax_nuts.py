@@ -1,0 +1,100 @@
+"""numpyro through hierbayes.inference.jax_nuts: data as arguments, compiled programs reused (issue 11)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hierbayes as hb
+from hierbayes.inference import jax_nuts
+
+pytestmark = pytest.mark.filterwarnings("ignore::hierbayes.ConvergenceWarning")
+
+SETTINGS = {"draws": 30, "tune": 30, "chains": 2, "progressbar": False, "sampler": "numpyro", "method": "full"}
+
+
+def _data(seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(6), 5)
+    return pd.DataFrame({"g": g, "x": rng.normal(size=30), "y": rng.normal(size=30) + 0.5 * g})
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path / "hierbayes"
+
+
+def test_new_data_of_the_same_shapes_reuses_the_compiled_program(cache):
+    first = hb.fit("y ~ x + (1 | g)", _data(0), random_seed=3, **SETTINGS)
+    compiled = dict(jax_nuts._COMPILED)
+    second = hb.fit("y ~ x + (1 | g)", _data(1), random_seed=3, **SETTINGS)
+    assert jax_nuts._COMPILED == compiled, "the second fit compiled a new program"
+    # the data are arguments, not constants baked into the program: other data, other draws
+    assert not np.array_equal(first.posterior["beta"].values, second.posterior["beta"].values)
+    assert any((cache / "programs").iterdir())
+
+
+def test_result_layout(cache):
+    fit = hb.fit("y ~ x + (1 | g)", _data(0), random_seed=3, **SETTINGS)
+    stats = fit.idata["sample_stats"]
+    assert {"diverging", "energy", "lp", "tree_depth", "n_steps", "reached_max_treedepth"} <= set(stats.data_vars)
+    assert stats["diverging"].dtype == bool and stats.sizes == {"chain": 2, "draw": 30}
+    assert fit.posterior.sizes["chain"] == 2 and fit.posterior.sizes["draw"] == 30
+    assert "observed_data" in fit.idata.children
+    # lp is the log density (not its negative, which PyMC's numpyro route stored): the energy is
+    # the potential -lp plus a kinetic energy >= 0
+    assert (stats["energy"] + stats["lp"] >= -1e-9).all()
+
+
+@pytest.mark.parametrize(
+    ("value", "lifted"),
+    [
+        (np.array(140.82), True),  # a prior scale set from the data
+        (np.array(0.5), False),  # an exponent
+        (np.array(np.inf), False),
+        (np.array(3), False),  # an integer scalar: a shape
+        (np.arange(4), False),  # a short integer vector: a shape
+        (np.arange(40), True),  # group indices
+        (np.ones(2), True),  # a float vector
+    ],
+)
+def test_which_constants_are_data(value, lifted):
+    assert jax_nuts._is_data(value) is lifted
+
+
+def test_cache_dir_honours_xdg_and_a_user_setting_is_kept(tmp_path, monkeypatch):
+    import jax
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert jax_nuts.cache_dir() == tmp_path / "hierbayes"
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "mine"))
+        jax_nuts.enable_compilation_cache()
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_small_integer_constants_are_part_of_the_key():
+    """Group indices of 16 rows or fewer stay constants in the program, so they must key it.
+
+    (Printed graphs abbreviate long constants; two data sets whose indices differ must not share
+    a program that has the first one's indices in it.)
+    """
+    from hierbayes.design import make_design
+    from hierbayes.inference.build import build_model
+    from hierbayes.spec.formula import parse_formula
+
+    spec = parse_formula("y ~ x + (1 | g)")
+    base = pd.DataFrame({"g": [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3], "x": np.linspace(-1, 1, 12)})
+    base["y"] = np.arange(12.0)
+    # rows 5 and 6 swapped: the same abbreviated print, "[0 0 0 1 1 ... 2 2 3 3 3]"
+    other = base.assign(g=[0, 0, 0, 1, 1, 2, 1, 2, 2, 3, 3, 3])
+    first, _ = jax_nuts._compile(build_model(make_design(spec, base)), draws=10, tune=10, target_accept=0.8)
+    same, _ = jax_nuts._compile(build_model(make_design(spec, base)), draws=10, tune=10, target_accept=0.8)
+    second, _ = jax_nuts._compile(build_model(make_design(spec, other)), draws=10, tune=10, target_accept=0.8)
+    assert same is first
+    assert second is not first
