@@ -48,6 +48,17 @@ _PROGRESS_MIN_COLUMNS = 90
 _log = logging.getLogger("hierbayes")
 
 
+def _jax_cannot(err: BaseException) -> bool:
+    """Whether ``err`` says that JAX lacks an operation or a derivative (not a bug of the model).
+
+    PyTensor raises ``NotImplementedError`` for an operation without a JAX translation; JAX raises
+    ``ValueError("... gradient with respect to ... not supported")`` (e.g. ``betainc`` in the
+    negative binomial's cumulative probability of a hurdle model).
+    """
+    text = str(err)
+    return isinstance(err, NotImplementedError) or "not supported" in text or "No JAX conversion" in text
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and the libraries a fit depends on."""
     out = {"python": platform.python_version()}
@@ -205,18 +216,24 @@ def fit(
     if progressbar is True and bar is False:
         _log.info(f"hierbayes: sampling {chains} chain(s) x {tune} tuning + {draws} draws with {backend} ...")
     started = time.perf_counter()
+    run = {"draws": draws, "tune": tune, "chains": chains, "random_seed": random_seed, "cores": cores}
     with _no_blas_warning():
-        idata = sample(
-            pm_model,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            random_seed=random_seed,
-            target_accept=target_accept,
-            sampler=backend,  # type: ignore[arg-type]
-            progressbar=bar,  # type: ignore[arg-type]
-            cores=cores,
-        )
+        try:
+            idata = sample(pm_model, target_accept=target_accept, sampler=backend, progressbar=bar, **run)  # type: ignore[arg-type]
+        except (NotImplementedError, ValueError) as err:
+            if sampler != "auto" or backend != "numpyro" or not _jax_cannot(err):
+                raise
+            # JAX lacks a derivative or an operation this model needs: the next backend of "auto"
+            fallback = resolve_sampler("nutpie")
+            note = (
+                f"hierbayes: JAX cannot differentiate this model ({str(err).splitlines()[0]}); "
+                f"sampling with {fallback} instead."
+            )
+            _log.info(note)
+            if progressbar:
+                print(note, file=sys.stderr)
+            backend = fallback
+            idata = sample(pm_model, target_accept=target_accept, sampler=backend, progressbar=bar, **run)  # type: ignore[arg-type]
     if progressbar is True and bar is False:
         _log.info(f"hierbayes: sampled in {time.perf_counter() - started:.1f} s.")
     if chosen == "collapsed":
