@@ -1,0 +1,181 @@
+"""Random intercepts of small groups integrated out by adaptive Gauss-Hermite quadrature."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pandas as pd
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from scipy import integrate
+
+import hierbayes as hb
+from hierbayes.inference import quadrature as Q
+from hierbayes.inference.fit import to_spec
+
+
+def nested_counts(seed: int = 0, n_outer: int = 6, n_inner: int = 40) -> pd.DataFrame:
+    """Clusters with mothers of 1-3 rows: Bernoulli, binomial and Poisson responses."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 4, size=n_inner)
+    inner = np.repeat(np.arange(n_inner), sizes)
+    outer = inner % n_outer
+    x = rng.normal(size=inner.size)
+    u = rng.normal(0, 1.5, n_inner)[inner] + rng.normal(0, 0.5, n_outer)[outer]
+    eta = 0.3 + 0.8 * x + u
+    n = rng.integers(1, 6, size=inner.size)
+    return pd.DataFrame(
+        {
+            "cl": outer,
+            "mom": inner,
+            "x": x,
+            "yb": (rng.random(inner.size) < 1 / (1 + np.exp(-eta))).astype(int),
+            "n": n,
+            "s": rng.binomial(n, 1 / (1 + np.exp(-eta))),
+            "cnt": rng.poisson(np.exp(eta)),
+            "logE": rng.normal(0, 0.3, inner.size),
+        }
+    )
+
+
+CASES = {
+    "bernoulli": ("yb ~ x + (1 | cl/mom)", "bernoulli"),
+    "binomial": ("s | trials(n) ~ x + (1 | cl/mom)", "binomial"),
+    "poisson": ("cnt ~ x + offset(logE) + (1 | cl/mom)", "poisson"),
+}
+
+
+@functools.cache
+def design_of(case: str, seed: int = 0) -> hb.Design:
+    formula, family = CASES[case]
+    return hb.make_design(to_spec(formula, family=family), nested_counts(seed))
+
+
+def brute_force(data: Q.QuadratureData, eta: np.ndarray, s: float, m: int) -> float:
+    """log of the integral of level m by adaptive scipy quadrature (without the constant)."""
+    E = eta[data.rows[m]]
+
+    def integrand(z: float) -> float:
+        ll, _, _ = Q._kernel_np(data.kind, data.y[m], data.trials[m], E + s * z)
+        return float(np.exp(np.sum(data.mask[m] * ll) - 0.5 * z * z) / np.sqrt(2 * np.pi))
+
+    return float(np.log(integrate.quad(integrand, -15, 15, epsabs=0, epsrel=1e-12, limit=200)[0]))
+
+
+@functools.cache
+def compiled_loglik(case: str, n_nodes: int, grad: bool = False):
+    data = Q.quadrature_data(design_of(case))
+    eta, s = pt.vector("eta"), pt.scalar("s")
+    out = Q.agq_loglik(data, eta, s, n_nodes)
+    outputs = [out]
+    if grad:
+        outputs = [pt.sum(out), *pytensor.grad(pt.sum(out), [eta, s])]
+    return pytensor.function([eta, s], outputs)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("s", [0.3, 1.0, 2.5])
+def test_agq_matches_numerical_integration(case, s):
+    design = design_of(case)
+    data = Q.quadrature_data(design)
+    assert data.group.name == "cl:mom"
+    eta = np.random.default_rng(1).normal(0.2, 1.0, design.n_obs)
+    if design.offset is not None:
+        eta = eta + design.offset
+    exact = np.array([brute_force(data, eta, s, m) for m in range(data.group.n_levels)])
+    fine = compiled_loglik(case, 25)(eta, s)[0]
+    # 25 nodes: 1e-6 per level up to sd 1; at sd 2.5 a Poisson level with zero counts is skewed
+    # (its right tail falls off as exp(-e^(2.5 z))), and 25 nodes give 1e-4
+    tol = 1e-6 if s <= 1 else 2e-4
+    np.testing.assert_allclose(fine, exact, atol=tol, rtol=0)
+    numpy_fine = Q.agq_loglik_np(data, eta[data.rows][None], np.array([s]), 25)[0]
+    np.testing.assert_allclose(numpy_fine, exact, atol=tol, rtol=0)
+    # the default rule: within 2e-3 nats per level up to sd 1, 0.05 at sd 2.5 (1-3 rows per level)
+    default = compiled_loglik(case, Q.DEFAULT_NODES)(eta, s)[0]
+    assert np.max(np.abs(default - exact)) < (2e-3 if s <= 1 else 0.05)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gradient_matches_finite_differences(case):
+    design = design_of(case)
+    rng = np.random.default_rng(2)
+    eta0 = rng.normal(0.0, 1.0, design.n_obs)
+    f = compiled_loglik(case, 7, grad=True)
+    _, g_eta, g_s = f(eta0, 1.3)
+    h = 1e-5
+    for i in rng.choice(design.n_obs, 6, replace=False):
+        e1, e2 = eta0.copy(), eta0.copy()
+        e1[i] += h
+        e2[i] -= h
+        fd = (f(e1, 1.3)[0] - f(e2, 1.3)[0]) / (2 * h)
+        assert abs(fd - g_eta[i]) < 1e-6 * (1 + abs(fd))
+    fd_s = (f(eta0, 1.3 + h)[0] - f(eta0, 1.3 - h)[0]) / (2 * h)
+    assert abs(fd_s - g_s) < 1e-6 * (1 + abs(fd_s))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_exact_draws_match_conditional_moments(case):
+    design = design_of(case)
+    data = Q.quadrature_data(design)
+    eta = np.random.default_rng(3).normal(0.0, 1.0, design.n_obs)
+    s, S = 1.8, 4000
+    E = np.broadcast_to(eta[data.rows], (S, *data.rows.shape)).copy()
+    z = Q._exact_draws(data, E, np.full(S, s), np.random.default_rng(4))
+    assert np.isfinite(z).all()
+    for m in range(0, data.group.n_levels, 7):
+        e = eta[data.rows[m]]
+
+        def density(t: float, m: int = m, e: np.ndarray = e) -> float:
+            ll, _, _ = Q._kernel_np(data.kind, data.y[m], data.trials[m], e + s * t)
+            return float(np.exp(np.sum(data.mask[m] * ll) - 0.5 * t * t))
+
+        moments = [integrate.quad(lambda t, k=k: t**k * density(t), -15, 15, epsrel=1e-11)[0] for k in range(3)]
+        mean = moments[1] / moments[0]
+        sd = np.sqrt(moments[2] / moments[0] - mean**2)
+        draws = z[:, m]
+        # 4 Monte Carlo standard errors of the mean and of the sd (normal approximation)
+        assert abs(draws.mean() - mean) < 4 * sd / np.sqrt(S)
+        assert abs(draws.std() - sd) < 4 * sd / np.sqrt(2 * S) * 1.5
+
+
+def test_choose_method():
+    design = design_of("bernoulli")
+    chosen, note, k = Q.choose_method(design, "auto")
+    assert chosen == "quadrature" and k in Q.NODE_CHOICES and "cl:mom" in note
+    assert Q.choose_method(design, "full")[0] == "full"
+    gauss = hb.make_design(to_spec("x ~ 1 + (1 | cl/mom)"), nested_counts())
+    assert Q.choose_method(gauss, "auto")[0] == "collapsed"
+    with pytest.raises(hb.SpecError, match="quadrature covers"):
+        Q.choose_method(gauss, "quadrature")
+    with pytest.raises(hb.SpecError, match="Unknown method"):
+        Q.choose_method(design, "laplace")
+    big = pd.DataFrame({"g": np.repeat(np.arange(5), 20), "y": np.arange(100) % 2})
+    chosen, note, _ = Q.choose_method(hb.make_design(to_spec("y ~ 1 + (1 | g)", family="bernoulli"), big), "auto")
+    assert chosen == "full" and "20 rows" in note
+
+
+def test_model_has_full_model_names():
+    design = design_of("poisson")
+    model = Q.build_quadrature_model(design, n_nodes=5)
+    free = {rv.name for rv in model.free_RVs}
+    assert free == {"beta_std", "sd_cl", "z_cl", "sd_cl:mom"}
+    full = hb.build_model(design)
+    assert {rv.name for rv in full.free_RVs} - free == {"z_cl:mom"}
+    point = model.initial_point()
+    assert np.isfinite(model.compile_logp()(point))
+
+
+def test_quadrature_fit_draws_effects():
+    design_df = nested_counts(5)
+    fit = hb.fit(
+        "yb ~ x + (1 | cl/mom)", design_df, family="bernoulli", draws=200, tune=200, chains=2, random_seed=3,
+        progressbar=False, method="quadrature",
+    )  # fmt: skip
+    assert fit.settings["method"] == "quadrature" and fit.settings["quadrature_nodes"] in Q.NODE_CHOICES
+    u = fit.posterior["u_cl:mom"]
+    assert u.shape == (2, 200, 40, 1) and np.isfinite(u.values).all()
+    assert "z_cl:mom" not in fit.posterior
+    text = str(hb.summary(fit))
+    assert "sd" in text
