@@ -179,3 +179,26 @@ def test_quadrature_fit_draws_effects():
     assert "z_cl:mom" not in fit.posterior
     text = str(hb.summary(fit))
     assert "sd" in text
+
+
+def _sbc_case() -> tuple[object, pd.DataFrame]:
+    return hb.parse_formula("yb ~ x + (1 | cl/mom)", family="bernoulli"), nested_counts(7, n_outer=5, n_inner=30)
+
+
+@pytest.mark.slow
+def test_quadrature_calibration_small():
+    """20 simulations of the marginalised (quadrature) model: only a gross error fails."""
+    spec, data = _sbc_case()
+    cal = hb.check_calibration(spec, data, n_sims=20, draws=500, thin=10, random_seed=11, method="quadrature")
+    assert cal.ranks.notna().all().all()
+    assert (cal.pvalues >= 0.001).all(), cal.table()
+
+
+@pytest.mark.sbc
+def test_sbc_quadrature():
+    spec, data = _sbc_case()
+    cal = hb.check_calibration(spec, data, n_sims=100, random_seed=2025, method="quadrature")
+    print(f"\nquadrature: {cal.n_sims} simulations, {int((cal.sims['divergences'] > 0).sum())} with divergences")
+    print(cal.table().round(4).to_string())
+    assert cal.ranks.notna().all().all()
+    assert (cal.pvalues >= 0.001).all(), cal.table()

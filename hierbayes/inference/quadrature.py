@@ -60,6 +60,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pymc as pm
+import pytensor
 import pytensor.tensor as pt
 import xarray as xr
 from pytensor.gradient import disconnected_grad
@@ -111,7 +112,9 @@ CHECK_NODES = 25
 MAX_ROWS = 10
 #: ``method="auto"`` falls back to the full model if the default rule's summed log-likelihood
 #: differs from the finer rule's by more than this (nats), at any of the checked points.
-MAX_ERROR = 0.02
+MAX_ERROR = 0.05
+#: Name of the shared response of :func:`build_quadrature_model` with ``shared_response=True``.
+SHARED_RESPONSE = "quadrature_y"
 #: Newton steps (without gradient) towards the mode; then one differentiable step.
 NEWTON_STEPS = 6
 #: Largest Newton step, in prior sds of the standardised effect.
@@ -284,6 +287,7 @@ def agq_loglik(
     s: pt.TensorVariable,
     n_nodes: int = DEFAULT_NODES,
     newton_steps: int = NEWTON_STEPS,
+    y: Any = None,
 ) -> pt.TensorVariable:
     r"""PyTensor: :math:`\log L_m` per level by AGQ (see the module docstring), without the constant.
 
@@ -302,6 +306,9 @@ def agq_loglik(
         Gauss–Hermite nodes per level.
     newton_steps
         Newton steps towards the mode before the differentiable one.
+    y
+        ``(n,)`` response as a tensor (e.g. a shared variable, to refit other responses);
+        default: ``data.y_rows``.
 
     Returns
     -------
@@ -312,7 +319,7 @@ def agq_loglik(
     kind = data.kind
     index = data.group.index
     G = data.group.n_levels
-    y = data.y_rows
+    y = data.y_rows if y is None else y
     n = data.trials_rows
 
     def derivatives(e: pt.TensorVariable, s_: pt.TensorVariable, z: pt.TensorVariable) -> tuple[pt.TensorVariable, ...]:
@@ -377,6 +384,7 @@ def build_quadrature_model(
     *,
     group: GroupDesign | None = None,
     n_nodes: int = DEFAULT_NODES,
+    shared_response: bool = False,
 ) -> pm.Model:
     r"""The PyMC model with ``group``'s random intercepts integrated out by AGQ.
 
@@ -384,6 +392,9 @@ def build_quadrature_model(
     that ``z_<g>``/``u_<g>`` of the integrated factor are absent (``u_<g>`` is added to the
     posterior by :func:`add_integrated_effects`). The likelihood is a ``pm.Potential`` called
     ``y_marginal``, :math:`\sum_m \log L_m` (see the module docstring).
+    ``shared_response=True`` holds the response in a PyTensor shared variable ``quadrature_y``
+    (rows in the design's order) so that the compiled model can be refitted to other responses
+    (calibration checks); the terms of the log-likelihood free of parameters are then left out.
     """
     priors = priors if priors is not None else resolve_priors(design)
     data = quadrature_data(design, group)
@@ -402,7 +413,11 @@ def build_quadrature_model(
         if design.offset is not None:
             eta = eta + design.offset
         assert s is not None
-        pm.Potential("y_marginal", pt.sum(agq_loglik(data, eta, s, n_nodes)) + data.constant)
+        if shared_response:
+            y = pytensor.shared(data.y_rows, name=SHARED_RESPONSE)
+            pm.Potential("y_marginal", pt.sum(agq_loglik(data, eta, s, n_nodes, y=y)))
+        else:
+            pm.Potential("y_marginal", pt.sum(agq_loglik(data, eta, s, n_nodes)) + data.constant)
     return model
 
 
@@ -432,10 +447,19 @@ def _check_point(design: Design, data: QuadratureData) -> tuple[np.ndarray, floa
         eta = scaling.standardise(design.X) @ _glm_start(design, scaling, data.kind)
     if design.offset is not None:
         eta = eta + design.offset
-    grid = np.exp(np.linspace(np.log(0.05), np.log(10.0), 60))
+    grid = np.exp(np.linspace(np.log(0.05), np.log(8.0), 23))
     E = np.broadcast_to(eta[data.rows], (grid.size, *data.rows.shape))
     profile = agq_loglik_np(data, E, grid, CHECK_NODES).sum(axis=-1)
     return eta, float(grid[int(np.argmax(profile))])
+
+
+def _errors(design: Design, group: GroupDesign, node_counts: tuple[int, ...]) -> list[float]:
+    data = quadrature_data(design, group)
+    eta, s_hat = _check_point(design, data)
+    s = np.array([s_hat, 1.5 * s_hat])
+    E = np.broadcast_to(eta[data.rows], (2, *data.rows.shape))
+    ref = agq_loglik_np(data, E, s, CHECK_NODES).sum(axis=-1)
+    return [float(np.max(np.abs(agq_loglik_np(data, E, s, k).sum(axis=-1) - ref))) for k in node_counts]
 
 
 def quadrature_error(design: Design, group: GroupDesign, *, n_nodes: int = DEFAULT_NODES) -> float:
@@ -445,12 +469,7 @@ def quadrature_error(design: Design, group: GroupDesign, *, n_nodes: int = DEFAU
     at 0) and the integrated factor's sd :math:`\hat s` maximising the 25-node marginal
     likelihood there, and :math:`1.5\hat s` (the upper part of its posterior).
     """
-    data = quadrature_data(design, group)
-    eta, s_hat = _check_point(design, data)
-    s = np.array([s_hat, 1.5 * s_hat])
-    E = np.broadcast_to(eta[data.rows], (2, *data.rows.shape))
-    diff = agq_loglik_np(data, E, s, n_nodes).sum(axis=-1) - agq_loglik_np(data, E, s, CHECK_NODES).sum(axis=-1)
-    return float(np.max(np.abs(diff)))
+    return _errors(design, group, (n_nodes,))[0]
 
 
 def choose_nodes(design: Design, group: GroupDesign) -> tuple[int | None, float]:
@@ -458,12 +477,11 @@ def choose_nodes(design: Design, group: GroupDesign) -> tuple[int | None, float]
 
     ``(None, error of the largest)`` when none is.
     """
-    error = np.inf
-    for k in NODE_CHOICES:
-        error = quadrature_error(design, group, n_nodes=k)
+    errors = _errors(design, group, NODE_CHOICES)
+    for k, error in zip(NODE_CHOICES, errors, strict=True):
         if error <= MAX_ERROR:
             return k, error
-    return None, error
+    return None, errors[-1]
 
 
 def choose_method(design: Design, method: str) -> tuple[str, str, int]:
