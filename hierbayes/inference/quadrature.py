@@ -34,10 +34,11 @@ weights summing to one), substituting :math:`z = \hat z_m + x/\sqrt{h_m}` gives 
 exact when :math:`e^{f_m}` is a Gaussian times a polynomial of degree :math:`< 2K`; with one
 node it is the Laplace approximation.
 
-Computation (plain PyTensor tensor ops, for the numba and JAX backends): the rows of each
-level are padded into a dense ``(levels, max_rows)`` array with a 0/1 mask; the mode is found
-by :data:`NEWTON_STEPS` vectorised Newton steps from :math:`z = 0` (steps clipped to
-:math:`\pm` :data:`MAX_STEP` prior sds; :math:`-f'' \ge 1` makes them well defined) whose
+Computation (plain PyTensor tensor ops, for the numba and JAX backends): ``(rows, nodes)``
+arrays summed per level by an indexed increment (the numpy functions pad each level's rows
+into a ``(levels, max_rows)`` array with a 0/1 mask); the mode is found by
+:data:`NEWTON_STEPS` vectorised Newton steps from :math:`z = 0` (with a bisection step
+whenever a Newton step leaves the bracket known to hold the mode) whose
 gradient is not propagated, followed by one more Newton step :math:`z^* = \hat z + f'(\hat z)/H`
 with :math:`H = -f''(\hat z)` held constant. Since :math:`\partial z^*/\partial\hat z = 0`,
 the gradient of the result is that of the implicit function :math:`\hat z(\theta)` (exact up to
@@ -116,9 +117,7 @@ MAX_ERROR = 0.05
 #: Name of the shared response of :func:`build_quadrature_model` with ``shared_response=True``.
 SHARED_RESPONSE = "quadrature_y"
 #: Newton steps (without gradient) towards the mode; then one differentiable step.
-NEWTON_STEPS = 6
-#: Largest Newton step, in prior sds of the standardised effect.
-MAX_STEP = 2.0
+NEWTON_STEPS = 8
 
 #: Families and links covered: log-likelihood concave in eta.
 _KERNELS = {("bernoulli", "logit"): "logit", ("binomial", "logit"): "logit", ("poisson", "log"): "log"}
@@ -326,11 +325,15 @@ def agq_loglik(
         _, d1, d2 = _kernel_pt(kind, y, n, e + s_ * z[index])
         return s_ * _group_sum(d1, index, G) - z, 1.0 - s_**2 * _group_sum(d2, index, G)
 
-    z = pt.zeros(G)
     e_c, s_c = disconnected_grad(eta), disconnected_grad(s)
+    below = n - y if kind == "logit" else pt.exp(e_c)
+    lo, hi = -s_c * _group_sum(below, index, G), s_c * _group_sum(y, index, G)
+    z = pt.zeros(G)
     for _ in range(newton_steps):
         g, H = derivatives(e_c, s_c, z)
-        z = z + pt.clip(g / H, -MAX_STEP, MAX_STEP)
+        lo, hi = pt.switch(g > 0, pt.maximum(lo, z), lo), pt.switch(g < 0, pt.minimum(hi, z), hi)
+        new = z + g / H
+        z = pt.switch((new > lo) & (new < hi), new, 0.5 * (lo + hi))
     z = disconnected_grad(z)
     g, H = derivatives(eta, s, z)
     z = z + g / disconnected_grad(H)  # gradient of the implicit mode (see module docstring)
@@ -342,16 +345,29 @@ def agq_loglik(
     return top + pt.log(pt.sum(pt.exp(terms - top[:, None]), axis=1)) - 0.5 * pt.log(h)
 
 
+def _bracket(data: QuadratureData, E: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Bounds on the mode, a root of :math:`f'(z) = s\ell'(z) - z`.
+
+    :math:`\ell' \le \sum y_i`, and :math:`\ell' \ge -\sum (n_i - y_i)` (logit) or
+    :math:`\ell'(z) \ge -\sum e^{\eta_i}` for :math:`z \le 0` (log).
+    """
+    below = data.trials - data.y if data.kind == "logit" else np.exp(E)
+    return -s * np.sum(data.mask * below, axis=-1), s * np.sum(data.mask * data.y, axis=-1)
+
+
 def _mode_np(
     data: QuadratureData, E: np.ndarray, s: np.ndarray, steps: int = 60, tol: float = 1e-10
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mode, :math:`f` and :math:`-f''` there, by clipped Newton (``E``: ``(S, G, M)``, ``s``: ``(S,)``)."""
+    """Mode, :math:`f` and :math:`-f''` there, by safeguarded Newton (``E``: ``(S, G, M)``, ``s``: ``(S,)``)."""
     s = s[:, None]
+    lo, hi = _bracket(data, E, s)
     z = np.zeros(E.shape[:-1])
     for _ in range(steps):
         _, g, H = _derivatives(data.kind, data, E, s, z)
-        step = np.clip(g / H, -MAX_STEP, MAX_STEP)
-        z = z + step
+        lo, hi = np.where(g > 0, np.maximum(lo, z), lo), np.where(g < 0, np.minimum(hi, z), hi)
+        new = z + g / H
+        new = np.where((new > lo) & (new < hi), new, 0.5 * (lo + hi))
+        step, z = new - z, new
         if np.max(np.abs(step)) < tol:
             break
     f, _, H = _derivatives(data.kind, data, E, s, z)
