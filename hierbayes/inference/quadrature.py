@@ -37,8 +37,9 @@ node it is the Laplace approximation.
 Computation (plain PyTensor tensor ops, for the numba and JAX backends): ``(rows, nodes)``
 arrays summed per level by an indexed increment (the numpy functions pad each level's rows
 into a ``(levels, max_rows)`` array with a 0/1 mask); the mode is found by
-:data:`NEWTON_STEPS` vectorised Newton steps from :math:`z = 0` (with a bisection step
-whenever a Newton step leaves the bracket known to hold the mode) whose
+:data:`NEWTON_STEPS` vectorised Newton steps from :math:`z = 0`, each at most
+:data:`MAX_STEP` long (no overflow of :math:`e^{\eta}`), with a bisection step whenever a
+Newton step leaves the bracket known to hold the mode (no cycles), whose
 gradient is not propagated, followed by one more Newton step :math:`z^* = \hat z + f'(\hat z)/H`
 with :math:`H = -f''(\hat z)` held constant. Since :math:`\partial z^*/\partial\hat z = 0`,
 the gradient of the result is that of the implicit function :math:`\hat z(\theta)` (exact up to
@@ -117,7 +118,9 @@ MAX_ERROR = 0.05
 #: Name of the shared response of :func:`build_quadrature_model` with ``shared_response=True``.
 SHARED_RESPONSE = "quadrature_y"
 #: Newton steps (without gradient) towards the mode; then one differentiable step.
-NEWTON_STEPS = 8
+NEWTON_STEPS = 10
+#: Largest Newton step, in prior sds of the standardised effect (the bracket prevents cycles).
+MAX_STEP = 1.0
 
 #: Families and links covered: log-likelihood concave in eta.
 _KERNELS = {("bernoulli", "logit"): "logit", ("binomial", "logit"): "logit", ("poisson", "log"): "log"}
@@ -332,8 +335,8 @@ def agq_loglik(
     for _ in range(newton_steps):
         g, H = derivatives(e_c, s_c, z)
         lo, hi = pt.switch(g > 0, pt.maximum(lo, z), lo), pt.switch(g < 0, pt.minimum(hi, z), hi)
-        new = z + g / H
-        z = pt.switch((new > lo) & (new < hi), new, 0.5 * (lo + hi))
+        new = z + pt.clip(g / H, -MAX_STEP, MAX_STEP)
+        z = pt.switch((new >= lo) & (new <= hi), new, 0.5 * (lo + hi))
     z = disconnected_grad(z)
     g, H = derivatives(eta, s, z)
     z = z + g / disconnected_grad(H)  # gradient of the implicit mode (see module docstring)
@@ -365,8 +368,8 @@ def _mode_np(
     for _ in range(steps):
         _, g, H = _derivatives(data.kind, data, E, s, z)
         lo, hi = np.where(g > 0, np.maximum(lo, z), lo), np.where(g < 0, np.minimum(hi, z), hi)
-        new = z + g / H
-        new = np.where((new > lo) & (new < hi), new, 0.5 * (lo + hi))
+        new = z + np.clip(g / H, -MAX_STEP, MAX_STEP)
+        new = np.where((new >= lo) & (new <= hi), new, 0.5 * (lo + hi))
         step, z = new - z, new
         if np.max(np.abs(step)) < tol:
             break
