@@ -8,9 +8,7 @@ import pytest
 
 import hierbayes as hb
 
-ACHIEVEMENT_3LEVEL = (
-    "math ~ year + retained + female + black + hispanic + size + lowinc + (1 | school) + (1 | child)"
-)
+ACHIEVEMENT_3LEVEL = "math ~ year + retained + female + black + hispanic + size + lowinc + (1 | school) + (1 | child)"
 
 
 def _quiet_fit(*args, **kwargs):
@@ -35,7 +33,13 @@ def achievement_fit(achievement):
 def sleepstudy_fit():
     df = hb.datasets.load("sleepstudy")
     return _quiet_fit(
-        "Reaction ~ Days + (Days | Subject)", df, chains=4, draws=1000, tune=1000, random_seed=1, method="full",
+        "Reaction ~ Days + (Days | Subject)",
+        df,
+        chains=4,
+        draws=1000,
+        tune=1000,
+        random_seed=1,
+        method="full",
         target_accept=0.9,  # the full non-centred model: a smaller step avoids the odd divergence
     )
 
@@ -87,9 +91,7 @@ def synthetic_fit():
     return _synthetic_fit
 
 
-GUATEMALAN = (
-    "immun ~ kid2p + momEdPri + momEdSec + husEdPri + husEdSec + rural + pcInd81 + (1 | cluster/mom)"
-)
+GUATEMALAN = "immun ~ kid2p + momEdPri + momEdSec + husEdPri + husEdSec + rural + pcInd81 + (1 | cluster/mom)"
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +103,17 @@ def guatemalan_fit():
     """
     df = hb.datasets.load("guatemalan")
     return _quiet_fit(
-        GUATEMALAN, df, family="bernoulli", chains=4, draws=1000, tune=1000, random_seed=1, target_accept=0.9
+        GUATEMALAN, df, family="bernoulli", chains=4, draws=1000, tune=1000, random_seed=1, target_accept=0.9,
+        method="full",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def guatemalan_quadrature_fit():
+    """The Guatemalan model with the mothers' intercepts integrated out (method="quadrature"), 4 x 1000 draws."""
+    df = hb.datasets.load("guatemalan")
+    return _quiet_fit(
+        GUATEMALAN, df, family="bernoulli", chains=4, draws=1000, tune=1000, random_seed=2, method="quadrature"
     )
 
 

@@ -206,3 +206,55 @@ def test_sbc_quadrature():
     print(cal.table().round(4).to_string())
     assert cal.ranks.notna().all().all()
     assert (cal.pvalues >= 0.001).all(), cal.table()
+
+
+def _hyper_agree(a, b, names: list[str], z: float = 4.0) -> None:
+    """Every scalar of ``names``: posterior means within z combined MCSEs."""
+    import arviz as az
+
+    for name in names:
+        da, db = a.posterior[name], b.posterior[name]
+        extra = [d for d in da.dims if d not in ("chain", "draw")]
+        for idx in np.ndindex(*[da.sizes[d] for d in extra]):
+            xa = da.isel(dict(zip(extra, idx, strict=True)))
+            xb = db.isel(dict(zip(extra, idx, strict=True)))
+            se = np.hypot(float(az.mcse(xa)), float(az.mcse(xb)))
+            assert abs(float(xa.mean()) - float(xb.mean())) <= z * se, (name, idx)
+
+
+def _effects_agree(a, b, name: str, z: float = 5.0) -> None:
+    """Per level: means and sds of the effects within z combined MCSEs (z = 5: thousands of levels)."""
+    import arviz as az
+
+    ua, ub = a.posterior[name], b.posterior[name]
+    for method, stat in (("mean", "mean"), ("sd", "std")):
+        diff = np.abs(getattr(ua, stat)(("chain", "draw")) - getattr(ub, stat)(("chain", "draw")))
+        se = np.hypot(az.mcse(ua, method=method), az.mcse(ub, method=method))
+        assert np.all((diff / se).values <= z), (name, method)
+
+
+@pytest.mark.slow
+def test_quadrature_matches_full_guatemalan(guatemalan_fit, guatemalan_quadrature_fit):
+    full, quad = guatemalan_fit, guatemalan_quadrature_fit
+    assert full.settings["method"] == "full" and quad.settings["method"] == "quadrature"
+    _hyper_agree(full, quad, ["beta", "sd_cluster", "sd_cluster:mom"])
+    _effects_agree(full, quad, "u_cluster")
+    _effects_agree(full, quad, "u_cluster:mom")
+
+
+@pytest.mark.slow
+def test_quadrature_matches_full_poisson():
+    rng = np.random.default_rng(8)
+    sizes = rng.integers(1, 4, size=300)
+    g = np.repeat(np.arange(300), sizes)
+    x = rng.normal(size=g.size)
+    df = pd.DataFrame({"g": g, "x": x, "logE": rng.normal(0, 0.3, g.size)})
+    df["y"] = rng.poisson(np.exp(0.5 + 0.4 * x + df["logE"] + rng.normal(0, 0.8, 300)[g]))
+    kw = dict(family="poisson", chains=4, draws=1000, tune=1000, random_seed=5, progressbar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hb.ConvergenceWarning)
+        full = hb.fit("y ~ x + offset(logE) + (1 | g)", df, method="full", target_accept=0.9, **kw)
+        quad = hb.fit("y ~ x + offset(logE) + (1 | g)", df, method="auto", **kw)
+    assert quad.settings["method"] == "quadrature"
+    _hyper_agree(full, quad, ["beta", "sd_g"])
+    _effects_agree(full, quad, "u_g")
