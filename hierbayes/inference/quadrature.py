@@ -328,12 +328,22 @@ def agq_loglik(
         _, d1, d2 = _kernel_pt(kind, y, n, e + s_ * z[index])
         return s_ * _group_sum(d1, index, G) - z, 1.0 - s_**2 * _group_sum(d2, index, G)
 
-    e_c, s_c = disconnected_grad(eta), disconnected_grad(s)
-    below = n - y if kind == "logit" else pt.exp(e_c)
-    lo, hi = -s_c * _group_sum(below, index, G), s_c * _group_sum(y, index, G)
+    # The Newton steps (no gradient) on the padded (levels, max_rows) layout: dense row sums.
+    flat = data.rows.ravel()
+    E_c = disconnected_grad(eta)[flat].reshape(data.rows.shape)
+    s_c = disconnected_grad(s)
+    y_pad = data.y if y is data.y_rows else disconnected_grad(y)[flat].reshape(data.rows.shape)
+    mask = data.mask
+
+    def padded(z: pt.TensorVariable) -> tuple[pt.TensorVariable, pt.TensorVariable]:
+        _, d1, d2 = _kernel_pt(kind, y_pad, data.trials, E_c + s_c * z[:, None])
+        return s_c * pt.sum(mask * d1, axis=1) - z, 1.0 - s_c**2 * pt.sum(mask * d2, axis=1)
+
+    below = data.trials - y_pad if kind == "logit" else pt.exp(E_c)
+    lo, hi = -s_c * pt.sum(mask * below, axis=1), s_c * pt.sum(mask * y_pad, axis=1)
     z = pt.zeros(G)
     for _ in range(newton_steps):
-        g, H = derivatives(e_c, s_c, z)
+        g, H = padded(z)
         lo, hi = pt.switch(g > 0, pt.maximum(lo, z), lo), pt.switch(g < 0, pt.minimum(hi, z), hi)
         new = z + pt.clip(g / H, -MAX_STEP, MAX_STEP)
         z = pt.switch((new >= lo) & (new <= hi), new, 0.5 * (lo + hi))
