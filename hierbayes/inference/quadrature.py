@@ -52,7 +52,10 @@ For every posterior draw, :math:`z_m` is drawn exactly from :math:`p(z_m \mid y,
 :math:`f_m(z) \le f_m(\hat z) + f_m'(\hat z)(z - \hat z) - (z - \hat z)^2/2` for every
 :math:`\hat z`, a Gaussian envelope :math:`N(\hat z + f_m'(\hat z), 1)` with acceptance
 probability :math:`\exp\{f_m(z) - \text{bound}\}`, about :math:`1/\sqrt{h_m}` at the mode.
-The draws are stored as ``u_<g>`` (``s z``), as in the full model.
+Levels not accepted after :data:`REJECTION_ROUNDS` rounds (acceptance below about 1e-3,
+i.e. :math:`h_m > 10^6`: only for absurd parameter values such as heavy-tailed prior draws)
+are drawn by the inverse CDF on 4001 points over :math:`\hat z \pm 12/\sqrt{h_m}`. The draws
+are stored as ``u_<g>`` (``s z``), as in the full model.
 """
 
 from __future__ import annotations
