@@ -8,7 +8,9 @@ import pytest
 
 import hierbayes as hb
 
-ACHIEVEMENT_3LEVEL = "math ~ year + retained + female + black + hispanic + size + lowinc + (1 | school) + (1 | child)"
+ACHIEVEMENT_3LEVEL = (
+    "math ~ year + retained + female + black + hispanic + size + lowinc + (1 | school) + (1 | child)"
+)
 
 
 def _quiet_fit(*args, **kwargs):
@@ -33,13 +35,7 @@ def achievement_fit(achievement):
 def sleepstudy_fit():
     df = hb.datasets.load("sleepstudy")
     return _quiet_fit(
-        "Reaction ~ Days + (Days | Subject)",
-        df,
-        chains=4,
-        draws=1000,
-        tune=1000,
-        random_seed=1,
-        method="full",
+        "Reaction ~ Days + (Days | Subject)", df, chains=4, draws=1000, tune=1000, random_seed=1, method="full",
         target_accept=0.9,  # the full non-centred model: a smaller step avoids the odd divergence
     )
 
@@ -91,7 +87,9 @@ def synthetic_fit():
     return _synthetic_fit
 
 
-GUATEMALAN = "immun ~ kid2p + momEdPri + momEdSec + husEdPri + husEdSec + rural + pcInd81 + (1 | cluster/mom)"
+GUATEMALAN = (
+    "immun ~ kid2p + momEdPri + momEdSec + husEdPri + husEdSec + rural + pcInd81 + (1 | cluster/mom)"
+)
 
 
 @pytest.fixture(scope="session")

@@ -75,11 +75,8 @@ def imports_of(source: str) -> list[tuple[int, str]]:
 def upward_imports(module: str, source: str) -> list[str]:
     """The imports in ``source`` (of ``module``) that reach a later stage."""
     own = stage(module)
-    return [
-        f"{module}:{line} imports {target} (stage {stage(target)} > {own})"
-        for line, target in imports_of(source)
-        if stage(target) > own
-    ]
+    return [f"{module}:{line} imports {target} (stage {stage(target)} > {own})"
+            for line, target in imports_of(source) if stage(target) > own]
 
 
 def _modules() -> dict[str, str]:
@@ -112,7 +109,7 @@ def test_no_import_cycles():
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if seen.get(nxt) == 1:
-                pytest.fail("import cycle: " + " -> ".join([*path[path.index(nxt) :], nxt]))
+                pytest.fail("import cycle: " + " -> ".join([*path[path.index(nxt):], nxt]))
             if nxt not in seen:
                 visit(nxt)
         path.pop()

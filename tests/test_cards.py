@@ -18,15 +18,8 @@ CARDS = sorted(MODELS.glob("*.toml"))
 def test_the_worked_analyses_have_cards():
     names = {p.stem for p in CARDS}
     assert {
-        "eight_schools",
-        "achievement",
-        "achievement_school",
-        "achievement_child",
-        "guatemalan",
-        "sleepstudy",
-        "seedlings",
-        "naming",
-        "birds",
+        "eight_schools", "achievement", "achievement_school", "achievement_child", "guatemalan", "sleepstudy",
+        "seedlings", "naming", "birds",
     } <= names
 
 
@@ -63,17 +56,15 @@ def test_card_contents():
     naming = load_card(MODELS / "naming.toml")
     assert naming.spec == hb.parse_formula("log_rt ~ frequency + (1 | subject) + (1 | word)")
     birds = load_card(MODELS / "birds.toml")
-    assert birds.spec == hb.parse_formula("count ~ forest + offset(log_hours) + (1 | site)", family="negative_binomial")
+    assert birds.spec == hb.parse_formula(
+        "count ~ forest + offset(log_hours) + (1 | site)", family="negative_binomial"
+    )
 
 
 def test_demo_card_is_the_achievement_card():
     demo, card = demo_card(), load_card(MODELS / "achievement.toml")
     assert (demo.spec, demo.dataset, dict(demo.sampler), demo.name, demo.description) == (
-        card.spec,
-        card.dataset,
-        dict(card.sampler),
-        card.name,
-        card.description,
+        card.spec, card.dataset, dict(card.sampler), card.name, card.description
     )
     assert "achievement" in DEMO_CARD
 
@@ -93,9 +84,8 @@ GOOD = _card(
 
 
 def test_builder_card_with_priors_and_sampler():
-    card = parse_card(
-        _card(
-            """
+    card = parse_card(_card(
+        """
         name = "nested"
         [data]
         dataset = "achievement"
@@ -116,8 +106,7 @@ def test_builder_card_with_priors_and_sampler():
         target_accept = 0.9
         sampler = "pymc"
         """
-        )
-    )
+    ))
     priors = hb.Priors(
         fixed=hb.Normal(mean=0.0, sd=10.0),
         group_sd={"school": hb.HalfNormal(scale=1.0), "school:child": hb.Exponential(scale=0.5)},
@@ -128,9 +117,8 @@ def test_builder_card_with_priors_and_sampler():
 
 
 def test_glmm_builder_takes_family_from_model_table():
-    card = parse_card(
-        _card(
-            """
+    card = parse_card(_card(
+        """
         [data]
         dataset = "guatemalan"
         [model]
@@ -142,8 +130,7 @@ def test_glmm_builder_takes_family_from_model_table():
         nest = true
         x = ["kid2p"]
         """
-        )
-    )
+    ))
     assert card.spec == hb.parse_formula("immun ~ kid2p + (1 | cluster/mom)", family="bernoulli")
 
 

@@ -55,12 +55,7 @@ def plain_pymc_reference():
         eta = pm.math.dot(design.X, beta) + sd * z[herd]
         pm.Binomial("y", n=df["size"].to_numpy(), logit_p=eta, observed=df["incidence"].to_numpy())
         idata = pm.sample(
-            1000,
-            tune=1000,
-            chains=2,
-            random_seed=5,
-            progressbar=False,
-            compute_convergence_checks=False,
+            1000, tune=1000, chains=2, random_seed=5, progressbar=False, compute_convergence_checks=False,
             target_accept=0.9,
         )
     return idata.posterior

@@ -62,16 +62,8 @@ def test_help_documents_every_command_and_option(capsys):
     top = _help(["--help"], capsys)
     for word in ("fit", "report", "demo", "--version", "hierbayes fit models/achievement.toml"):
         assert word in top
-    sampler_opts = [
-        "--draws",
-        "--tune",
-        "--chains",
-        "--seed",
-        "--sampler",
-        "--target-accept",
-        "--method",
-        "--no-progress",
-    ]
+    sampler_opts = ["--draws", "--tune", "--chains", "--seed", "--sampler", "--target-accept", "--method",
+                    "--no-progress"]
     fit = _help(["fit", "--help"], capsys)
     for opt in ["card", "--out", "--overwrite", *sampler_opts]:
         assert opt in fit
@@ -130,11 +122,7 @@ def test_report_rebuilds_identically_in_a_fresh_process(tmp_path, mocked_sampler
     env = {**os.environ, "MPLBACKEND": "agg"}
     done = subprocess.run(  # a new interpreter: no state shared with the fit
         [sys.executable, "-m", "hierbayes.cli", "report", str(out / "posterior.nc")],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=300,
+        capture_output=True, text=True, env=env, check=False, timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert (out / "report.html").read_bytes() == original

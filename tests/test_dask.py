@@ -145,12 +145,8 @@ def test_collapsed_loglik_from_dask_statistics_matches_dense_mvn(client, frame, 
     model = bc.build_collapsed_model(lazy)
     scaling = bc.collapsed_data(lazy).scaling
     beta_std = np.array([0.3, 1.1])
-    point = {
-        "beta_std": beta_std,
-        "sigma_log__": np.log(0.9),
-        "sd_school_log__": np.log([0.7]),
-        "sd_school:cls_log__": np.log([0.4]),
-    }
+    point = {"beta_std": beta_std, "sigma_log__": np.log(0.9), "sd_school_log__": np.log([0.7]),
+             "sd_school:cls_log__": np.log([0.4])}
     got = model.compile_logp(vars=model.potentials, jacobian=False)(point)
     expected = _dense_logpdf(small, mem, scaling.A @ beta_std, 0.7, 0.4, 0.9)
     assert got == pytest.approx(expected, abs=1e-8)
@@ -283,17 +279,10 @@ def test_bernoulli_rows_aggregate_to_binomial_counts(client):
 
 
 def test_poisson_rows_aggregate_with_summed_exposure(client):
-    df = pd.DataFrame(
-        {
-            "y": [1, 2, 0, 3, 4, 1],
-            "x": [0.0, 0.0, 1.0, 1.0, 0.0, 0.0],
-            "grp": list("aabbba"),
-            "logE": np.log([1.0, 2.0, 1.0, 3.0, 1.0, 0.5]),
-        }
-    )
-    spec, agg = hb.aggregate_counts(
-        hb.parse_formula("y ~ x + offset(logE) + (1 | grp)", family="poisson"), dd.from_pandas(df, npartitions=2)
-    )
+    df = pd.DataFrame({"y": [1, 2, 0, 3, 4, 1], "x": [0.0, 0.0, 1.0, 1.0, 0.0, 0.0], "grp": list("aabbba"),
+                       "logE": np.log([1.0, 2.0, 1.0, 3.0, 1.0, 0.5])})
+    spec, agg = hb.aggregate_counts(hb.parse_formula("y ~ x + offset(logE) + (1 | grp)", family="poisson"),
+                                    dd.from_pandas(df, npartitions=2))
     assert spec.offset == "log_exposure"
     row = agg[(agg.grp == "a") & (agg.x == 0.0)].iloc[0]
     assert row.y == 4 and np.exp(row.log_exposure) == pytest.approx(3.5)

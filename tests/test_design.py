@@ -55,7 +55,9 @@ def test_categorical_fixed_effect_uses_treatment_coding(frame):
 
 
 def test_nested_data_are_detected_without_slash():
-    df = pd.DataFrame({"y": np.arange(8.0), "school": list("AAAABBBB"), "child": [1, 1, 2, 2, 3, 3, 4, 4]})
+    df = pd.DataFrame(
+        {"y": np.arange(8.0), "school": list("AAAABBBB"), "child": [1, 1, 2, 2, 3, 3, 4, 4]}
+    )
     design = hb.make_design(hb.parse_formula("y ~ 1 + (1 | school) + (1 | child)"), df)
     child = design.group("child")
     assert child.parent == "school"

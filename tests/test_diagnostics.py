@@ -233,14 +233,8 @@ def test_tree_depth_saturation_on_a_real_fit(eight_schools):
     logging.getLogger("pymc").setLevel(logging.ERROR)
     with model:
         idata = pm.sample(
-            draws=100,
-            tune=100,
-            chains=2,
-            random_seed=1,
-            progressbar=False,
-            nuts_sampler="nutpie",
-            nuts={"maxdepth": 1},
-            compute_convergence_checks=False,
+            draws=100, tune=100, chains=2, random_seed=1, progressbar=False, nuts_sampler="nutpie",
+            nuts={"maxdepth": 1}, compute_convergence_checks=False,
         )
     d = hb.diagnose(idata, ["beta", "sd_school"])
     assert d.treedepth_hits == 200

@@ -131,9 +131,8 @@ def test_log_density_equals_scipy(family):
     ref = _scipy_logpdf(family, design.y, eta, values)  # type: ignore[arg-type]
     logp = model.compile_logp(vars=[model["y"]], sum=False, mode="FAST_COMPILE")(point)[0]
     np.testing.assert_allclose(logp, ref, rtol=1e-6)
-    params = {
-        k: np.asarray(v)[None, None] if np.ndim(v) == 0 else np.asarray(v)[None, None, :] for k, v in values.items()
-    }
+    params = {k: np.asarray(v)[None, None] if np.ndim(v) == 0 else np.asarray(v)[None, None, :]
+              for k, v in values.items()}
     link = str(design.spec.link)
     ours = get_family(family).log_likelihood(design.y, eta[None, :], link, params, Observed(y=design.y))
     np.testing.assert_allclose(ours[0], ref, rtol=1e-9)
@@ -158,11 +157,8 @@ def test_replicated_draws_have_the_support(family):
     rng = np.random.default_rng(0)
     eta = rng.normal(size=(50, 40))
     truth = TRUTH[family]
-    params = {
-        k: np.asarray(v)[None, None] if np.ndim(v) == 0 else np.asarray(v)[None, None, :]
-        for k, v in truth.items()
-        if k not in ("beta", "sd")
-    }
+    params = {k: np.asarray(v)[None, None] if np.ndim(v) == 0 else np.asarray(v)[None, None, :]
+              for k, v in truth.items() if k not in ("beta", "sd")}
     draws = fam.replicate(rng, eta, fam.links[0], params, Observed(y=None))
     assert draws.shape == eta.shape
     assert SUPPORT[family](draws)
@@ -279,9 +275,8 @@ def test_recovery_and_predictive_support(family):
     df = simulate(family, seed=1 if family.startswith("hurdle") else 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", hb.ConvergenceWarning)
-        fit = hb.fit(
-            "y ~ x + (1 | g)", df, family=family, chains=2, draws=500, tune=500, random_seed=7, progressbar=False
-        )
+        fit = hb.fit("y ~ x + (1 | g)", df, family=family, chains=2, draws=500, tune=500, random_seed=7,
+                     progressbar=False)
     misses = {k: v for k, v in _intervals(fit).items() if not v[0] <= v[2] <= v[1]}
     assert not misses, f"{family}: truth outside the 90% interval: {misses}"
     assert fit.diagnostics.divergences == 0

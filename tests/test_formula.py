@@ -108,19 +108,23 @@ def test_same_factor_twice_gets_distinct_names():
 
 
 def test_builders_equal_formulas():
-    assert hb.group_means(y="y", sigma="sigma", group="school") == hb.parse_formula("y | se(sigma) ~ 1 + (1 | school)")
+    assert hb.group_means(y="y", sigma="sigma", group="school") == hb.parse_formula(
+        "y | se(sigma) ~ 1 + (1 | school)"
+    )
     assert hb.random_intercept(y="math", group="school", x=["year", "female"]) == hb.parse_formula(
         "math ~ year + female + (1 | school)"
     )
     assert hb.random_slopes(y="Reaction", group="Subject", slopes="Days") == hb.parse_formula(
         "Reaction ~ Days + (Days | Subject)"
     )
-    assert hb.random_slopes(y="Reaction", group="Subject", slopes=["Days"], covariance="diagonal") == hb.parse_formula(
-        "Reaction ~ Days + (1 + Days || Subject)"
-    )
+    assert hb.random_slopes(
+        y="Reaction", group="Subject", slopes=["Days"], covariance="diagonal"
+    ) == hb.parse_formula("Reaction ~ Days + (1 + Days || Subject)")
     assert hb.nested(
         y="math", groups=["school", "child"], x=["year", "retained", "female", "black", "hispanic", "size", "lowinc"]
-    ) == hb.parse_formula("math ~ year + retained + female + black + hispanic + size + lowinc + (1 | school/child)")
+    ) == hb.parse_formula(
+        "math ~ year + retained + female + black + hispanic + size + lowinc + (1 | school/child)"
+    )
     assert hb.glmm(
         y="immun", family="bernoulli", groups=["cluster", "mom"], nest=True, x=["kid2p", "rural"]
     ) == hb.parse_formula("immun ~ kid2p + rural + (1 | cluster/mom)", family="bernoulli")

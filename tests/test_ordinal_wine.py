@@ -39,9 +39,8 @@ def wine():
 def wine_fit(wine):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", hb.ConvergenceWarning)
-        return hb.fit(
-            FORMULA, wine, family="cumulative", chains=2, draws=1000, tune=1000, random_seed=4, progressbar=False
-        )
+        return hb.fit(FORMULA, wine, family="cumulative", chains=2, draws=1000, tune=1000, random_seed=4,
+                      progressbar=False)
 
 
 @pytest.fixture(scope="module")
@@ -51,41 +50,24 @@ def plain_reference(wine):
     judge = design.groups[0].index
     with pm.Model():
         beta = pm.MvNormal("beta", mu=priors.b, cov=priors.B)
-        cut = pm.Normal(
-            "cut",
-            0.0,
-            CUTPOINT_PRIOR_SD,
-            shape=4,
-            transform=pm.distributions.transforms.ordered,
-            initval=np.array([-1.0, 0.0, 1.0, 2.0]),
-        )
+        cut = pm.Normal("cut", 0.0, CUTPOINT_PRIOR_SD, shape=4, transform=pm.distributions.transforms.ordered,
+                        initval=np.array([-1.0, 0.0, 1.0, 2.0]))
         sd = pm.HalfStudentT("sd", nu=3, sigma=2.5)
         z = pm.Normal("z", 0, 1, shape=9)
         eta = pm.math.dot(design.X, beta) + sd * z[judge]
         pm.OrderedLogistic("y", eta=eta, cutpoints=cut, compute_p=False, observed=design.y.astype(int))
-        idata = pm.sample(
-            1000,
-            tune=1000,
-            chains=2,
-            random_seed=6,
-            progressbar=False,
-            compute_convergence_checks=False,
-            target_accept=0.9,
-        )
+        idata = pm.sample(1000, tune=1000, chains=2, random_seed=6, progressbar=False,
+                          compute_convergence_checks=False, target_accept=0.9)
     return idata.posterior
 
 
 def test_wine_agrees_with_a_plain_pymc_model(wine_fit, plain_reference):
     assert wine_fit.design.fixed_names == ("temp[T.warm]", "contact[T.yes]")
     assert wine_fit.diagnostics.divergences == 0
-    pairs = [
-        (wine_fit.posterior["beta"].sel(coef=n), plain_reference["beta"].isel(beta_dim_0=k), n)
-        for k, n in enumerate(wine_fit.design.fixed_names)
-    ]
-    pairs += [
-        (wine_fit.posterior["cutpoints"].isel(cutpoint=k), plain_reference["cut"].isel(cut_dim_0=k), f"c{k}")
-        for k in range(4)
-    ]
+    pairs = [(wine_fit.posterior["beta"].sel(coef=n), plain_reference["beta"].isel(beta_dim_0=k), n)
+             for k, n in enumerate(wine_fit.design.fixed_names)]
+    pairs += [(wine_fit.posterior["cutpoints"].isel(cutpoint=k), plain_reference["cut"].isel(cut_dim_0=k), f"c{k}")
+              for k in range(4)]
     pairs.append((wine_fit.posterior["sd_judge"].sel(judge__coef="Intercept"), plain_reference["sd"], "sd_judge"))
     for ours_da, ref_da, label in pairs:
         ours, ref = draw_stats(ours_da), draw_stats(ref_da)

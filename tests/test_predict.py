@@ -62,11 +62,8 @@ def fits(frame, synthetic_fit):
         "binomial": synthetic_fit("s | trials(n) ~ x + (1 | g)", frame, common(), family="binomial", **kw),
         "poisson": synthetic_fit("cnt ~ x + offset(logE) + (1 | g)", frame, common(), family="poisson", **kw),
         "negbin": synthetic_fit(
-            "cnt ~ x + (1 | g)",
-            frame,
-            common({"alpha": np.abs(_draws(rng, (), 1.0, 4.0))}),
-            family="negative_binomial",
-            **kw,
+            "cnt ~ x + (1 | g)", frame, common({"alpha": np.abs(_draws(rng, (), 1.0, 4.0))}),
+            family="negative_binomial", **kw,
         ),
         "gaussian": synthetic_fit(
             "yg ~ x + (1 | g)", frame, common({"sigma": np.abs(_draws(rng, (), 0.1, 1.0))}), **kw
@@ -130,12 +127,8 @@ def test_nested_new_inner_level_keeps_the_outer_effect(synthetic_fit):
 def test_new_levels_sample_draws_from_the_group_distribution(frame, synthetic_fit):
     chains, draws = 2, 2000
     fit = synthetic_fit(
-        "yb ~ x + (1 | g)",
-        frame,
-        {"beta": [0.0, 0.0], "sd_g": [1.7], "u_g": np.zeros((6, 1))},
-        family="bernoulli",
-        chains=chains,
-        draws=draws,
+        "yb ~ x + (1 | g)", frame, {"beta": [0.0, 0.0], "sd_g": [1.7], "u_g": np.zeros((6, 1))},
+        family="bernoulli", chains=chains, draws=draws,
     )
     new = {"g": ["new"], "x": [0.0]}
     eta = hb.linear_predictor(fit, new, new_levels="sample", random_seed=3).values.ravel()
@@ -149,8 +142,7 @@ def test_new_levels_sample_draws_from_the_group_distribution(frame, synthetic_fi
 def test_group_cov_cholesky_full_covariance(frame, synthetic_fit):
     corr = np.array([[1.0, -0.4], [-0.4, 1.0]])
     fit = synthetic_fit(
-        "yg ~ x + (1 + x | g)",
-        frame,
+        "yg ~ x + (1 + x | g)", frame,
         {"beta": [0.0, 0.0], "sd_g": [2.0, 0.5], "corr_g": corr, "u_g": np.zeros((6, 2)), "sigma": 1.0},
     )
     L = group_cov_cholesky(fit, "g")
@@ -197,7 +189,6 @@ def test_posterior_predictive_default_seed_is_the_fits_seed(fits):
     np.testing.assert_array_equal(default, hb.posterior_predictive(fit).values)
     np.testing.assert_array_equal(default, hb.posterior_predictive(fit, random_seed=11).values)
     assert not np.array_equal(default, hb.posterior_predictive(fit, random_seed=12).values)
-
 
 def test_posterior_predictive_means_match_the_family(frame, synthetic_fit):
     """Replicates at one fixed parameter value: sample mean and variance against the family's."""

@@ -53,33 +53,11 @@ def test_report_is_self_contained(html_path):
 @pytest.mark.slow
 def test_report_sections(tiny_nested_fit, html_path):
     text = html_path.read_text(encoding="utf-8")
-    for section in (
-        "model",
-        "data",
-        "summary",
-        "diagnostics",
-        "ppc",
-        "fit-quality",
-        "conditional",
-        "variance",
-        "shrinkage",
-        "effects",
-        "settings",
-    ):
+    for section in ("model", "data", "summary", "diagnostics", "ppc", "fit-quality", "conditional", "variance",
+                    "shrinkage", "effects", "settings"):
         assert f'<section id="{section}">' in text
-    for table in (
-        "priors",
-        "data-groups",
-        "summary-random",
-        "summary-fixed",
-        "diagnostics",
-        "variance-partition",
-        "settings",
-        "versions",
-        "loo",
-        "pareto-k",
-        "bayes-r2",
-    ):
+    for table in ("priors", "data-groups", "summary-random", "summary-fixed", "diagnostics", "variance-partition",
+                  "settings", "versions", "loo", "pareto-k", "bayes-r2"):
         assert f'<table id="{table}">' in text
     assert "<math" in text and "school:child" in text
     s = hb.summary(tiny_nested_fit)
@@ -138,17 +116,8 @@ class _DevTools:
         os.close(write_end)
         redirect = f'exec "$@" 3<&{to_chrome_r} 4>&{from_chrome_w} {to_chrome_r}<&- {from_chrome_w}>&-'
         self.proc = subprocess.Popen(
-            [
-                "/bin/bash",
-                "-c",
-                redirect,
-                "bash",
-                CHROMIUM,
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                "--remote-debugging-pipe",
-                "about:blank",
-            ],
+            ["/bin/bash", "-c", redirect, "bash", CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+             "--remote-debugging-pipe", "about:blank"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -232,15 +201,11 @@ def open_in_chromium(path: Path) -> dict:
             tools.close()
     events = [e for e in tools.events if e.get("sessionId") == session]
     requests = [e["params"]["request"]["url"][:100] for e in events if e["method"] == "Network.requestWillBeSent"]
-    errors = [
-        json.dumps(e["params"])[:300]
-        for e in events
-        if (
-            e["method"] == "Runtime.exceptionThrown"
-            or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
-            or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
-        )
-    ]
+    errors = [json.dumps(e["params"])[:300] for e in events if (
+        e["method"] == "Runtime.exceptionThrown"
+        or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
+        or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
+    )]
     return {"url": url, "requests": requests, "errors": errors, **facts}
 
 

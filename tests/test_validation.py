@@ -63,11 +63,8 @@ def design(formula, data, **kwargs):
     ],
 )
 def test_missing_column_suggests_close_matches(df, formula, missing, close):
-    with pytest.raises(
-        hb.DataError,
-        match=rf"Column '{missing}' named in the model .* is not in the data\. "
-        rf"Did you mean '{close}'\? Available columns: y, x, z, g\.",
-    ):
+    with pytest.raises(hb.DataError, match=rf"Column '{missing}' named in the model .* is not in the data\. "
+                                         rf"Did you mean '{close}'\? Available columns: y, x, z, g\."):
         hb.fit(formula, df)
 
 

@@ -96,16 +96,8 @@ def test_fit_with_log_likelihood_and_posterior_predictive(frame):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # 1 chain x 30 draws: diagnostics complain
         fit = hb.fit(
-            "y ~ x + (1 | g)",
-            frame,
-            chains=1,
-            draws=30,
-            tune=30,
-            random_seed=2,
-            method="full",
-            progressbar=False,
-            log_likelihood=True,
-            posterior_predictive=True,
+            "y ~ x + (1 | g)", frame, chains=1, draws=30, tune=30, random_seed=2, method="full",
+            progressbar=False, log_likelihood=True, posterior_predictive=True,
         )
     assert {"log_likelihood", "posterior_predictive", "observed_data"} <= set(fit.idata.children)
     np.testing.assert_array_equal(fit.idata["log_likelihood"]["y"].values, hb.log_likelihood(fit).values)

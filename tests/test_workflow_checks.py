@@ -99,12 +99,8 @@ def test_plot_ppc_gaussian(synthetic_fit, kind):
 
     df, _ = _simulated(n_groups=6, per=5)
     rng = np.random.default_rng(2)
-    vals = {
-        "beta": rng.normal([1.0, 1.0], 0.05, (2, 200, 2)),
-        "u_g": rng.normal(0, 0.1, (2, 200, 6, 1)),
-        "sd_g": [1.0],
-        "sigma": np.abs(rng.normal(1, 0.05, (2, 200))),
-    }
+    vals = {"beta": rng.normal([1.0, 1.0], 0.05, (2, 200, 2)), "u_g": rng.normal(0, 0.1, (2, 200, 6, 1)),
+            "sd_g": [1.0], "sigma": np.abs(rng.normal(1, 0.05, (2, 200)))}
     fit = synthetic_fit("y ~ x + (1 | g)", df, vals, chains=2, draws=200)
     fit.settings["random_seed"] = 1
     with warnings.catch_warnings():

@@ -94,9 +94,8 @@ def test_population_averaged_odds_ratio_recovers_the_marginal_truth():
     truth = (p1 / (1 - p1)) / (p0 / (1 - p0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = hb.fit(
-            "y ~ x + (1 | g)", df, family="bernoulli", chains=2, draws=300, tune=300, random_seed=2, progressbar=False
-        )
+        fit = hb.fit("y ~ x + (1 | g)", df, family="bernoulli", chains=2, draws=300, tune=300, random_seed=2,
+                     progressbar=False)
     res = hb.average_comparison(fit, "x", n_draws=50, random_seed=1)
     row = res.loc["x"]
     assert row["comparison"] == "odds_ratio"

@@ -15,23 +15,13 @@ def frame():
     rng = np.random.default_rng(0)
     g = np.repeat(np.arange(8), 10)
     x = rng.normal(size=g.size)
-    return pd.DataFrame(
-        {
-            "g": g,
-            "x": x,
-            "y": rng.integers(0, 2, g.size),
-            "cnt": rng.poisson(2.0, g.size),
-            "yg": x + rng.normal(size=g.size),
-        }
-    )
+    return pd.DataFrame({"g": g, "x": x, "y": rng.integers(0, 2, g.size), "cnt": rng.poisson(2.0, g.size),
+                         "yg": x + rng.normal(size=g.size)})
 
 
 def _vals(rng, draws=200):
-    return {
-        "beta": rng.normal([0.1, 0.5], 0.05, (1, draws, 2)),
-        "u_g": rng.normal(0, 0.1, (1, draws, 8, 1)),
-        "sd_g": [0.5],
-    }
+    return {"beta": rng.normal([0.1, 0.5], 0.05, (1, draws, 2)), "u_g": rng.normal(0, 0.1, (1, draws, 8, 1)),
+            "sd_g": [0.5]}
 
 
 def test_ratios_section_for_logit_and_log_links(synthetic_fit, frame):
