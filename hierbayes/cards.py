@@ -39,7 +39,7 @@ Format
     random_seed = 1
     target_accept = 0.8
     sampler = "auto"                          # "nutpie", "pymc", "numpyro"
-    method = "auto"                           # "collapsed", "full" (see hb.fit)
+    method = "auto"                           # "collapsed", "quadrature", "full" (see hb.fit)
     store_random_effects = true               # collapsed method: keep the draws of u
 
 Running a card (:func:`run_card`, or ``hierbayes fit card.toml --out folder``) fits the model and,
@@ -138,7 +138,7 @@ _SAMPLER_TYPES: dict[str, tuple[type, ...]] = {
     "store_random_effects": (bool,),
 }
 #: Methods a card may ask for (``"reml"``/``"ml"`` give point estimates, not a posterior to save).
-_CARD_METHODS = ("auto", "collapsed", "full")
+_CARD_METHODS = ("auto", "collapsed", "quadrature", "full")
 
 
 class CardError(HierBayesError, ValueError):

@@ -65,9 +65,10 @@ def _sampler_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--method",
-        choices=("auto", "collapsed", "full"),
+        choices=("auto", "collapsed", "quadrature", "full"),
         help="auto (default): random effects integrated out (collapsed) for Gaussian models with one "
-        "grouping factor or two nested ones, the full model otherwise; see hb.fit",
+        "grouping factor or two nested ones, small groups' random intercepts integrated out by "
+        "quadrature for Bernoulli/binomial/Poisson models, the full model otherwise; see hb.fit",
     )
     g.add_argument("--no-progress", action="store_true", help="do not show the sampler's progress bar")
 

@@ -69,6 +69,13 @@ from hierbayes.design import make_design
 from hierbayes.inference.build import build_model, var_names
 from hierbayes.inference.fit import to_spec
 from hierbayes.inference.priors import resolve_priors
+from hierbayes.inference.quadrature import (
+    NODE_CHOICES,
+    SHARED_RESPONSE,
+    build_quadrature_model,
+    choose_nodes,
+    quadrature_problem,
+)
 from hierbayes.inference.sampling import reproducible_compilation, resolve_sampler
 from hierbayes.spec.model import ModelSpec
 
@@ -249,6 +256,7 @@ def check_calibration(
     target_accept: float = 0.8,
     family: str | None = None,
     random_seed: int | None = None,
+    method: Literal["full", "quadrature"] = "full",
 ) -> Calibration:
     """Simulation-based calibration of a model on the design of ``data`` (see the module docstring).
 
@@ -275,6 +283,11 @@ def check_calibration(
         For a formula ``spec``: the family.
     random_seed
         Seeds the prior draws and every refit; the same seed gives the same result.
+    method
+        The model refitted: ``"full"`` (default) or ``"quadrature"``
+        (:mod:`hierbayes.inference.quadrature`, with the node count ``hb.fit`` would choose for
+        ``data``); the data are always simulated from the full model's prior, so the ranks
+        check the marginalised likelihood as well as the sampler.
 
     Returns
     -------
@@ -310,9 +323,20 @@ def check_calibration(
     truth = _scalars(prior["prior"].to_dataset(), ranked, ("chain", "draw"))
     y_sim = prior["prior_predictive"]["y"].values.reshape(n_sims, -1)
 
-    y_shared = pytensor.shared(np.asarray(model.rvs_to_values[model["y"]].data), name=_SHARED_NAME)
+    if method == "quadrature":
+        group, problem = quadrature_problem(design)
+        if group is None:
+            raise ValueError(f"method='quadrature' cannot fit {spec.formula()!r}: {problem}.")
+        n_nodes = choose_nodes(design, group)[0] or NODE_CHOICES[-1]
+        refit = build_quadrature_model(design, priors, group=group, n_nodes=n_nodes, shared_response=True)
+        shared_name = SHARED_RESPONSE
+    elif method == "full":
+        y_shared = pytensor.shared(np.asarray(model.rvs_to_values[model["y"]].data), name=_SHARED_NAME)
+        refit, shared_name = pm.observe(model, {"y": y_shared}), _SHARED_NAME
+    else:
+        raise ValueError(f"method must be 'full' or 'quadrature'; received {method!r}.")
     with reproducible_compilation():
-        compiled = nutpie.compile_pymc_model(pm.observe(model, {"y": y_shared}), freeze_model=False)
+        compiled = nutpie.compile_pymc_model(refit, freeze_model=False)
 
     ranks = {label: np.full(n_sims, np.nan) for label in truth}
     divergences = np.full(n_sims, -1)
@@ -321,7 +345,7 @@ def check_calibration(
     for s in range(n_sims):
         try:
             trace = nutpie.sample(
-                compiled.with_data(**{_SHARED_NAME: y_sim[s]}),
+                compiled.with_data(**{shared_name: y_sim[s].astype(float) if method == "quadrature" else y_sim[s]}),
                 draws=draws,
                 tune=tune,
                 chains=chains,

@@ -28,9 +28,10 @@ from hierbayes.design import Design, make_design
 from hierbayes.design_dask import is_dask_input, make_design_dask
 from hierbayes.families import get_family
 from hierbayes.inference.build import build_model, var_names
-from hierbayes.inference.collapsed.build import Method, add_random_effects, build_collapsed_model, choose_method
+from hierbayes.inference.collapsed.build import add_random_effects, build_collapsed_model
 from hierbayes.inference.diagnostics import diagnose, warn_if_problems
 from hierbayes.inference.pointwise import add_log_likelihood, add_posterior_predictive
+from hierbayes.inference.quadrature import Method, add_integrated_effects, build_quadrature_model, choose_method
 from hierbayes.inference.result import Fit, move_internal
 from hierbayes.inference.sampling import Sampler, reproducible_compilation, resolve_sampler, sample
 from hierbayes.spec.formula import parse_formula
@@ -150,12 +151,16 @@ def fit(
         ``"auto"`` (default): the collapsed sampler (:mod:`hierbayes.inference.collapsed.build`:
         random effects integrated out, then drawn exactly) for every Gaussian model with one
         grouping factor or two nested ones, the full non-centred model otherwise; the choice
-        is logged in one line and kept in ``settings["method"]``. ``"collapsed"`` or
-        ``"full"`` force one. For lme4-style REML/ML point estimates with BLUPs (no sampling)
-        use :func:`hierbayes.empirical_bayes`.
+        is logged in one line and kept in ``settings["method"]``. For Bernoulli/binomial (logit)
+        and Poisson (log) models whose factor with the most levels has a random intercept only
+        and at most 10 rows per level, ``"auto"`` picks ``"quadrature"``
+        (:mod:`hierbayes.inference.quadrature`: those intercepts integrated out by adaptive
+        Gauss-Hermite quadrature, then drawn exactly) when its error is negligible.
+        ``"collapsed"``, ``"quadrature"`` or ``"full"`` force one. For lme4-style REML/ML point
+        estimates with BLUPs (no sampling) use :func:`hierbayes.empirical_bayes`.
     store_random_effects
-        Collapsed method only: store the exact draws of the random effects ``u_<g>``
-        (``chains * draws * levels * terms * 8`` bytes). ``False`` keeps only the other
+        Collapsed method only (the quadrature path always stores them): store the exact draws
+        of the random effects ``u_<g>`` (``chains * draws * levels * terms * 8`` bytes). ``False`` keeps only the other
         parameters; draw them later with :func:`hierbayes.inference.collapsed.build.random_effect_draws`.
     log_likelihood
         Add the pointwise log-likelihood as ``fit.idata["log_likelihood"]`` (see
@@ -202,7 +207,7 @@ def fit(
         design = make_design_dask(spec, data, dropna=dropna, random_seed=random_seed, progressbar=bool(progressbar))
     else:
         design = make_design(spec, data, dropna=dropna, crossed=crossed)
-    chosen, note = choose_method(design, method)
+    chosen, note, n_nodes = choose_method(design, method)
     if design.statistics is not None:
         note = _dask_note(design, chosen, note)
     if aggregated is not None:
@@ -210,7 +215,12 @@ def fit(
     _log.info(note)
     if progressbar:
         print(note, file=sys.stderr)
-    pm_model = build_collapsed_model(design) if chosen == "collapsed" else build_model(design)
+    if chosen == "collapsed":
+        pm_model = build_collapsed_model(design)
+    elif chosen == "quadrature":
+        pm_model = build_quadrature_model(design, n_nodes=n_nodes)
+    else:
+        pm_model = build_model(design)
     backend = resolve_sampler(sampler)
     bar = _progress_display(progressbar)
     if progressbar is True and bar is False:
@@ -238,6 +248,8 @@ def fit(
         _log.info(f"hierbayes: sampled in {time.perf_counter() - started:.1f} s.")
     if chosen == "collapsed":
         idata = add_random_effects(idata, design, random_seed=random_seed, store_random_effects=store_random_effects)
+    elif chosen == "quadrature":
+        idata = add_integrated_effects(idata, design, random_seed=random_seed)
     names = var_names(design)
     check = names["fixed"] + names["sd"] + names["corr"] + names["other"]
     centered = [g.name for g in design.groups if g.term.centered]
@@ -251,8 +263,9 @@ def fit(
         "target_accept": target_accept,
         "sampler": backend,
         "method": chosen,
+        **({"quadrature_nodes": n_nodes} if chosen == "quadrature" else {}),
         **({"rows": design.n_total, "row_sample": design.n_obs} if design.statistics is not None else {}),
-        "store_random_effects": store_random_effects or chosen == "full",
+        "store_random_effects": store_random_effects or chosen != "collapsed",
         "versions": versions(),
     }
     idata = move_internal(idata)  # az.summary(fit.idata) shows only interpretable parameters

@@ -238,7 +238,7 @@ def kfold(
         }
         if "target_accept" in settings:
             kw["target_accept"] = settings["target_accept"]
-        if settings.get("method") in ("full", "collapsed"):
+        if settings.get("method") in ("full", "collapsed", "quadrature"):
             kw["method"] = settings["method"]
         fit_k = refit(fit.spec, data.loc[~held], **kw)
         ll = log_likelihood(fit_k, data.loc[held], new_levels="sample", random_seed=_fold_seed(seed, k)).values
