@@ -83,6 +83,7 @@ from hierbayes.inference.build import (
     model_coords,
 )
 from hierbayes.inference.collapsed.build import choose_method as choose_collapsed
+from hierbayes.inference.collapsed.build import with_observed_y
 from hierbayes.inference.posterior import stacked
 from hierbayes.inference.priors import ResolvedPriors, resolve_priors
 from hierbayes.spec import names
@@ -693,8 +694,4 @@ def add_integrated_effects(idata: xr.DataTree, design: Design, *, random_seed: i
     posterior = idata["posterior"].to_dataset()
     posterior = posterior.merge(integrated_effect_draws(design, posterior, random_seed=random_seed))
     idata["posterior"] = xr.DataTree(posterior)
-    observed = idata["observed_data"].to_dataset() if "observed_data" in idata.children else xr.Dataset()
-    if "y" not in observed:
-        y = xr.Dataset({"y": (("obs",), design.y)}, coords={"obs": np.arange(design.n_obs).astype(str)})
-        idata["observed_data"] = xr.DataTree(observed.merge(y).assign_attrs(observed.attrs))
-    return idata
+    return with_observed_y(idata, design)

@@ -102,6 +102,7 @@ __all__ = [
     "conditional_effects",
     "random_effect_draws",
     "response_statistics",
+    "with_observed_y",
 ]
 
 Method = Literal["auto", "collapsed", "full"]
@@ -659,6 +660,14 @@ def add_random_effects(
     if store_random_effects:
         posterior = posterior.merge(random_effect_draws(design, posterior, random_seed=random_seed))
         idata["posterior"] = xr.DataTree(posterior)
+    return with_observed_y(idata, design)
+
+
+def with_observed_y(idata: xr.DataTree, design: Design) -> xr.DataTree:
+    """Add the observed response ``y`` (dim ``obs``) to ``idata["observed_data"]`` if it is not there, in place.
+
+    Models whose likelihood is not a PyMC observed variable (collapsed, quadrature) have none.
+    """
     observed = idata["observed_data"].to_dataset() if "observed_data" in idata.children else xr.Dataset()
     if "y" not in observed:
         y = xr.Dataset({"y": (("obs",), design.y)}, coords={"obs": np.arange(design.n_obs).astype(str)})
