@@ -84,7 +84,7 @@ from hierbayes.inference.build import (
 )
 from hierbayes.inference.collapsed.build import choose_method as choose_collapsed
 from hierbayes.inference.collapsed.build import with_observed_y
-from hierbayes.inference.posterior import stacked
+from hierbayes.inference.posterior import group_sd_draws, stacked
 from hierbayes.inference.priors import ResolvedPriors, resolve_priors
 from hierbayes.spec import names
 
@@ -670,7 +670,7 @@ def integrated_effect_draws(
     g = data.group
     chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
     S = chains * draws
-    sd = stacked(posterior, names.sd(g.name)).reshape(S, -1)[:, 0]  # (a scalar sd per draw, or a length-1 coef)
+    sd = group_sd_draws(posterior, g).values.reshape(S)  # one coefficient: the intercept
     rng = np.random.default_rng(random_seed)
     u = np.empty((S, g.n_levels))
     chunk = max(1, _CHUNK_FLOATS // max(data.rows.size, 1))
