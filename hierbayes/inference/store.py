@@ -84,7 +84,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -415,18 +415,25 @@ def _level_draw_names(node: xr.DataTree, design: Design) -> list[str]:
     ]
 
 
-def _mark_level_draws(tree: xr.DataTree, design: Design) -> xr.DataTree:
-    """A copy of ``tree`` whose per-level draws carry ``STORED_AS_ATTR`` (they are written as float32)."""
+def _map_level_draws(
+    tree: xr.DataTree, design: Design, change: Callable[[xr.DataArray], xr.DataArray], exact: Collection[str] = ()
+) -> xr.DataTree:
+    """A copy of ``tree`` with ``change`` applied to every per-level draw not named in ``exact``."""
     tree = tree.copy()
     for node in tree.subtree:
-        chosen = _level_draw_names(node, design)
+        chosen = [n for n in _level_draw_names(node, design) if n not in exact]
         if chosen:
             ds = node.to_dataset(inherit=False)
-            node.dataset = ds.assign({n: ds[n].copy().assign_attrs({STORED_AS_ATTR: str(_SINGLE)}) for n in chosen})
+            node.dataset = ds.assign({n: change(ds[n]) for n in chosen})
     return tree
 
 
-def as_stored(tree: xr.DataTree, design: Design, *, exact: tuple[str, ...] | list[str] = ()) -> xr.DataTree:
+def _mark_level_draws(tree: xr.DataTree, design: Design) -> xr.DataTree:
+    """A copy of ``tree`` whose per-level draws carry ``STORED_AS_ATTR`` (they are written as float32)."""
+    return _map_level_draws(tree, design, lambda da: da.copy().assign_attrs({STORED_AS_ATTR: str(_SINGLE)}))
+
+
+def as_stored(tree: xr.DataTree, design: Design, *, exact: Collection[str] = ()) -> xr.DataTree:
     """A copy of a fit's ``idata`` with the values a fit file holds (see *Precision* above).
 
     The per-level draws are rounded to float32 and kept as float64, exactly as :func:`read`
@@ -434,13 +441,7 @@ def as_stored(tree: xr.DataTree, design: Design, *, exact: tuple[str, ...] | lis
     named in ``exact`` (those :func:`save` leaves out and :func:`hierbayes.load` draws again:
     :func:`regenerable_draws`).
     """
-    tree = tree.copy()
-    for node in tree.subtree:
-        chosen = [n for n in _level_draw_names(node, design) if n not in exact]
-        if chosen:
-            ds = node.to_dataset(inherit=False)
-            node.dataset = ds.assign({n: ds[n].astype(_SINGLE).astype(np.float64) for n in chosen})
-    return tree
+    return _map_level_draws(tree, design, lambda da: da.astype(_SINGLE).astype(np.float64), exact)
 
 
 def _compression(tree: xr.DataTree) -> dict[str, dict[str, dict[str, Any]]]:
