@@ -58,6 +58,7 @@ def test_result_layout(cache):
         (np.arange(4), False),  # a short integer vector: a shape
         (np.arange(40), True),  # group indices
         (np.ones(2), True),  # a float vector
+        (np.zeros(0), False),  # an empty shape (a reshape to a scalar) must stay a constant
     ],
 )
 def test_which_constants_are_data(value, lifted):
@@ -98,3 +99,34 @@ def test_small_integer_constants_are_part_of_the_key():
     second, _ = jax_nuts._compile(build_model(make_design(spec, other)), draws=10, tune=10, target_accept=0.8)
     assert same is first
     assert second is not first
+
+
+def test_chains_in_threads_give_the_draws_of_one_thread(cache):
+    """Each chain's draws depend on its key and start only, not on how many chains run at once."""
+    one = hb.fit("y ~ x + (1 | g)", _data(0), random_seed=5, cores=1, **SETTINGS)
+    two = hb.fit("y ~ x + (1 | g)", _data(0), random_seed=5, cores=2, **SETTINGS)
+    for name in ("beta", "sd_g", "u_g"):
+        np.testing.assert_array_equal(one.posterior[name].values, two.posterior[name].values)
+    # and the chains differ from each other
+    assert not np.array_equal(one.posterior["beta"].values[0], one.posterior["beta"].values[1])
+
+
+def test_draws_not_a_multiple_of_the_chunk(cache):
+    """Tuning and draws run in chunks (for the progress bar); the kept draws are exactly ``draws``."""
+    length, count = jax_nuts._chunks(73)
+    assert length * count >= 73 and length * (count - 1) < 73
+    assert jax_nuts._chunks(1000) == (50, 20)
+    settings = {**SETTINGS, "draws": 73, "tune": 61}
+    fit = hb.fit("y ~ x + (1 | g)", _data(0), random_seed=2, **settings)
+    assert fit.posterior.sizes["draw"] == 73
+    assert fit.idata["sample_stats"].sizes["draw"] == 73
+
+
+def test_progress_bar_counts_every_step(cache, capsys):
+    """``progressbar=True`` shows one bar for all chains (tuning and draws) with the divergences."""
+    settings = {**SETTINGS, "progressbar": "combined"}
+    hb.fit("y ~ x + (1 | g)", _data(0), random_seed=2, **settings)
+    err = capsys.readouterr().err
+    assert "Sampling (numpyro)" in err
+    assert "120/120 steps" in err  # 2 chains x (30 tuning + 30 draws)
+    assert "divergences" in err

@@ -145,17 +145,20 @@ def fit(
         in Jupyter; elsewhere (a log file, CI, a narrow terminal), where a live table would be cut
         to ``Dive…`` and ``0.00 draw…``, one plain line when sampling starts and one when it ends.
         ``False``: nothing. PyMC's layouts by name: ``"split"``, ``"combined+stats"``, ...
+        (numpyro, the default sampler, shows one bar for all chains with the divergences so far,
+        whatever the layout).
     dropna
         Drop (and report) rows with missing values instead of raising an error.
     method
         ``"auto"`` (default): the collapsed sampler (:mod:`hierbayes.inference.collapsed.build`:
         random effects integrated out, then drawn exactly) for every Gaussian model with one
         grouping factor or two nested ones, the full non-centred model otherwise; the choice
-        is logged in one line and kept in ``settings["method"]``. For Bernoulli/binomial (logit)
-        and Poisson (log) models whose factor with the most levels has a random intercept only
-        and at most 10 rows per level, ``"auto"`` picks ``"quadrature"``
-        (:mod:`hierbayes.inference.quadrature`: those intercepts integrated out by adaptive
-        Gauss-Hermite quadrature, then drawn exactly) when its error is negligible.
+        is logged in one line and kept in ``settings["method"]``. ``"quadrature"``
+        (:mod:`hierbayes.inference.quadrature`; Bernoulli/binomial with logit link and Poisson
+        with log link, when the factor with the most levels has a random intercept only)
+        integrates those intercepts out by adaptive Gauss-Hermite quadrature and draws them
+        exactly afterwards: better mixing per draw (no funnel), but a costlier gradient, so
+        ``"auto"`` does not pick it (see ``quadrature.AUTO_PICKS_QUADRATURE``).
         ``"collapsed"``, ``"quadrature"`` or ``"full"`` force one. For lme4-style REML/ML point
         estimates with BLUPs (no sampling) use :func:`hierbayes.empirical_bayes`.
     store_random_effects

@@ -37,6 +37,17 @@ guatemalan (full GLMM), this module    46.6           25.7           23.3
 guatemalan, before                     34.6           28.9           --
 =====================================  =============  =============  ==========
 
+Since then (same script, idle 2-core machine, seed 1): **chains in parallel threads** (a
+compiled JAX program releases Python's lock; each chain's draws are the same whatever the number
+of threads, ``cores=1`` included), a faster ``softplus`` in the JAX translation (PyTensor's nested
+``where`` did not vectorise: 800 us against 104 us on 52,635 doubles; the Guatemalan full model's
+gradient went from 150 to 122 us) and 4 compiled programs per fit instead of 19 (no ``jnp.asarray``
+of the data, the chains' random keys built without JAX): sleepstudy 7.4 s cold / 3.6-4.0 s warm
+(was 12.5 / 4.3), guatemalan 17.3 / 14.7 s (was 27.3 / 24.5 in ``make bench``). A chain now runs
+as a few dozen calls of one compiled program (tuning and draws in chunks of about 50 steps), which
+lets ``progressbar=True`` show one bar for all chains without a host callback in the program (a
+callback could not be exported to the disk cache).
+
 ``import hierbayes`` alone: 0.01 s (public names load on first use); it was 2.8 s (idle
 machine). The achievement and guatemalan fits are dominated by sampling itself (achievement: 5.2 s
 of the 6.1 s "again"; the four chains run one after the other), which this module does not
@@ -168,7 +179,7 @@ def sample(
     random_seed: int | None = None,
     target_accept: float = 0.8,
     sampler: Sampler = "auto",
-    progressbar: bool = True,
+    progressbar: bool | str = True,
     cores: int | None = None,
 ) -> xr.DataTree:
     """Draw posterior samples with NUTS.
@@ -188,7 +199,8 @@ def sample(
     progressbar
         Show a progress bar.
     cores
-        Chains run in parallel on this many cores (default: PyMC's choice).
+        Chains run in parallel on this many cores (default: as many as chains and CPUs; numpyro
+        runs them in threads of this process, the other backends as PyMC does).
 
     Returns
     -------
@@ -204,7 +216,14 @@ def sample(
         from hierbayes.inference.jax_nuts import sample_numpyro
 
         return sample_numpyro(
-            model, draws=draws, tune=tune, chains=chains, random_seed=random_seed, target_accept=target_accept
+            model,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=random_seed,
+            target_accept=target_accept,
+            cores=cores,
+            progressbar=progressbar,
         )
     with model, reproducible_compilation(), warnings.catch_warnings():
         # ArviZ guesses that dims are swapped whenever chains > draws; PyMC's dims are named, so
