@@ -28,7 +28,7 @@ from hierbayes.design import Design, make_design
 from hierbayes.design_dask import is_dask_input, make_design_dask
 from hierbayes.families import get_family
 from hierbayes.inference.build import build_model, var_names
-from hierbayes.inference.collapsed.build import add_random_effects, build_collapsed_model
+from hierbayes.inference.collapsed.build import add_random_effects, build_collapsed_model, collapses_crossed
 from hierbayes.inference.diagnostics import diagnose, warn_if_problems
 from hierbayes.inference.pointwise import add_log_likelihood, add_posterior_predictive
 from hierbayes.inference.quadrature import Method, add_integrated_effects, build_quadrature_model, choose_method
@@ -229,6 +229,11 @@ def fit(
     if progressbar is True and bar is False:
         _log.info(f"hierbayes: sampling {chains} chain(s) x {tune} tuning + {draws} draws with {backend} ...")
     started = time.perf_counter()
+    if cores is None and backend == "numpyro" and chosen == "collapsed" and collapses_crossed(design):
+        # numpyro's chains run in threads; two chains of the crossed collapsed likelihood (a dense
+        # Schur complement per gradient) ran slower at once than one after the other (subjects x
+        # items benchmark, 4 x 2000 steps: 29.6 s in 2 threads, 14.0 s in 1), unlike every other case
+        cores = 1
     run = {"draws": draws, "tune": tune, "chains": chains, "random_seed": random_seed, "cores": cores}
     with _no_blas_warning():
         try:

@@ -99,6 +99,7 @@ __all__ = [
     "choose_method",
     "collapse_problem",
     "collapsed_data",
+    "collapses_crossed",
     "conditional_effects",
     "random_effect_draws",
     "response_statistics",
@@ -151,6 +152,11 @@ def collapse_problem(design: Design, sampler: bool = True) -> str | None:
     if _ordered_groups(design) is None:
         return CrossedFactors(tuple(_design_factors(design.groups))).size_problem(sampler)
     return None
+
+
+def collapses_crossed(design: Design) -> bool:
+    """Whether the collapsed method integrates ``design``'s factors out jointly as crossed factors."""
+    return len(design.groups) > 1 and collapse_problem(design) is None and _ordered_groups(design) is None
 
 
 def choose_method(design: Design, method: str) -> tuple[str, str]:
