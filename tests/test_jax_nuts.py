@@ -130,3 +130,36 @@ def test_progress_bar_counts_every_step(cache, capsys):
     assert "Sampling (numpyro)" in err
     assert "120/120 steps" in err  # 2 chains x (30 tuning + 30 draws)
     assert "divergences" in err
+
+
+def test_jax_log_density_equals_pymc_with_one_softplus():
+    """The JAX translation (stable softplus, one softplus for Bernoulli) computes PyMC's log density."""
+    import jax
+    from pytensor.compile import mode
+    from pytensor.graph.fg import FunctionGraph
+    from pytensor.scalar.math import Softplus
+    from pytensor.tensor.elemwise import Elemwise
+
+    from hierbayes.design import make_design
+    from hierbayes.inference.build import build_model
+    from hierbayes.spec.formula import parse_formula
+
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(8), 6)
+    eta = 8.0 * rng.normal(size=g.size)  # large |eta| too: both tails of softplus
+    df = pd.DataFrame({"g": g, "x": eta, "y": (rng.random(g.size) < 1 / (1 + np.exp(-eta))).astype(int)})
+    model = build_model(make_design(parse_formula("y ~ x + (1 | g)", family="bernoulli"), df))
+    values, data_vars, data, logp_out, _, _ = jax_nuts._lift(model)
+    fgraph = FunctionGraph(inputs=[*values, *data_vars], outputs=logp_out, clone=True)
+    mode.JAX.optimizer.rewrite(fgraph)
+    jax_nuts._one_softplus_bernoulli(fgraph)
+    softplus = [n for n in fgraph.apply_nodes if isinstance(n.op, Elemwise) and isinstance(n.op.scalar_op, Softplus)]
+    assert len(softplus) == 1
+    logp_jax = jax_nuts._jaxify([*values, *data_vars], logp_out)
+    reference = model.compile_logp()
+    point = model.initial_point()
+    for k, v in point.items():
+        point[k] = v + rng.uniform(-2, 2, size=np.shape(v))
+    expected = reference(point)
+    got = float(logp_jax(*[jax.numpy.asarray(point[v.name]) for v in values], *data)[0])
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9)

@@ -223,10 +223,9 @@ def _random_effects(g: GroupDesign, priors: ResolvedPriors) -> pt.TensorVariable
 
 
 def _group_contribution(g: GroupDesign, u: pt.TensorVariable) -> pt.TensorVariable:
-    rows = u[g.index]
     if len(g.coef_names) == 1 and np.all(g.Z[:, 0] == 1.0):
-        return rows[:, 0]
-    return (rows * g.Z).sum(axis=1)
+        return u[:, 0][g.index]  # a 1-d gather (cheaper than rows of a matrix, and its gradient too)
+    return (u[g.index] * g.Z).sum(axis=1)
 
 
 def build_model(design: Design, priors: ResolvedPriors | None = None) -> pm.Model:
