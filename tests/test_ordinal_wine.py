@@ -39,9 +39,10 @@ def wine():
 def wine_fit(wine):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", hb.ConvergenceWarning)
-        # target_accept as the plain PyMC reference below: 9 judges make a mild funnel in sd_judge
+        # 9 judges make a funnel in sd_judge: numpyro gave 1 divergence in 2,000 draws at 0.8 and at
+        # 0.9 (the plain PyMC reference's setting); a divergence-free fit needs smaller steps
         return hb.fit(FORMULA, wine, family="cumulative", chains=2, draws=1000, tune=1000, random_seed=4,
-                      progressbar=False, target_accept=0.9)
+                      progressbar=False, target_accept=0.95)
 
 
 @pytest.fixture(scope="module")
