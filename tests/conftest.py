@@ -44,7 +44,8 @@ def sleepstudy_fit():
 def eight_schools_fit():
     df = hb.datasets.load("eight_schools")
     spec = hb.group_means(y="y", sigma="sigma", group="school")
-    return _quiet_fit(spec, df, chains=4, draws=2000, tune=1000, random_seed=1, target_accept=0.95)
+    # non-centred: at target_accept 0.95 numpyro gave 1 divergence in 8,000 draws
+    return _quiet_fit(spec, df, chains=4, draws=2000, tune=1000, random_seed=1, target_accept=0.99)
 
 
 def _synthetic_fit(formula, data, values, *, family="gaussian", link=None, chains=1, draws=3):

@@ -37,16 +37,26 @@ guatemalan (full GLMM), this module    46.6           25.7           23.3
 guatemalan, before                     34.6           28.9           --
 =====================================  =============  =============  ==========
 
-Since then (same script, idle 2-core machine, seed 1): **chains in parallel threads** (a
-compiled JAX program releases Python's lock; each chain's draws are the same whatever the number
-of threads, ``cores=1`` included), a faster ``softplus`` in the JAX translation (PyTensor's nested
-``where`` did not vectorise: 800 us against 104 us on 52,635 doubles; the Guatemalan full model's
-gradient went from 150 to 122 us) and 4 compiled programs per fit instead of 19 (no ``jnp.asarray``
-of the data, the chains' random keys built without JAX): sleepstudy 7.4 s cold / 3.6-4.0 s warm
-(was 12.5 / 4.3), guatemalan 17.3 / 14.7 s (was 27.3 / 24.5 in ``make bench``). A chain now runs
-as a few dozen calls of one compiled program (tuning and draws in chunks of about 50 steps), which
-lets ``progressbar=True`` show one bar for all chains without a host callback in the program (a
-callback could not be exported to the disk cache).
+Since then (same script, idle 2-core machine, seed 1):
+
+* **chains in parallel threads** (a compiled JAX program releases Python's lock; each chain's
+  draws are the same whatever the number of threads, ``cores=1`` included; crossed collapsed
+  fits stay in one thread, where two at once were slower);
+* a faster JAX translation of the log density: a vectorising ``softplus`` (PyTensor's nested
+  ``where`` did not vectorise: 800 us against 104 us on 52,635 doubles) and one ``softplus``
+  pass instead of two for PyMC's Bernoulli with ``logit_p``; the Guatemalan full model's
+  value and gradient went from 150 to 96 us (called from Python; about 27 us inside a loop);
+* NUTS moves one flat vector instead of a list of arrays (numpyro spends about as much per
+  leapfrog step on its own bookkeeping as on this gradient; a Guatemalan chain took 2.98 s
+  instead of 3.30 s);
+* 4 compiled programs per fit instead of 19 (no ``jnp.asarray`` of the data, the chains'
+  random keys built without JAX, one program for tuning and draws).
+
+Sleepstudy 6.1 s cold / 3.1 s warm (was 12.5 / 4.3), guatemalan 12.7 s cold / 9.8 s warm
+(8.0 s for a second fit in the process; was 27.3 / 24.5 in ``make bench``). A chain runs as a
+few dozen calls of one compiled program (tuning and draws in chunks of about 50 steps), which
+lets ``progressbar=True`` show one bar for all chains without a host callback in the program
+(a callback could not be exported to the disk cache).
 
 ``import hierbayes`` alone: 0.01 s (public names load on first use); it was 2.8 s (idle
 machine). The achievement and guatemalan fits are dominated by sampling itself (achievement: 5.2 s
