@@ -92,6 +92,8 @@ class _Compiled:
         self._build = build
         self._python: dict[str, Callable[..., Any]] | None = None
         self._programs: dict[str, Callable[..., Any]] = {}
+        #: the parameters' shapes, set from the initial point (see sample_numpyro) before ``init``
+        #: and ``steps`` are traced: their flat position vector is unravelled with them
         self.point_shapes: list[tuple[int, ...]] = []
 
     def get(self, name: str, *example: Any) -> Callable[..., Any]:
@@ -322,8 +324,6 @@ def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tupl
     if key in _COMPILED:
         return _COMPILED[key], data
 
-    shapes: list[tuple[int, ...]] = []  # of the parameters, set from the initial point (see sample_numpyro)
-
     def build() -> dict[str, Callable[..., Any]]:
         return _programs(
             inputs,
@@ -334,13 +334,12 @@ def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tupl
             draws=draws,
             tune=tune,
             target_accept=target_accept,
-            shapes=shapes,
+            shapes=compiled.point_shapes,
         )
 
     versions = repr((jax.__version__, jax.default_backend(), _FORMAT))
     digest = hashlib.sha256("\n".join([key, versions]).encode()).hexdigest()[:32]
     compiled = _Compiled(digest, build)
-    compiled.point_shapes = shapes
     _COMPILED[key] = compiled
     return compiled, data
 
@@ -556,14 +555,15 @@ def _run_chains(
 
     chains = len(init)
     length, _ = _chunks(draws)
-    # every program is loaded (or compiled) before the threads start, once
+    # every program is loaded (or compiled) before the threads start, once; the chains'
+    # states start here too (one gradient each), the first doubling as the example of ``steps``
     init_p = compiled.get("init", root_key, np.int32(0), init[0], args)
-    state = init_p(root_key, np.int32(0), init[0], args)
-    steps_p = compiled.get("steps", state, args, np.int32(1))
+    states = [init_p(root_key, np.int32(c), init[c], args) for c in range(chains)]
+    steps_p = compiled.get("steps", states[0], args, np.int32(1))
     progress = _Progress(chains * (tune + draws), enabled=bool(progressbar))
 
     def one(c: int) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
-        s = init_p(root_key, np.int32(c), init[c], args)
+        s = states[c]
         done = 0
         while done < tune:
             n = min(length, tune - done)

@@ -124,7 +124,8 @@ MAX_ROWS = 10
 #: available as ``method="quadrature"`` (better mixing per draw, no funnel). A hand-written JAX
 #: version (levels grouped by their number of rows, no padding, no scatter, 6 Newton steps) still
 #: took 581 us per value and gradient with 11 nodes (75 us for the value with 1 node, ~23 us more per
-#: node) against 122 us for the full model: the 11 x 2,159 logistic terms cost more than NUTS saves.
+#: node) against 122 us for the full model (96 us after the one-softplus Bernoulli rewrite of
+#: :mod:`hierbayes.inference.jax_nuts`): the 11 x 2,159 logistic terms cost more than NUTS saves.
 AUTO_PICKS_QUADRATURE = False
 #: ``method="auto"`` falls back to the full model if the default rule's summed log-likelihood
 #: differs from the finer rule's by more than this (nats), at any of the checked points.
