@@ -241,10 +241,58 @@ def test_random_effect_draws_reproducible_thinned_and_chunk_free(nested_df, monk
     assert a["u_school:cls"].dims == ("chain", "draw", "school:cls", "school:cls__coef")
     xr.testing.assert_equal(a, b)
     monkeypatch.setattr(bc, "_CHUNK_FLOATS", 1)  # one draw per chunk: same numbers
+    monkeypatch.setattr(bc, "_SCALAR_CHUNK_FLOATS", 1)  # (the element-wise path for one term)
     xr.testing.assert_equal(a, bc.random_effect_draws(design, post, random_seed=3))
     thin = bc.random_effect_draws(design, post, thin=3, random_seed=3)
     assert list(thin["draw"].values) == [0, 3, 6]
     assert not np.allclose(a["u_school"].values, bc.random_effect_draws(design, post, random_seed=4)["u_school"].values)
+
+
+@pytest.fixture(scope="module")
+def pooled_df():
+    """60 schools x 5-7 classes of 2-4 rows: 300+ classes of 3 sizes (their levels pool)."""
+    rng = np.random.default_rng(8)
+    school = np.repeat(np.arange(60), rng.integers(5, 8, size=60))
+    cls = np.repeat(np.arange(school.size), rng.integers(2, 5, size=school.size))
+    x = rng.normal(size=cls.size)
+    y = 1.0 + 0.5 * x + rng.normal(size=60)[school[cls]] + rng.normal(size=school.size)[cls] + rng.normal(size=cls.size)
+    return pd.DataFrame({"y": y, "x": x, "school": school[cls], "cls": cls})
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | school/cls)", "y ~ x + (1 | cls)"])
+def test_pooled_levels_give_the_per_level_model(pooled_df, formula, monkeypatch):
+    """Random intercepts of levels of few sizes use the pooled statistics: same log density and gradient.
+
+    Against the per-level model (pooling switched off) and, for the log density, the dense
+    multivariate normal; with shared statistics the pooled sums are the shared variables.
+    """
+    design = hb.make_design(hb.parse_formula(formula), pooled_df)
+    data = bc.collapsed_data(design)
+    assert data.classes is not None and data.classes.n_classes == 3
+    pooled = bc.build_collapsed_model(design)
+    shared = bc.build_collapsed_model(design, shared_statistics=True)
+    monkeypatch.setattr(bc, "level_classes", lambda *a, **k: None)
+    assert bc.collapsed_data(design).classes is None
+    per_level = bc.build_collapsed_model(design)
+    point = {"beta_std": np.array([0.3, -0.8]), "sigma_log__": np.log(0.9)}
+    point.update({f"sd_{g.name}_log__": np.log(0.4 + 0.5 * k) for k, g in enumerate(design.groups)})
+    got = [m.compile_logp(vars=m.potentials, jacobian=False)(point) for m in (pooled, per_level, shared)]
+    assert got[0] == pytest.approx(got[1], rel=1e-11) and got[2] == got[0]
+    grads = [m.compile_dlogp()(point) for m in (pooled, per_level)]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-9, atol=1e-9)
+    beta = fixed_scaling(design).A @ point["beta_std"]
+    sds = {g.name: [0.4 + 0.5 * k] for k, g in enumerate(design.groups)}
+    assert got[0] == pytest.approx(_dense_logpdf(design, beta, sds, 0.9), rel=1e-10)
+    names = {v.name for v in shared.data_vars} | {v.name for v in _shared_variables(shared)}
+    pooled_names = {"collapsed_pooled_S", "collapsed_pooled_P"} if "/" in formula else {"collapsed_pooled_S"}
+    assert pooled_names <= names and set(bc.response_statistics(data)) <= names
+
+
+def _shared_variables(model):
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor.sharedvar import TensorSharedVariable
+
+    return [v for v in ancestors(model.potentials) if isinstance(v, TensorSharedVariable)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,10 @@ from hierbayes.inference.collapsed.likelihood import (
     _nested_general_pt,
     _nested_scalar_pt,
     draw_random_effects,
+    level_classes,
     marginal_loglik,
+    marginal_loglik_pooled,
+    pooled_statistics,
 )
 
 FAST = "FAST_COMPILE"
@@ -242,6 +245,66 @@ def test_scalar_nested_path_matches_general_path(case):
         n = nf.n_rows
         dense = _dense_logpdf(r, s, nf, ([[sd1]], [[sd2]]))
         assert float(got[0]) - 0.5 * n * np.log(2 * np.pi) == pytest.approx(dense, rel=1e-10)
+
+
+def _pooled_cases(rng: np.random.Generator) -> list[CollapsedFactor | NestedFactors]:
+    """The scalar nested cases plus one factor: intercepts (an empty level) and a slope."""
+    single = _single_factor(rng, 1)
+    slope = CollapsedFactor(single.index, rng.normal(size=single.n_rows), n_levels=single.n_levels, name="g")
+    return [*_scalar_nested_cases(rng), single, slope]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_pooled_path_matches_per_level_path(case):
+    r"""Levels pooled by their constants give the per-level log density and gradient.
+
+    :func:`marginal_loglik_pooled` from the class sums of :math:`Z_j'R_j` against
+    :func:`marginal_loglik` of :math:`r = Rv`, value and gradient with respect to :math:`v`,
+    sigma and the factors, to 1e-10 relative, over parameter values that include zero sds and
+    :math:`\lambda a_j \gg \sigma^2`.
+    """
+    rng = np.random.default_rng(70 + case)
+    factors = _pooled_cases(rng)[case]
+    nested = isinstance(factors, NestedFactors)
+    classes = level_classes(factors, force=True)
+    assert classes is not None
+    inner = factors.inner if nested else factors
+    m = 3
+    R = rng.normal(size=(factors.n_rows, m))
+    ZR = inner.Z[:, :1] * R
+    ZtR = np.stack([np.bincount(inner.index, weights=ZR[:, k], minlength=inner.n_levels) for k in range(m)], axis=1)
+    S, P = pooled_statistics(classes, ZtR, factors.parent if nested else None)
+    assert S.shape == (classes.n_classes, m, m) and P.shape[1:] == (classes.n_classes, m)
+    if nested:
+        ZR1 = factors.outer.Z[:, :1] * R
+        outer_sums = np.stack(
+            [np.bincount(factors.outer.index, weights=ZR1[:, k], minlength=factors.outer.n_levels) for k in range(m)],
+            axis=1,
+        )
+    v, sigma, l1, l2 = pt.vector("v"), pt.scalar("sigma"), pt.scalar("l1"), pt.scalar("l2")
+    chol = (l1, l2) if nested else l2
+    pooled = marginal_loglik_pooled(v, R.T @ R, outer_sums if nested else None, (S, P), sigma, factors, classes, chol)
+    direct = marginal_loglik(pt.dot(pt.constant(R), v), sigma, factors, chol)
+    inputs = [v, sigma, l1, l2] if nested else [v, sigma, l2]
+    fns = [pytensor.function(inputs, [f, *pt.grad(f, inputs)], mode=FAST) for f in (pooled, direct)]
+    for sd1, sd2, s in [(0.7, 1.2, 0.9), (3.0, 20.0, 0.05), (0.0, 0.4, 1.3), (0.5, 0.0, 0.8)]:
+        args = [rng.normal(size=m), s, sd1, sd2] if nested else [rng.normal(size=m), s, sd2]
+        got, want = fns[0](*args), fns[1](*args)
+        for x, y in zip(got, want, strict=True):
+            np.testing.assert_allclose(x, y, rtol=1e-10, atol=1e-10 * np.max(np.abs(y)))
+
+
+def test_level_classes_pool_only_when_it_pays():
+    """Intercepts of many groups of few sizes pool; a continuous slope (every level its own class) does not."""
+    rng = np.random.default_rng(3)
+    index = np.repeat(np.arange(20), rng.integers(1, 4, size=20))
+    intercepts = CollapsedFactor(index, name="g")
+    classes = level_classes(intercepts, width=4)
+    assert classes is not None and classes.n_classes == 3
+    np.testing.assert_array_equal(np.sort(classes.a), [1.0, 2.0, 3.0])
+    assert classes.counts.sum() == 20
+    assert level_classes(CollapsedFactor(index, rng.normal(size=index.size), name="g"), width=4) is None
+    assert level_classes(CollapsedFactor(index, np.ones((index.size, 2)), name="g")) is None
 
 
 # ----------------------------------------------------------------------------------------

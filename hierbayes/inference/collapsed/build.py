@@ -81,9 +81,13 @@ from hierbayes.inference.collapsed.likelihood import (
     CollapsedFactor,
     CrossedFactors,
     Factors,
+    LevelClasses,
     NestedFactors,
     crossed_conditional_np,
+    level_classes,
     marginal_loglik_from_sums,
+    marginal_loglik_pooled,
+    pooled_statistics,
 )
 from hierbayes.inference.collapsed.linalg import backward, chol, forward, sum_outer, swap_last
 from hierbayes.inference.posterior import group_sd_draws, stacked, values
@@ -111,6 +115,10 @@ METHODS: tuple[str, ...] = ("auto", "collapsed", "full")
 
 #: Floats per intermediate array when the random effects are drawn in chunks of draws.
 _CHUNK_FLOATS = 4_000_000
+#: The same for one term per factor (element-wise passes over ``(S, G)`` arrays): chunks that
+#: stay in cache. 200,000 rows, 5,000 + 200 levels, 4,000 draws: 1.30 s at 4e6 floats,
+#: 0.72 s at 1e6, 0.55 s at 2.5e5 and at 1e5 (same draws: the chunking never changes them).
+_SCALAR_CHUNK_FLOATS = 250_000
 
 
 # --------------------------------------------------------------------------------------
@@ -220,6 +228,10 @@ class CollapsedData:
         Per-level :math:`Z_j'R_j`, ``(G, q, m)``, one array per entry of ``groups``.
     n, p
         Rows and fixed-effect columns.
+    classes
+        The levels of the (inner) factor pooled by their constants when that saves work
+        (:func:`~hierbayes.inference.collapsed.likelihood.level_classes`; one varying term, e.g.
+        random intercepts), else ``None``.
     """
 
     groups: tuple[GroupDesign, ...]
@@ -230,6 +242,7 @@ class CollapsedData:
     ZtR: tuple[np.ndarray, ...]
     n: int
     p: int
+    classes: LevelClasses | None = None
 
     @property
     def outer_sum(self) -> sp.csr_matrix:
@@ -307,6 +320,7 @@ def collapsed_data(design: Design, scaling: FixedScaling | None = None) -> Colla
         ZtR=tuple(stats.group(g.name).ZtT @ H for g in groups),
         n=stats.n,
         p=p,
+        classes=level_classes(factors, width=p + 1),
     )
 
 
@@ -314,10 +328,20 @@ def response_statistics(data: CollapsedData) -> dict[str, np.ndarray]:
     """The response-dependent arrays of ``data``, by their shared-variable names.
 
     The names are those of :func:`build_collapsed_model` with ``shared_statistics=True``:
-    ``collapsed_beta_ref``, ``collapsed_RtR`` and ``collapsed_ZtR_<k>``.
+    ``collapsed_beta_ref``, ``collapsed_RtR`` and ``collapsed_ZtR_<k>``; when the levels of the
+    (inner) factor are pooled (``data.classes``), its ``collapsed_ZtR_<k>`` is replaced by the
+    class sums ``collapsed_pooled_S`` and (nested factors) ``collapsed_pooled_P``
+    (:func:`~hierbayes.inference.collapsed.likelihood.pooled_statistics`).
     """
     out = {"collapsed_beta_ref": data.beta_ref, "collapsed_RtR": data.RtR}
     out.update({f"collapsed_ZtR_{k}": a for k, a in enumerate(data.ZtR)})
+    if data.classes is not None:
+        last = len(data.ZtR) - 1
+        parent = data.factors.parent if isinstance(data.factors, NestedFactors) else None
+        S, P = pooled_statistics(data.classes, out.pop(f"collapsed_ZtR_{last}")[:, 0, :], parent)
+        out["collapsed_pooled_S"] = S
+        if parent is not None:  # one factor needs S only
+            out["collapsed_pooled_P"] = P
     return out
 
 
@@ -345,9 +369,10 @@ def build_collapsed_model(
         Resolved priors; by default :func:`hierbayes.inference.priors.resolve_priors` of the design.
     shared_statistics
         Hold the response's sufficient statistics (:math:`\hat\beta`, :math:`R'R`,
-        :math:`Z_j'R_j`) in PyTensor shared variables named ``collapsed_beta_ref``,
-        ``collapsed_RtR`` and ``collapsed_ZtR_<k>`` (``k`` = position in
-        :attr:`CollapsedData.groups`), so that a compiled model can be refitted to another
+        :math:`Z_j'R_j`) in PyTensor shared variables named as the keys of
+        :func:`response_statistics` (``collapsed_beta_ref``, ``collapsed_RtR``,
+        ``collapsed_ZtR_<k>`` with ``k`` the position in :attr:`CollapsedData.groups`, and the
+        class sums of pooled levels), so that a compiled model can be refitted to another
         response on the same design (:func:`response_statistics`; used by calibration
         checks). Default: constants.
 
@@ -370,12 +395,26 @@ def build_collapsed_model(
             v = pt.constant(np.ones(1))
         else:
             v = pt.concatenate([pt.ones(1), held["collapsed_beta_ref"] - beta_std])
-        rtr = pt.dot(v, pt.dot(held["collapsed_RtR"], v))
-        sums = [pt.tensordot(held[f"collapsed_ZtR_{k}"], v, axes=[[2], [0]]) for k in range(len(data.ZtR))]
-        if isinstance(data.factors, CollapsedFactor):
-            logp = marginal_loglik_from_sums(rtr, sums[0], sigma, data.factors, chols[0])
+        if data.classes is not None:  # one-term factor(s): per-class sums, O(K D m) per evaluation
+            assert isinstance(data.factors, CollapsedFactor | NestedFactors)
+            nested = isinstance(data.factors, NestedFactors)
+            logp = marginal_loglik_pooled(
+                v,
+                held["collapsed_RtR"],
+                held["collapsed_ZtR_0"][:, 0, :] if nested else None,
+                (held["collapsed_pooled_S"], held.get("collapsed_pooled_P")),
+                sigma,
+                data.factors,
+                data.classes,
+                tuple(chols) if nested else chols[0],
+            )
         else:
-            logp = marginal_loglik_from_sums(rtr, tuple(sums), sigma, data.factors, tuple(chols))
+            rtr = pt.dot(v, pt.dot(held["collapsed_RtR"], v))
+            sums = [pt.tensordot(held[f"collapsed_ZtR_{k}"], v, axes=[[2], [0]]) for k in range(len(data.ZtR))]
+            if isinstance(data.factors, CollapsedFactor):
+                logp = marginal_loglik_from_sums(rtr, sums[0], sigma, data.factors, chols[0])
+            else:
+                logp = marginal_loglik_from_sums(rtr, tuple(sums), sigma, data.factors, tuple(chols))
         pm.Potential("y_marginal", logp)
     return model
 
@@ -585,7 +624,8 @@ def _draw_posterior_effects(
         cf = data.factors
         fb = cf.factors[cf.big]
         per_draw += 3 * cf.n_small * (cf.n_small + fb.n_levels * fb.n_terms)
-    chunk = max(1, _CHUNK_FLOATS // max(per_draw, 1))
+    scalar = not isinstance(data.factors, CrossedFactors) and q_max == 1
+    chunk = max(1, (_SCALAR_CHUNK_FLOATS if scalar else _CHUNK_FLOATS) // max(per_draw, 1))
     for start in range(0, S, chunk):
         sl = slice(start, min(S, start + chunk))
         us = conditional_effects(data, v_all[sl], sigma_all[sl], [c[sl] for c in chol_all], rngs)

@@ -142,11 +142,15 @@ __all__ = [
     "CollapsedFactor",
     "CrossedFactors",
     "Factors",
+    "LevelClasses",
     "NestedFactors",
     "apply_small_lt_np",
     "draw_random_effects",
+    "level_classes",
     "marginal_loglik",
     "marginal_loglik_from_sums",
+    "marginal_loglik_pooled",
+    "pooled_statistics",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -645,6 +649,111 @@ class CrossedFactors:
 Factors = CollapsedFactor | NestedFactors | CrossedFactors
 
 
+@dataclass(frozen=True, eq=False)
+class LevelClasses:
+    r"""Levels of a one-term factor pooled by their constants (the "pooled" scalar path).
+
+    With one varying term, the collapsed log density depends on level :math:`j` of the factor
+    (the inner one of :class:`NestedFactors`) only through its constants, :math:`a_j` (nested:
+    :math:`(a_j, c_j, g_j)`, see ``_nested_scalar_pt``), and through :math:`b_j = Z_j'R_jv`,
+    linear in :math:`v = (1, \hat\beta - \beta)`. Levels that share their constants form a
+    class :math:`d` (random intercepts: the levels of the same size), and the per-level sums
+    become per-class sums of the response statistics, computed once from the data:
+
+    .. math::
+
+        S_d = \sum_{j \in d} (Z_j'R_j)'(Z_j'R_j) \quad (m \times m), \qquad
+        P_{kd} = \sum_{j \in d,\ j \in k} Z_j'R_j \quad (m,),
+
+    so that :math:`\sum_{j \in d} b_j^2 = v'S_dv` and
+    :math:`\sum_{j \in d, j \in k} b_j = P_{kd}'v`. An evaluation then costs
+    :math:`O(KDm + Dm^2)` instead of :math:`O(Jm)`: independent of the number of inner levels
+    (see :func:`marginal_loglik_pooled`).
+
+    Attributes
+    ----------
+    index
+        ``(J,)`` class of every level.
+    a, c, g
+        ``(D,)`` constants of each class (single factor: ``c`` and ``g`` are zero, unused).
+    counts
+        ``(K, D)`` levels of each class in each outer level (single factor: ``(1, D)``).
+    """
+
+    index: np.ndarray
+    a: np.ndarray
+    c: np.ndarray
+    g: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes :math:`D`."""
+        return int(self.a.size)
+
+
+def level_classes(factors: Factors, width: int = 1, *, force: bool = False) -> LevelClasses | None:
+    r"""Pool the levels of a one-term factor (or nested pair) by their constants, when that pays.
+
+    Returns ``None`` for factors with several terms, crossed factors, and when the classes
+    are too many for pooling to save work: :math:`K D + D m > J`, with :math:`m` = ``width``
+    the statistics' width (:math:`p + 1`); otherwise the pooled evaluation's :math:`O(KDm + Dm^2)`
+    is below the per-level :math:`O(Jm)` plus two segment sums. Random intercepts pool well: their classes are the
+    distinct group sizes. ``force=True`` pools one-term factors whatever the count.
+    """
+    if isinstance(factors, CollapsedFactor):
+        if factors.n_terms != 1:
+            return None
+        a = np.asarray(factors.gram[:, 0, 0])
+        keys = a[:, None]
+        parent, K, J = np.zeros(a.size, dtype=np.int64), 1, factors.n_levels
+    elif isinstance(factors, NestedFactors):
+        if factors.outer.n_terms != 1 or factors.inner.n_terms != 1:
+            return None
+        a, c, _, g = factors.scalar_constants
+        keys = np.column_stack([a, c, g])
+        parent, K, J = factors.parent, factors.outer.n_levels, factors.inner.n_levels
+    else:
+        return None
+    distinct, index = np.unique(keys, axis=0, return_inverse=True)
+    index = index.reshape(-1)
+    D = distinct.shape[0]
+    if not force and K * D + width * D > J:
+        return None
+    counts = np.bincount(parent * D + index, minlength=K * D).reshape(K, D).astype(np.float64)
+    zero = np.zeros(D)
+    c_d, g_d = (distinct[:, 1], distinct[:, 2]) if distinct.shape[1] == 3 else (zero, zero.copy())
+    return LevelClasses(
+        index=_readonly(index.astype(np.int64)),
+        a=_readonly(np.ascontiguousarray(distinct[:, 0])),
+        c=_readonly(np.ascontiguousarray(c_d)),
+        g=_readonly(np.ascontiguousarray(g_d)),
+        counts=_readonly(counts),
+    )
+
+
+def pooled_statistics(
+    classes: LevelClasses, ZtR: np.ndarray, parent: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Per-class sums :math:`(S, P)` of the per-level statistics ``ZtR`` (``(J, m)``).
+
+    ``S`` is ``(D, m, m)``; ``P`` is ``(K, D, m)`` with ``parent`` the outer level of every
+    level (``None``: one outer level, ``K = 1``). See :class:`LevelClasses`.
+    """
+    ZtR = np.asarray(ZtR, dtype=np.float64)
+    D, m = classes.n_classes, ZtR.shape[1]
+    S = np.empty((D, m, m))
+    for d in range(D):  # D is small (pooling is used only then); O(J m^2) in all
+        rows = ZtR[classes.index == d]
+        S[d] = rows.T @ rows
+    K = classes.counts.shape[0]
+    cell = classes.index if parent is None else np.asarray(parent) * D + classes.index
+    P = np.empty((K * D, m))
+    for col in range(m):
+        P[:, col] = np.bincount(cell, weights=ZtR[:, col], minlength=K * D)
+    return S, P.reshape(K, D, m)
+
+
 # --------------------------------------------------------------------------------------
 # PyTensor log density
 # --------------------------------------------------------------------------------------
@@ -951,6 +1060,95 @@ def _nested_scalar_pt(
     logdet_2 = pt.dot(pt.constant(a_count), pt.log(sigma2 + lam2 * pt.constant(a_distinct)))
     logdet_V = logdet_2 + pt.sum(pt.log(m1)) + 2.0 * (n - J - K) * pt.log(sigma)
     return logdet_V, quad
+
+
+def marginal_loglik_pooled(
+    v: TensorLike,
+    RtR: TensorLike,
+    outer_sums: TensorLike | None,
+    pooled: tuple[TensorLike, TensorLike | None],
+    sigma: TensorLike,
+    factors: CollapsedFactor | NestedFactors,
+    classes: LevelClasses,
+    chol: TensorLike | tuple[TensorLike, TensorLike],
+) -> TensorVariable:
+    r""":func:`marginal_loglik_from_sums` for one-term factors, from per-class statistics.
+
+    With :math:`r = Rv` (:math:`R` the residual at the reference :math:`\hat\beta` and the
+    fixed-effect columns, :math:`v = (1, \hat\beta - \beta)`), :math:`r'r = v'R'Rv`, and the
+    per-level sums enter only through the class sums of :class:`LevelClasses`. Single factor,
+    :math:`m_d = \sigma^2 + \lambda a_d`:
+
+    .. math::
+
+        \log|V| = 2(n - G)\log\sigma + \sum_d n_d \log m_d, \qquad
+        r'V^{-1}r = \sigma^{-2}\Big(r'r - \lambda \sum_d v'S_dv / m_d\Big).
+
+    Nested factors (``_nested_scalar_pt`` per class, :math:`m_{2d} = \sigma^2 + \lambda_2 a_d`,
+    :math:`h_d = \lambda_2/m_{2d}`, :math:`N_{kd}` = ``classes.counts``):
+
+    .. math::
+
+        \sum_j h_jb_j^2 = \sum_d h_d v'S_dv, \qquad
+        t_k = t_{1k} - \sum_d h_dc_d P_{kd}'v, \qquad
+        Q_k = Q^0_k + \sigma^2 \sum_d N_{kd}\, g_d / m_{2d}.
+
+    Identical to :func:`marginal_loglik_from_sums` up to rounding, at :math:`O(KDm + Dm^2)`
+    per evaluation instead of :math:`O(Jm)`.
+
+    Parameters
+    ----------
+    v : TensorLike, shape (m,)
+        :math:`(1, \hat\beta - \beta)` on the statistics' scale.
+    RtR : TensorLike, shape (m, m)
+        :math:`R'R`.
+    outer_sums : TensorLike, shape (K, m), or None
+        Nested factors: :math:`Z_{1k}'R_k` (so :math:`t_{1k} = ` ``outer_sums[k] @ v``); ``None``
+        for one factor.
+    pooled : tuple
+        ``(S, P)`` of :func:`pooled_statistics` for the (inner) factor (``P`` is not used, and
+        may be ``None``, for one factor).
+    sigma, chol
+        As in :func:`marginal_loglik` (``chol`` a scalar or ``(1,)``/``(1, 1)`` factor; a pair
+        for nested factors).
+    factors, classes
+        The structure and its :func:`level_classes`.
+    """
+    _check_factors(factors)
+    v = pt.as_tensor_variable(v)
+    S = pt.as_tensor_variable(pooled[0])
+    sigma = pt.as_tensor_variable(sigma)
+    sigma2 = sigma**2
+    rtr = pt.dot(v, pt.dot(pt.as_tensor_variable(RtR), v))
+    vSv = pt.dot(pt.dot(S, v), v)  # (D,): sum over the levels of class d of b_j^2
+    a, n_d = pt.constant(classes.a), pt.constant(classes.counts.sum(axis=0))
+    n = factors.n_rows
+    if isinstance(factors, CollapsedFactor):
+        if factors.n_terms != 1:
+            raise SpecError("The pooled path needs one varying term.")
+        if isinstance(chol, tuple):
+            raise SpecError(f"For one factor pass one covariance factor; got {len(chol)}.")
+        lam = _scalar_pt(_as_chol_pt(chol, 1, f"factor of {factors.name!r}")[0]) ** 2
+        m = sigma2 + lam * a
+        quad = (rtr - lam * pt.sum(vSv / m)) / sigma2
+        logdet_V = pt.dot(n_d, pt.log(m)) + 2.0 * (n - factors.n_levels) * pt.log(sigma)
+        return -0.5 * (n * _LOG_2PI + logdet_V + quad)
+    if not isinstance(chol, tuple | list) or len(chol) != 2 or outer_sums is None or pooled[1] is None:
+        raise SpecError("For NestedFactors pass `chol=(chol_outer, chol_inner)`, the outer sums and `P`.")
+    P = pt.as_tensor_variable(pooled[1])
+    J, K = factors.inner.n_levels, factors.outer.n_levels
+    lam1 = _scalar_pt(_as_chol_pt(chol[0], 1, f"factor of {factors.outer.name!r}")[0]) ** 2
+    lam2 = _scalar_pt(_as_chol_pt(chol[1], 1, f"factor of {factors.inner.name!r}")[0]) ** 2
+    Q0 = factors.scalar_constants[2]
+    m2 = sigma2 + lam2 * a
+    h = lam2 / m2
+    t1 = pt.dot(pt.as_tensor_variable(outer_sums), v)  # (K,)
+    t = t1 - pt.dot(pt.dot(P, v), h * pt.constant(classes.c))
+    Q = pt.constant(Q0) + sigma2 * pt.dot(pt.constant(classes.counts), pt.constant(classes.g) / m2)
+    m1 = sigma2 + lam1 * Q
+    quad = (rtr - pt.dot(h, vSv) - lam1 * pt.sum(t**2 / m1)) / sigma2
+    logdet_V = pt.dot(n_d, pt.log(m2)) + pt.sum(pt.log(m1)) + 2.0 * (n - J - K) * pt.log(sigma)
+    return -0.5 * (n * _LOG_2PI + logdet_V + quad)
 
 
 def _nested_general_pt(
