@@ -75,7 +75,11 @@ With one term per factor (:math:`q_1 = q_2 = 1`, e.g. nested random intercepts) 
 scalar and the evaluation is a few element-wise operations on length-:math:`J` and
 :math:`K` vectors plus two segment sums (``_nested_scalar_pt``; likewise for one factor with
 one term), with :math:`\sum_j \log M_{2j}` taken over the distinct values of
-:math:`A_{22,j}` (the group sizes, for intercepts).
+:math:`A_{22,j}` (the group sizes, for intercepts). When the residual is :math:`r = Rv`,
+linear in the fixed effects, even those vectors can go: levels with the same constants (for
+intercepts, the same size) are pooled into classes, and per-class sums of the data give the
+log density in :math:`O(KDm)` for :math:`D` classes, whatever :math:`J`
+(:class:`LevelClasses`, :func:`marginal_loglik_pooled`).
 
 Crossed factors
 ---------------
