@@ -253,8 +253,8 @@ def test_collapsed_matches_full_crossed(crossed_df):
     print(f"\ncrossed collapsed vs full: worst |difference| / combined MCSE = {worst:.2f}")
 
 
-def crossed_sbc(df: pd.DataFrame, formula: str, n_sims: int, *, draws: int, thin: int, seed: int) -> pd.Series:
-    """SBC of the crossed collapsed sampler: prior draws from the full model, refits collapsed.
+def collapsed_sbc(df: pd.DataFrame, formula: str, n_sims: int, *, draws: int, thin: int, seed: int) -> pd.Series:
+    """SBC of the collapsed sampler (crossed or nested): prior draws from the full model, refits collapsed.
 
     As :func:`hierbayes.check_calibration` (fixed priors, nutpie, thinned ranks, chi-square per
     scalar parameter), but every refit uses :func:`hierbayes.inference.collapsed.build.build_collapsed_model`
@@ -299,13 +299,41 @@ def crossed_sbc(df: pd.DataFrame, formula: str, n_sims: int, *, draws: int, thin
 @pytest.mark.slow
 def test_crossed_collapsed_sbc_small(crossed_df):
     """20 simulations: the whole crossed collapsed pipeline in the normal suite."""
-    p = crossed_sbc(crossed_df, "y ~ cond + (1 | subj) + (1 | item)", 20, draws=500, thin=10, seed=1)
+    p = collapsed_sbc(crossed_df, "y ~ cond + (1 | subj) + (1 | item)", 20, draws=500, thin=10, seed=1)
+    print("\n" + p.round(4).to_string())
+    assert len(p) == 5 and (p >= 0.001).all(), p
+
+
+@pytest.fixture(scope="module")
+def pooled_nested_df() -> pd.DataFrame:
+    """6 schools x 8 classes of 2 or 3 rows: the class levels pool (two classes, by size)."""
+    rng = np.random.default_rng(21)
+    school = np.repeat(np.arange(6), 8)
+    cls = np.repeat(np.arange(48), rng.integers(2, 4, size=48))
+    x = rng.normal(size=cls.size)
+    y = 1.0 + 0.5 * x + rng.normal(0, 0.8, 6)[school[cls]] + rng.normal(0, 0.6, 48)[cls] + rng.normal(0, 1.0, cls.size)
+    return pd.DataFrame({"school": school[cls], "cls": cls, "x": x, "y": y})
+
+
+@pytest.mark.slow
+def test_pooled_nested_collapsed_sbc_small(pooled_nested_df):
+    """20 simulations of the pooled nested path, refitted through its shared class sums."""
+    formula = "y ~ x + (1 | school/cls)"
+    assert bc.collapsed_data(_design(pooled_nested_df, formula)).classes is not None
+    p = collapsed_sbc(pooled_nested_df, formula, 20, draws=500, thin=10, seed=1)
     print("\n" + p.round(4).to_string())
     assert len(p) == 5 and (p >= 0.001).all(), p
 
 
 @pytest.mark.sbc
+def test_pooled_nested_collapsed_sbc(pooled_nested_df):
+    p = collapsed_sbc(pooled_nested_df, "y ~ x + (1 | school/cls)", 100, draws=1000, thin=20, seed=2024)
+    print("\n" + p.round(4).to_string())
+    assert (p >= 0.001).all(), p
+
+
+@pytest.mark.sbc
 def test_crossed_collapsed_sbc(crossed_df):
-    p = crossed_sbc(crossed_df, "y ~ cond + (1 | subj) + (1 | item)", 100, draws=1000, thin=20, seed=2024)
+    p = collapsed_sbc(crossed_df, "y ~ cond + (1 | subj) + (1 | item)", 100, draws=1000, thin=20, seed=2024)
     print("\n" + p.round(4).to_string())
     assert (p >= 0.001).all(), p
