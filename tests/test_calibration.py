@@ -4,10 +4,12 @@
 * ``slow`` (normal suite, < 60 s): a 20-simulation random-intercept check, so the whole
   pipeline (prior draws -> nutpie refits -> ranks) runs in CI;
 * ``sbc`` (``make sbc``; excluded from ``make test``): 100 simulations for each of the
-  random-intercept, random-slope, nested and logistic builders at small sizes. Every scalar
+  random-intercept, random-slope, nested and logistic builders at small sizes, refitted with
+  nutpie and with numpyro (``hb.fit``'s default sampler; 20 simulations of two builders with
+  it in the normal suite). Every scalar
   parameter's ranks must pass the chi-square uniformity test at p >= 0.001. With 17 parameters
   over the four models, the chance that a correctly calibrated sampler fails anywhere is at most
-  17 x 0.001 = 1.7% (Bonferroni); a miscalibration large enough to matter (a biased or
+  17 x 0.001 = 1.7% per sampler (Bonferroni); a miscalibration large enough to matter (a biased or
   too-narrow posterior) gives p-values far below 0.001 at 100 simulations.
 """
 
@@ -122,12 +124,29 @@ SBC_CASES = {
 }
 
 
-@pytest.mark.sbc
-@pytest.mark.parametrize("builder", list(SBC_CASES))
-def test_sbc_builders(builder):
+@pytest.mark.slow
+@pytest.mark.parametrize("builder", ["random_intercept", "logistic"])
+def test_calibration_small_with_the_default_sampler(builder):
+    """20 simulations refitted with numpyro (``hb.fit``'s sampler, compiled once for all refits)."""
     spec, data = SBC_CASES[builder]()
-    cal = hb.check_calibration(spec, data, n_sims=100, random_seed=2024)
-    print(f"\n{builder}: {cal.n_sims} simulations, {int((cal.sims['divergences'] > 0).sum())} with divergences")
+    cal = hb.check_calibration(spec, data, n_sims=20, draws=500, thin=10, random_seed=1, sampler="numpyro")
+    assert cal.ranks.notna().all().all() and cal.bins == 4
+    assert (cal.pvalues >= 0.001).all(), cal.table()
+
+
+def test_unknown_sampler_is_refused():
+    with pytest.raises(ValueError, match="sampler must be 'nutpie' or 'numpyro'"):
+        hb.check_calibration(hb.parse_formula("y ~ 1 + (1 | g)"), small_data(3, 2), sampler="pymc")  # type: ignore[arg-type]
+
+
+@pytest.mark.sbc
+@pytest.mark.parametrize("sampler", ["nutpie", "numpyro"])
+@pytest.mark.parametrize("builder", list(SBC_CASES))
+def test_sbc_builders(builder, sampler):
+    spec, data = SBC_CASES[builder]()
+    cal = hb.check_calibration(spec, data, n_sims=100, random_seed=2024, sampler=sampler)
+    divergent = int((cal.sims["divergences"] > 0).sum())
+    print(f"\n{builder} ({sampler}): {cal.n_sims} simulations, {divergent} with divergences")
     print(cal.table().round(4).to_string())
     assert cal.ranks.notna().all().all()
     assert (cal.pvalues >= 0.001).all(), cal.table()

@@ -23,9 +23,10 @@ What :func:`check_calibration` does
 2. draws ``n_sims`` parameter sets and simulated responses jointly from the prior with
    :func:`pymc.sample_prior_predictive` on the built model (the grouping structure, predictors,
    trials and offsets of ``data`` are kept; only the response is simulated);
-3. refits each simulated response with nutpie. The model is compiled once with the response
-   as a shared variable and each refit swaps it in (the same as refitting a copy of the data
-   whose response column was replaced, without recompiling);
+3. refits each simulated response with nutpie (or, ``sampler="numpyro"``, with ``hb.fit``'s
+   default sampler). The model is compiled once with the response as a shared variable and each
+   refit swaps it in (the same as refitting a copy of the data whose response column was
+   replaced, without recompiling);
 4. thins the draws (every ``thin``-th draw of each chain, so they are close to independent),
    keeps :math:`L` of them with :math:`L + 1` a multiple of the number of bins, and records the
    rank of each true scalar parameter: the fixed effects ``beta``, the group sds ``sd_<g>``,
@@ -52,7 +53,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,6 +64,8 @@ import pymc as pm
 import pytensor
 import xarray as xr
 from matplotlib.figure import Figure
+from pytensor.compile import SharedVariable
+from pytensor.graph.traversal import graph_inputs
 from scipy import stats
 
 from hierbayes.design import make_design
@@ -76,7 +79,7 @@ from hierbayes.inference.quadrature import (
     choose_nodes,
     quadrature_problem,
 )
-from hierbayes.inference.sampling import reproducible_compilation, resolve_sampler
+from hierbayes.inference.sampling import reproducible_compilation, resolve_sampler, sample
 from hierbayes.spec.model import ModelSpec
 
 __all__ = ["Calibration", "check_calibration"]
@@ -195,6 +198,47 @@ class Calibration:
         return fig
 
 
+def _refitter(
+    refit: pm.Model, shared_name: str, sampler: str, *, draws: int, tune: int, chains: int, target_accept: float
+) -> Callable[[np.ndarray, int], xr.DataTree]:
+    """``refit_one(y, seed)``: the posterior of ``refit`` with its shared response set to ``y``."""
+    if sampler == "nutpie":
+        import nutpie
+
+        with reproducible_compilation():
+            compiled = nutpie.compile_pymc_model(refit, freeze_model=False)
+
+        def with_nutpie(y: np.ndarray, seed: int) -> xr.DataTree:
+            return nutpie.sample(
+                compiled.with_data(**{shared_name: y}),
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                seed=seed,
+                progress_bar=False,
+                target_accept=target_accept,
+                save_warmup=False,
+            )
+
+        return with_nutpie
+    (shared,) = (v for v in graph_inputs([refit.logp()]) if isinstance(v, SharedVariable) and v.name == shared_name)
+
+    def with_numpyro(y: np.ndarray, seed: int) -> xr.DataTree:
+        shared.set_value(y)
+        return sample(
+            refit,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            random_seed=seed,
+            target_accept=target_accept,
+            sampler="numpyro",
+            progressbar=False,
+        )
+
+    return with_numpyro
+
+
 def _scalars(ds: xr.Dataset, names: Sequence[str], sample_dims: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Each scalar element of ``names`` as a flat array over ``sample_dims`` (upper triangle of ``corr_``)."""
     out: dict[str, np.ndarray] = {}
@@ -257,6 +301,7 @@ def check_calibration(
     family: str | None = None,
     random_seed: int | None = None,
     method: Literal["full", "quadrature"] = "full",
+    sampler: Literal["nutpie", "numpyro"] = "nutpie",
 ) -> Calibration:
     """Simulation-based calibration of a model on the design of ``data`` (see the module docstring).
 
@@ -270,7 +315,7 @@ def check_calibration(
     n_sims
         Number of simulated data sets (each refitted once).
     draws, tune, chains
-        Per refit, passed to nutpie (the draws per chain kept after tuning).
+        Per refit, passed to the sampler (the draws per chain kept after tuning).
     thin
         Keep every ``thin``-th draw of each chain before ranking. The defaults keep 100 draws
         of 2000, far enough apart for the random-effect sds (whose ESS can be 1/20 of the
@@ -288,6 +333,11 @@ def check_calibration(
         (:mod:`hierbayes.inference.quadrature`, with the node count ``hb.fit`` would choose for
         ``data``); the data are always simulated from the full model's prior, so the ranks
         check the marginalised likelihood as well as the sampler.
+    sampler
+        The refits' sampler: ``"nutpie"`` (default; the model is compiled once and each refit
+        swaps the response in) or ``"numpyro"``, ``hb.fit``'s default
+        (:mod:`hierbayes.inference.jax_nuts`: its program is compiled once per model structure,
+        so every refit after the first reuses it; the refits' chains run in threads).
 
     Returns
     -------
@@ -299,9 +349,9 @@ def check_calibration(
     ValueError
         For ``n_sims < 2`` or too few kept draws for the number of bins.
     """
-    import nutpie
-
-    resolve_sampler("nutpie")  # a clear install hint if it is missing
+    if sampler not in ("nutpie", "numpyro"):
+        raise ValueError(f"sampler must be 'nutpie' or 'numpyro'; received {sampler!r}.")
+    resolve_sampler(sampler)  # a clear install hint if it is missing
     if n_sims < 2:
         raise ValueError(f"n_sims must be at least 2; received {n_sims}.")
     spec = to_spec(spec, family=family)
@@ -335,8 +385,9 @@ def check_calibration(
         refit, shared_name = pm.observe(model, {"y": y_shared}), _SHARED_NAME
     else:
         raise ValueError(f"method must be 'full' or 'quadrature'; received {method!r}.")
-    with reproducible_compilation():
-        compiled = nutpie.compile_pymc_model(refit, freeze_model=False)
+    refit_one = _refitter(
+        refit, shared_name, sampler, draws=draws, tune=tune, chains=chains, target_accept=target_accept
+    )
 
     ranks = {label: np.full(n_sims, np.nan) for label in truth}
     divergences = np.full(n_sims, -1)
@@ -344,16 +395,7 @@ def check_calibration(
     failed: list[str] = []
     for s in range(n_sims):
         try:
-            trace = nutpie.sample(
-                compiled.with_data(**{shared_name: y_sim[s].astype(float) if method == "quadrature" else y_sim[s]}),
-                draws=draws,
-                tune=tune,
-                chains=chains,
-                seed=int(seeds[s + 1]),
-                progress_bar=False,
-                target_accept=target_accept,
-                save_warmup=False,
-            )
+            trace = refit_one(y_sim[s].astype(float) if method == "quadrature" else y_sim[s], int(seeds[s + 1]))
         except Exception as err:  # a refit that fails is reported, not hidden
             failed.append(f"simulation {s}: {type(err).__name__}: {err}")
             continue
