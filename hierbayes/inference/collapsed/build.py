@@ -57,6 +57,7 @@ and draw them later, for a subset of draws, with :func:`random_effect_draws`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -228,10 +229,6 @@ class CollapsedData:
         Per-level :math:`Z_j'R_j`, ``(G, q, m)``, one array per entry of ``groups``.
     n, p
         Rows and fixed-effect columns.
-    classes
-        The levels of the (inner) factor pooled by their constants when that saves work
-        (:func:`~hierbayes.inference.collapsed.likelihood.level_classes`; one varying term, e.g.
-        random intercepts), else ``None``.
     """
 
     groups: tuple[GroupDesign, ...]
@@ -242,7 +239,16 @@ class CollapsedData:
     ZtR: tuple[np.ndarray, ...]
     n: int
     p: int
-    classes: LevelClasses | None = None
+
+    @cached_property
+    def classes(self) -> LevelClasses | None:
+        """The levels of the (inner) factor pooled by their constants when that saves work.
+
+        :func:`~hierbayes.inference.collapsed.likelihood.level_classes` of ``factors`` (one
+        varying term, e.g. random intercepts), else ``None``; computed on first use (the model
+        and its shared statistics need it, the REML fit and the random-effect draws do not).
+        """
+        return level_classes(self.factors, width=self.p + 1)
 
     @property
     def outer_sum(self) -> sp.csr_matrix:
@@ -320,7 +326,6 @@ def collapsed_data(design: Design, scaling: FixedScaling | None = None) -> Colla
         ZtR=tuple(stats.group(g.name).ZtT @ H for g in groups),
         n=stats.n,
         p=p,
-        classes=level_classes(factors, width=p + 1),
     )
 
 

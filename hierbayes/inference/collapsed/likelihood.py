@@ -752,10 +752,7 @@ def pooled_statistics(
         S[d] = rows.T @ rows
     K = classes.counts.shape[0]
     cell = classes.index if parent is None else np.asarray(parent) * D + classes.index
-    P = np.empty((K * D, m))
-    for col in range(m):
-        P[:, col] = np.bincount(cell, weights=ZtR[:, col], minlength=K * D)
-    return S, P.reshape(K, D, m)
+    return S, _segment_sum_np(cell, K * D, ZtR).reshape(K, D, m)
 
 
 # --------------------------------------------------------------------------------------
