@@ -17,12 +17,16 @@ the caches the cold run left (a user who has fitted a model before). ``--warm-on
 cold fits and uses the caller's own caches. The table shows both columns side by side, and the
 ratio of hierbayes's minimum-ESS per second to bambi's for each.
 
-Timed: everything from building the model to having the posterior (hierbayes: ``hb.fit`` —
-design, model, compilation, sampling, the exact draws of the random effects for the collapsed
-method and the diagnostics; bambi: ``bmb.Model(...)`` and ``.fit(...)``). Not timed: imports and
-reading the data (``import hierbayes`` is timed once, cold and warm, in its own row). ESS: ArviZ
-bulk ESS, minimum over the fixed effects and the variance parameters (random-effect sds,
-correlations, residual sd).
+Timed (the total of issue 11: import + build + compile + sampling): the tool's import in a fresh
+process (``import hierbayes``; ``import bambi``, which imports PyMC and ArviZ), then everything
+from building the model to having the posterior (hierbayes: ``hb.fit`` — design, model, the
+imports of PyMC, JAX and ArviZ it makes on first use, compilation, sampling, the exact draws of
+the random effects for the collapsed method and the diagnostics; bambi: ``bmb.Model(...)`` and
+``.fit(...)``). Not timed: reading the data. The table's seconds and ratios include the import;
+the lines under it give the ratios without it (model and fit only: hierbayes's lazy imports
+still counted, bambi's not). ``import hierbayes`` alone has its own row. ESS: ArviZ bulk ESS,
+minimum over the fixed effects and the variance parameters (random-effect sds, correlations,
+residual sd).
 """
 
 from __future__ import annotations
@@ -144,9 +148,11 @@ def _worker_import() -> dict:
 
 
 def _worker_hierbayes(case: str, args) -> dict:
-    import numpy as np
-
+    t_import = time.perf_counter()
     import hierbayes as hb
+
+    t_import = time.perf_counter() - t_import
+    import numpy as np
 
     kw = {"chains": args.chains, "draws": args.draws, "tune": args.tune, "random_seed": args.seed}
     kw.update(progressbar=False, cores=args.cores, sampler=args.sampler)
@@ -164,7 +170,9 @@ def _worker_hierbayes(case: str, args) -> dict:
         "case": case,
         "tool": f"hierbayes ({fit.settings['method']}, {fit.settings['sampler']})",
         "max_rhat": float(max(float(__import__("arviz").rhat(post[n]).max()) for n in names)),
-        "total_s": total,
+        "fit_s": total,
+        "import_s": t_import,
+        "total_s": t_import + total,
         "min_ess": ess,
         "min_ess_param": label,
         "divergences": int(fit.idata["sample_stats"]["diverging"].sum()),
@@ -194,8 +202,10 @@ def _worker_hierbayes(case: str, args) -> dict:
 
 
 def _worker_bambi(case: str, args) -> dict:
+    t_import = time.perf_counter()
     import bambi as bmb
 
+    t_import = time.perf_counter() - t_import
     import hierbayes as hb
 
     if case == "simulated":
@@ -226,7 +236,9 @@ def _worker_bambi(case: str, args) -> dict:
         "case": case,
         "tool": f"bambi {bmb.__version__} ({args.bambi_sampler})",
         "max_rhat": float(max(float(__import__("arviz").rhat(post[n]).max()) for n in names)),
-        "total_s": total,
+        "fit_s": total,
+        "import_s": t_import,
+        "total_s": t_import + total,
         "min_ess": ess,
         "min_ess_param": label,
         "divergences": int(stats["diverging"].sum()),
@@ -271,7 +283,7 @@ def _fmt(x: float | None, spec: str) -> str:
 def _table(rows: list[dict]) -> str:
     """One row per case and tool: cold and warm side by side, with the ratios to bambi."""
     head = (
-        f"{'case':<12} {'tool':<40} {'cold s':>7} {'warm s':>7} {'min ESS':>8} {'ESS/s cold':>10} "
+        f"{'case':<12} {'tool':<40} {'cold s':>7} {'warm s':>7} {'import':>6} {'min ESS':>8} {'ESS/s cold':>10} "
         f"{'ESS/s warm':>10} {'div':>4} {'R-hat':>6}  {'vs bambi cold':>13} {'vs bambi warm':>13}  min-ESS parameter"
     )
     out = [head, "-" * len(head)]
@@ -294,11 +306,27 @@ def _table(rows: list[dict]) -> str:
                 ratio[k] = " / ".join(parts)
             out.append(
                 f"{case:<12} {r['tool']:<40} {_fmt(r.get('cold_s'), '7.1f')} {_fmt(r.get('warm_s'), '7.1f')} "
-                f"{r['min_ess']:>8.0f} {_fmt(rate['cold'], '10.1f')} {_fmt(rate['warm'], '10.1f')} "
+                f"{_fmt(r.get('warm_import_s'), '6.2f')} {r['min_ess']:>8.0f} "
+                f"{_fmt(rate['cold'], '10.1f')} {_fmt(rate['warm'], '10.1f')} "
                 f"{r['divergences']:>4} {r.get('max_rhat', float('nan')):>6.3f}  "
                 f"{ratio['cold']:>13} {ratio['warm']:>13}"
                 f"  {r['min_ess_param']}"
             )
+    fit_only = []
+    for case in dict.fromkeys(r["case"] for r in rows):
+        group = [r for r in rows if r["case"] == case]
+        for r in (r for r in group if r["tool"].startswith("hierbayes")):
+            for b in (b for b in group if b["tool"].startswith("bambi")):
+                parts = [
+                    f"{k} {(b[f'{k}_fit_s'] / r[f'{k}_fit_s']) * (r['min_ess'] / b['min_ess']):.1f}x"
+                    for k in ("cold", "warm")
+                    if r.get(f"{k}_fit_s") and b.get(f"{k}_fit_s")
+                ]
+                if parts:
+                    fit_only.append(f"  {case}: {r['tool']} vs {b['tool']}: {', '.join(parts)}")
+    if fit_only:
+        out += ["", "Ratios without the tools' imports (model and fit only; 'import' above: the warm run's import, s):"]
+        out += fit_only
     return "\n".join(out)
 
 
@@ -360,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
             elif "min_ess" in res and abs(res["min_ess"] - result["min_ess"]) > 1e-6:
                 print(f"    note: cold and warm draws differ (min ESS {result['min_ess']:.0f} vs {res['min_ess']:.0f})")
             result[f"{kind}_s"] = res["total_s"]
+            if "fit_s" in res:
+                result[f"{kind}_fit_s"] = res["fit_s"]
+                result[f"{kind}_import_s"] = res["import_s"]
         if result is not None:
             rows.append(result)
     print()

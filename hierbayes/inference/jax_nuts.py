@@ -301,8 +301,12 @@ def _stable_softplus(fgraph: Any) -> None:
             fgraph.replace(out, stable.astype(out.dtype), reason="hierbayes_stable_softplus", import_missing=True)
 
 
-def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tuple[_Compiled, list]:
-    """The compiled sampler for ``model`` (reused when its structure was compiled before) and its data."""
+def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tuple[_Compiled, list, list[str]]:
+    """The compiled sampler for ``model`` (reused when its structure was compiled before).
+
+    Returns ``(compiled, data, names)``: the sampler, the model's data (its arguments) and the
+    names of the constrained variables it records, in order.
+    """
     import jax
     import pytensor
     from pytensor.graph.basic import Constant
@@ -321,8 +325,9 @@ def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tupl
             constants.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
     settings = repr((draws, tune, target_accept))
     key = "\n".join([str(structure), constants.hexdigest(), repr([(v.name, v.type) for v in inputs]), settings])
+    names = [v.name for v in constrained]
     if key in _COMPILED:
-        return _COMPILED[key], data
+        return _COMPILED[key], data, names
 
     def build() -> dict[str, Callable[..., Any]]:
         return _programs(
@@ -341,7 +346,7 @@ def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tupl
     digest = hashlib.sha256("\n".join([key, versions]).encode()).hexdigest()[:32]
     compiled = _Compiled(digest, build)
     _COMPILED[key] = compiled
-    return compiled, data
+    return compiled, data, names
 
 
 #: Changes whenever the programs built by :func:`_programs` change (invalidates the disk cache).
@@ -479,7 +484,7 @@ def sample_numpyro(
     enable_compilation_cache()
     _register_states()
     try:
-        compiled, data = _compile(model, draws=draws, tune=tune, target_accept=target_accept)
+        compiled, data, constrained = _compile(model, draws=draws, tune=tune, target_accept=target_accept)
     except _Unsupported:
         return pm.sample(
             draws=draws,
@@ -505,7 +510,6 @@ def sample_numpyro(
     post = [np.stack([np.asarray(r[0][i]) for r in runs]) for i in range(len(runs[0][0]))]
     stats = {k: np.stack([np.asarray(r[1][k]) for r in runs]) for k in runs[0][1]}
     elapsed = time.perf_counter() - started
-    constrained = list(_constrained_names(model))
     n_steps = stats["n_steps"].astype(np.int64)
     sample_stats = {
         "acceptance_rate": stats["accept"],
@@ -666,9 +670,3 @@ _MAX_TREE_DEPTH = 10
 
 #: Attempts to find a jittered starting point with a finite log density (PyMC's ``jitter_max_retries``).
 _JITTER_RETRIES = 10
-
-
-def _constrained_names(model: Any) -> list[str]:
-    from pymc.util import get_default_varnames
-
-    return [v.name for v in get_default_varnames(model.unobserved_value_vars, include_transformed=False)]
