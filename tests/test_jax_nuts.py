@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import arviz as az
 import numpy as np
 import pandas as pd
+import pymc as pm
 import pytest
 
 import hierbayes as hb
@@ -163,3 +165,85 @@ def test_jax_log_density_equals_pymc_with_one_softplus():
     expected = reference(point)
     got = float(logp_jax(*[jax.numpy.asarray(point[v.name]) for v in values], *data)[0])
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9)
+
+
+# --------------------------------------------------------------------------------------
+# Partial centring of rescaled effects (issue 11: the Guatemalan GLMM's mother-level funnel)
+# --------------------------------------------------------------------------------------
+
+
+def _funnel() -> pm.Model:
+    """A prior-only funnel: ``sd ~ HalfNormal(1)``, ``z ~ N(0, 1)`` (40 of them), nothing observed."""
+    with pm.Model() as model:
+        pm.HalfNormal("sd", 1.0)
+        pm.Normal("z", 0.0, 1.0, shape=40)
+    return model
+
+
+def test_partially_centred_coordinates_sample_the_model_exactly(cache, monkeypatch):
+    # exponents a = 0.6 for every effect (the pilot's choice overridden): NUTS moves z * sd**0.6,
+    # and the log Jacobian must give back z ~ N(0, 1) independent of sd ~ HalfNormal(1)
+    monkeypatch.setattr(jax_nuts, "_partial_centring", lambda variance: np.full_like(variance, 0.6))
+    idata = jax_nuts.sample_numpyro(
+        _funnel(), draws=1500, tune=400, chains=2, random_seed=5, target_accept=0.95, rescale={"z": "sd"}
+    )
+    post = idata["posterior"]
+    assert post.attrs["partially_centred"] == "z" and post.attrs["pilot_steps"] == jax_nuts.PILOT
+    sd, z = post["sd"].values, post["z"].values
+    checks = {
+        "E[sd]": (sd, np.sqrt(2 / np.pi)),
+        "E[log sd]": (np.log(sd), -0.6351814),  # E log|N(0,1)| = -(gamma + log 2) / 2
+        "E[z]": (z[..., 0], 0.0),
+        "E[z^2]": (z[..., 1] ** 2, 1.0),
+        "E[z^2 sd]": (z[..., 2] ** 2 * sd, np.sqrt(2 / np.pi)),  # independence of z and sd
+    }
+    for label, (draws, truth) in checks.items():
+        mcse = float(az.mcse(draws))
+        assert abs(float(draws.mean()) - truth) < 4 * mcse, (label, float(draws.mean()), truth, mcse)
+
+
+def test_partial_centring_exponents_from_pilot_variances():
+    variance = np.array([1.0, 1.3, 0.64, 0.25, 0.0])
+    np.testing.assert_allclose(jax_nuts._partial_centring(variance), [0.0, 0.0, 0.2, 0.5, 1.0])
+
+
+def test_rescaled_pairs_need_an_untransformed_effect_and_a_log_scaled_scalar_sd():
+    with pm.Model() as model:
+        sd = pm.HalfNormal("sd", 1.0)
+        pm.HalfNormal("sds", 1.0, shape=2)
+        pm.Normal("z", 0.0, 1.0, shape=3)
+        pm.HalfNormal("h", sd, shape=3)
+    rescale = {"z": "sd", "h": "sd", "missing": "sd"}
+    assert jax_nuts._rescaled_values(model, rescale) == [(2, 0)]
+    assert jax_nuts._rescaled_values(model, {"z": "sds"}) == []
+    point = [np.zeros(()), np.zeros(2), np.zeros(3), np.zeros(3)]
+    np.testing.assert_array_equal(jax_nuts._scale_index(point, [(2, 0)]), [0, 1, 2, 0, 0, 0, 6, 7, 8])
+
+
+def _small_groups(seed: int = 11) -> pd.DataFrame:
+    """Bernoulli, 200 groups of 1-3 rows (sd 1.5): the Guatemalan mothers' regime."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 4, size=200)
+    g = np.repeat(np.arange(200), sizes)
+    x = rng.normal(size=g.size)
+    eta = -0.3 + 0.8 * x + 1.5 * rng.normal(size=200)[g]
+    return pd.DataFrame({"g": g, "x": x, "y": (rng.uniform(size=g.size) < 1 / (1 + np.exp(-eta))).astype(int)})
+
+
+@pytest.mark.slow
+def test_partially_centred_glmm_agrees_with_the_non_centred_one(cache, monkeypatch):
+    data = _small_groups()
+    kw = {"family": "bernoulli", "draws": 1000, "tune": 500, "chains": 4, "random_seed": 2, "progressbar": False}
+    rescaled = hb.fit("y ~ x + (1 | g)", data, sampler="numpyro", **kw)
+    assert rescaled.settings["partially_centred"] == ["z_g"] and rescaled.settings["pilot_steps"] == jax_nuts.PILOT
+    monkeypatch.setattr("hierbayes.inference.fit.rescaled_effects", lambda design: {})
+    plain = hb.fit("y ~ x + (1 | g)", data, sampler="numpyro", **kw)
+    assert "partially_centred" not in plain.settings
+    for name in ("beta", "sd_g", "u_g"):
+        a, b = rescaled.posterior[name], plain.posterior[name]
+        se = np.sqrt(np.asarray(az.mcse(a)) ** 2 + np.asarray(az.mcse(b)) ** 2)
+        z = np.abs(a.mean(("chain", "draw")).values - b.mean(("chain", "draw")).values) / se
+        if name == "u_g":  # 200 levels: a few beyond 3 combined MCSE by chance, none beyond 5
+            assert np.mean(z > 3) < 0.03 and z.max() < 5, (np.mean(z > 3), z.max())
+        else:
+            assert np.all(z < 4), (name, z)

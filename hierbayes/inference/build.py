@@ -51,6 +51,7 @@ __all__ = [
     "fixed_effects",
     "fixed_scaling",
     "model_coords",
+    "rescaled_effects",
     "residual_sd",
     "var_names",
 ]
@@ -220,6 +221,20 @@ def _random_effects(g: GroupDesign, priors: ResolvedPriors) -> pt.TensorVariable
         return pm.Normal(names.u(name), 0.0, factor, dims=(name, cdim))
     z = pm.Normal(names.z(name), 0.0, 1.0, dims=(name, cdim))
     return pm.Deterministic(names.u(name), z * factor, dims=(name, cdim))
+
+
+def rescaled_effects(design: Design) -> dict[str, str]:
+    r"""The non-centred effects the sampler may partially centre: ``{z_<g>: sd_<g>}``.
+
+    Every grouping factor with one coefficient and a non-centred term (:math:`u_j = s z_j`) of
+    a model whose family has no collapsed form (GLMMs). numpyro's sampler moves
+    :math:`z_j s^{a_j}` instead of :math:`z_j` for exponents :math:`a_j` set by a pilot run
+    (:func:`hierbayes.inference.jax_nuts.sample_numpyro`); the model and its variables stay
+    as they are.
+    """
+    if get_family(design.spec.family).collapses:
+        return {}
+    return {names.z(g.name): names.sd(g.name) for g in design.groups if len(g.coef_names) == 1 and not g.term.centered}
 
 
 def _group_contribution(g: GroupDesign, u: pt.TensorVariable) -> pt.TensorVariable:

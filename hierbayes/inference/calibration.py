@@ -69,7 +69,7 @@ from pytensor.graph.traversal import graph_inputs
 from scipy import stats
 
 from hierbayes.design import make_design
-from hierbayes.inference.build import build_model, var_names
+from hierbayes.inference.build import build_model, rescaled_effects, var_names
 from hierbayes.inference.fit import to_spec
 from hierbayes.inference.priors import resolve_priors
 from hierbayes.inference.quadrature import (
@@ -199,9 +199,20 @@ class Calibration:
 
 
 def _refitter(
-    refit: pm.Model, shared_name: str, sampler: str, *, draws: int, tune: int, chains: int, target_accept: float
+    refit: pm.Model,
+    shared_name: str,
+    sampler: str,
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    target_accept: float,
+    rescale: dict[str, str] | None = None,
 ) -> Callable[[np.ndarray, int], xr.DataTree]:
-    """``refit_one(y, seed)``: the posterior of ``refit`` with its shared response set to ``y``."""
+    """``refit_one(y, seed)``: the posterior of ``refit`` with its shared response set to ``y``.
+
+    ``rescale``: numpyro's partially centred effects, as :func:`hierbayes.fit` passes them.
+    """
     if sampler == "nutpie":
         import nutpie
 
@@ -234,6 +245,7 @@ def _refitter(
             target_accept=target_accept,
             sampler="numpyro",
             progressbar=False,
+            rescale=rescale,
         )
 
     return with_numpyro
@@ -386,7 +398,14 @@ def check_calibration(
     else:
         raise ValueError(f"method must be 'full' or 'quadrature'; received {method!r}.")
     refit_one = _refitter(
-        refit, shared_name, sampler, draws=draws, tune=tune, chains=chains, target_accept=target_accept
+        refit,
+        shared_name,
+        sampler,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        target_accept=target_accept,
+        rescale=rescaled_effects(design) if method == "full" else None,
     )
 
     ranks = {label: np.full(n_sims, np.nan) for label in truth}

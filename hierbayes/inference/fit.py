@@ -27,7 +27,7 @@ from hierbayes.aggregate import aggregate_counts
 from hierbayes.design import Design, make_design
 from hierbayes.design_dask import is_dask_input, make_design_dask
 from hierbayes.families import get_family
-from hierbayes.inference.build import build_model, var_names
+from hierbayes.inference.build import build_model, rescaled_effects, var_names
 from hierbayes.inference.collapsed.build import add_random_effects, build_collapsed_model, collapses_crossed
 from hierbayes.inference.diagnostics import diagnose, warn_if_problems
 from hierbayes.inference.pointwise import add_log_likelihood, add_posterior_predictive
@@ -138,7 +138,13 @@ def fit(
     priors
         :class:`hierbayes.Priors`; ``None`` keeps the spec's (by default scaled to the data).
     draws, tune, chains, random_seed, target_accept, sampler, cores
-        Passed to :func:`hierbayes.inference.sampling`.
+        Passed to :func:`hierbayes.inference.sampling`. GLMMs fitted by the full model with
+        numpyro (the default sampler) and ``tune >= 300`` sample their one-coefficient random
+        effects partially centred: each chain first runs a pilot of 150 tuning steps, whose
+        variances set how far each level's effect is centred, then its ``tune`` tuning steps
+        and ``draws`` draws (:func:`hierbayes.inference.jax_nuts.sample_numpyro`; same model,
+        same variables; ``fit.settings["partially_centred"]`` names the effects). On the
+        Guatemalan immunisation model this doubled the smallest effective sample size.
     progressbar
         ``True`` (default): one progress bar for all chains (PyMC's ``"combined"``: draws, speed,
         time; divergences are reported after sampling) in a terminal at least 90 columns wide and
@@ -234,7 +240,9 @@ def fit(
         # Schur complement per gradient) ran slower at once than one after the other (subjects x
         # items benchmark, 4 x 2000 steps: 29.6 s in 2 threads, 14.0 s in 1), unlike every other case
         cores = 1
-    run = {"draws": draws, "tune": tune, "chains": chains, "random_seed": random_seed, "cores": cores}
+    run: dict[str, Any] = {"draws": draws, "tune": tune, "chains": chains, "random_seed": random_seed, "cores": cores}
+    if chosen == "full":
+        run["rescale"] = rescaled_effects(design)
     with _no_blas_warning():
         try:
             idata = sample(pm_model, target_accept=target_accept, sampler=backend, progressbar=bar, **run)  # type: ignore[arg-type]
@@ -272,6 +280,7 @@ def fit(
         "sampler": backend,
         "method": chosen,
         **({"quadrature_nodes": n_nodes} if chosen == "quadrature" else {}),
+        **_partial_centring(idata),
         **({"rows": design.n_total, "row_sample": design.n_obs} if design.statistics is not None else {}),
         "store_random_effects": store_random_effects or chosen != "collapsed",
         "versions": versions(),
@@ -283,6 +292,14 @@ def fit(
     if posterior_predictive:
         add_posterior_predictive(result)
     return result
+
+
+def _partial_centring(idata: xr.DataTree) -> dict[str, Any]:
+    """``{"partially_centred": [...], "pilot_steps": n}`` when numpyro rescaled effects, else ``{}``."""
+    attrs = idata["posterior"].attrs
+    if not attrs.get("partially_centred"):
+        return {}
+    return {"partially_centred": str(attrs["partially_centred"]).split(","), "pilot_steps": int(attrs["pilot_steps"])}
 
 
 def _progress_display(progressbar: bool | ProgressBar) -> bool | ProgressBar:

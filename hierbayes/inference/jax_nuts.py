@@ -22,7 +22,14 @@ instead
    longest tree);
 3. starts each chain as PyMC's ``_init_jitter`` does (the initial point plus uniform
    :math:`[-1, 1]` jitter on the unconstrained space, drawn again while the log density is not
-   finite), with the initial point and the log density as two small compiled programs.
+   finite), with the initial point and the log density as two small compiled programs;
+4. for a GLMM (``rescale``, from :func:`hierbayes.inference.build.rescaled_effects`) samples the
+   standardised effects of one-coefficient terms partially centred, :math:`z_m s^{a_m}` instead
+   of :math:`z_m`, a change of coordinates inside the sampler (the model and its variables are
+   untouched), with exponents set from a pilot's variances (:func:`_partial_centring`). With
+   1-3 children per mother (Guatemalan immunisation), non-centred mother effects form a funnel
+   with their sd; partially centred, the smallest bulk ESS went from 608 to 1,303 at seed 1
+   (676 to 1,409 at seed 2) for about 15 % more time (the pilot).
 
 The log density and the constrained-space transform are PyMC's graphs, rewritten with PyTensor's
 JAX rewrites and translated by ``jax_funcify``: the same posterior as every other backend.
@@ -34,7 +41,7 @@ import hashlib
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +102,8 @@ class _Compiled:
         #: the parameters' shapes, set from the initial point (see sample_numpyro) before ``init``
         #: and ``steps`` are traced: their flat position vector is unravelled with them
         self.point_shapes: list[tuple[int, ...]] = []
+        #: value variables ``(effect, log sd)`` the sampler rescales (see _rescaled_values)
+        self.rescaled: list[tuple[int, int]] = []
 
     def get(self, name: str, *example: Any) -> Callable[..., Any]:
         """The compiled program ``name``, exported for arguments like ``example`` on first use."""
@@ -301,11 +310,14 @@ def _stable_softplus(fgraph: Any) -> None:
             fgraph.replace(out, stable.astype(out.dtype), reason="hierbayes_stable_softplus", import_missing=True)
 
 
-def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tuple[_Compiled, list, list[str]]:
+def _compile(
+    model: Any, *, draws: int, tune: int, target_accept: float, rescale: Mapping[str, str] | None = None
+) -> tuple[_Compiled, list, list[str]]:
     """The compiled sampler for ``model`` (reused when its structure was compiled before).
 
     Returns ``(compiled, data, names)``: the sampler, the model's data (its arguments) and the
-    names of the constrained variables it records, in order.
+    names of the constrained variables it records, in order. ``rescale`` (see
+    :func:`sample_numpyro`) sets ``compiled.rescaled``, the pairs of value variables that apply.
     """
     import jax
     import pytensor
@@ -313,6 +325,7 @@ def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tupl
     from pytensor.graph.traversal import graph_inputs
 
     values, data_vars, data, logp_out, constrained, start = _lift(model)
+    rescaled = _rescaled_values(model, rescale or {})
     inputs = [*values, *data_vars]
     outputs = [*logp_out, *constrained, *start]
     structure = pytensor.dprint(outputs, file="str", print_type=True)
@@ -323,10 +336,11 @@ def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tupl
         if isinstance(c, Constant):
             value = np.asarray(c.data)
             constants.update(f"{value.dtype}{value.shape}".encode() + value.tobytes())
-    settings = repr((draws, tune, target_accept))
+    settings = repr((draws, tune, target_accept, rescaled))
     key = "\n".join([str(structure), constants.hexdigest(), repr([(v.name, v.type) for v in inputs]), settings])
     names = [v.name for v in constrained]
     if key in _COMPILED:
+        _COMPILED[key].rescaled = rescaled
         return _COMPILED[key], data, names
 
     def build() -> dict[str, Callable[..., Any]]:
@@ -340,17 +354,52 @@ def _compile(model: Any, *, draws: int, tune: int, target_accept: float) -> tupl
             tune=tune,
             target_accept=target_accept,
             shapes=compiled.point_shapes,
+            rescaled=rescaled,
         )
 
     versions = repr((jax.__version__, jax.default_backend(), _FORMAT))
     digest = hashlib.sha256("\n".join([key, versions]).encode()).hexdigest()[:32]
     compiled = _Compiled(digest, build)
+    compiled.rescaled = rescaled
     _COMPILED[key] = compiled
     return compiled, data, names
 
 
+def _rescaled_values(model: Any, rescale: Mapping[str, str]) -> list[tuple[int, int]]:
+    """The pairs ``(effect, log sd)`` of value variables (positions in ``model.value_vars``) to rescale.
+
+    ``rescale`` maps a standardised effect (``z_<g>``, no transform) to its sd (a scalar with
+    PyMC's log transform); pairs of other forms are left out.
+    """
+    from pymc.logprob.transforms import LogTransform
+
+    pairs = []
+    for effect, scale in rescale.items():
+        if effect not in model.named_vars or scale not in model.named_vars:
+            continue
+        rv_e, rv_s = model.named_vars[effect], model.named_vars[scale]
+        if rv_e not in model.free_RVs or rv_s not in model.free_RVs or rv_s.ndim != 0:
+            continue
+        if model.rvs_to_transforms.get(rv_e) is not None:
+            continue
+        if not isinstance(model.rvs_to_transforms.get(rv_s), LogTransform):
+            continue
+        values = list(model.value_vars)
+        pairs.append((values.index(model.rvs_to_values[rv_e]), values.index(model.rvs_to_values[rv_s])))
+    return pairs
+
+
+def _scale_index(point: list[np.ndarray], pairs: list[tuple[int, int]]) -> np.ndarray:
+    """Per entry of the flat parameter vector, the entry of its scale's log (itself if none)."""
+    starts = _offsets(point)
+    index = np.arange(sum(int(np.size(p)) for p in point))
+    for effect, scale in pairs:
+        index[starts[effect] : starts[effect] + int(np.size(point[effect]))] = starts[scale]
+    return index
+
+
 #: Changes whenever the programs built by :func:`_programs` change (invalidates the disk cache).
-_FORMAT = 6
+_FORMAT = 7
 
 
 def _programs(
@@ -364,13 +413,15 @@ def _programs(
     tune: int,
     target_accept: float,
     shapes: list[tuple[int, ...]],
+    rescaled: Sequence[tuple[int, int]] = (),
 ) -> dict[str, Callable[..., Any]]:
-    """The JAX functions of one model structure; each chain runs ``init`` then ``steps`` repeatedly.
+    r"""The JAX functions of one model structure; each chain runs ``init`` then ``steps`` repeatedly.
 
     - ``start(args)``: the initial point; ``logp(point, args)``: the log density;
-    - ``init(root_key, chain, point, args)``: numpyro's NUTS state (random key: ``root_key``
-      folded with the chain's number; step size 1, unit diagonal mass matrix, adapted over
-      ``tune`` steps with numpyro's windowed scheme to ``target_accept``, maximum tree depth 10);
+    - ``init(root_key, chain, point, args, inverse_mass, step_size)``: numpyro's NUTS state
+      (random key: ``root_key`` folded with ``chain``; the given initial step size and diagonal
+      inverse mass matrix, adapted over ``tune`` steps with numpyro's windowed scheme to
+      ``target_accept``, maximum tree depth 10);
     - ``steps(state, args, n)``: ``n`` (at most ``L = _chunks(draws)[0]``, a traced count) NUTS
       steps; returns the new state, the constrained variables and the statistics :data:`_STATS`
       of each step (``L`` rows, the first ``n`` valid).
@@ -384,6 +435,16 @@ def _programs(
     initial point before ``init`` and ``steps`` are traced, unravels it): numpyro's per-step work
     on a list of arrays is one small kernel per array; on the Guatemalan GLMM (5 arrays, 1,766
     numbers) a chain of 2,000 steps took 2.98 s instead of 3.30 s and compiled 0.9 s faster.
+
+    With ``rescaled`` pairs ``(e, k)`` (positions in the parameter list: an effect and the log of
+    its sd), NUTS moves :math:`y` and the model sees :math:`x_e = y_e e^{-a_e y_k}` (the flat
+    exponents :math:`a`, zero or in :math:`[0, 1)`, are the last element of ``args`` in ``init``
+    and ``steps``; every other parameter as it is): for a
+    standardised effect :math:`z_m` with sd :math:`s = e^{y_J}` it samples
+    :math:`\tilde z_m = z_m s^{a_m}`, partially centred (:func:`_partial_centring`). The
+    potential adds the log Jacobian, :math:`U_y(y) = U_x(x) + \sum_i a_i y_{J_i}`; with
+    :math:`a = 0` it is the model's own. ``start`` and ``logp`` take the model's coordinates
+    and data alone.
     """
     import jax
     import jax.numpy as jnp
@@ -402,21 +463,47 @@ def _programs(
             at += size
         return parts
 
+    def model_point(y: Any, args: tuple) -> tuple[list[Any], Any, tuple]:
+        """``(x, log |dx/dy|, data)`` for the sampler's point ``y`` (``x`` unravelled)."""
+        parts = unravel(y)
+        if not rescaled:
+            return parts, 0.0, args
+        *data, a = args
+        exponents = unravel(a)
+        log_det = 0.0
+        for effect, scale in rescaled:
+            parts[effect] = parts[effect] * jnp.exp(-exponents[effect] * parts[scale])
+            log_det = log_det - parts[scale] * jnp.sum(exponents[effect])
+        return parts, log_det, tuple(data)
+
     def potential_gen(*args: Any) -> Callable[[Any], Any]:
-        return lambda z: -logp_fn(*unravel(z), *args)[0]
+        def potential(y: Any) -> Any:
+            x, log_det, data = model_point(y, args)
+            return -logp_fn(*x, *data)[0] - log_det
+
+        return potential
 
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
 
-    def init(root_key: Any, chain: Any, point: Any, args: tuple) -> Any:
+    def init(root_key: Any, chain: Any, point: Any, args: tuple, inverse_mass: Any, step_size: Any) -> Any:
         rng_key = jax.random.fold_in(root_key, chain)
         flat = jnp.concatenate([jnp.ravel(p) for p in point])
-        return init_kernel(flat, num_warmup=tune, target_accept_prob=target_accept, model_args=args, rng_key=rng_key)
+        return init_kernel(
+            flat,
+            num_warmup=tune,
+            step_size=step_size,
+            inverse_mass_matrix=inverse_mass,
+            target_accept_prob=target_accept,
+            model_args=args,
+            rng_key=rng_key,
+        )
 
     def steps(state: Any, args: tuple, n: Any) -> tuple[Any, list, tuple]:
         def step(s: Any, i: Any) -> tuple[Any, tuple]:
             s = jax.lax.cond(i < n, lambda t: sample_kernel(t, model_args=args), lambda t: t, s)
             stats = (s.potential_energy, s.energy, s.num_steps, s.accept_prob, s.diverging, s.adapt_state.step_size)
-            return s, (post_fn(*unravel(s.z), *args), stats)
+            x, _, data = model_point(s.z, args)
+            return s, (post_fn(*x, *data), stats)
 
         state, (post, stats) = jax.lax.scan(step, state, jnp.arange(length))
         return state, post, stats
@@ -458,6 +545,7 @@ def sample_numpyro(
     target_accept: float,
     cores: int | None = None,
     progressbar: bool | str = False,
+    rescale: Mapping[str, str] | None = None,
 ) -> Any:
     """Draw with numpyro's NUTS, compiled once per model structure; PyMC's result layout.
 
@@ -465,6 +553,12 @@ def sample_numpyro(
     compiled JAX program releases Python's lock while it runs, so the chains run in parallel,
     and each chain's draws do not depend on how many run at once. ``progressbar`` (any true
     value) shows one bar for all chains (NUTS steps, tuning included; divergences so far).
+
+    ``rescale`` maps standardised random effects to their sds (``{"z_g": "sd_g"}``, an sd with
+    PyMC's log transform): with at least :data:`PILOT` tuning steps, each chain first runs
+    :data:`PILOT` steps as usual, then samples those effects partially centred
+    (:func:`_partial_centring`) from where the pilot ended, with its step size and mass matrix,
+    through ``tune`` tuning steps and the draws. The draws are of the same posterior.
 
     Returns
     -------
@@ -484,7 +578,9 @@ def sample_numpyro(
     enable_compilation_cache()
     _register_states()
     try:
-        compiled, data, constrained = _compile(model, draws=draws, tune=tune, target_accept=target_accept)
+        compiled, data, constrained = _compile(
+            model, draws=draws, tune=tune, target_accept=target_accept, rescale=rescale
+        )
     except _Unsupported:
         return pm.sample(
             draws=draws,
@@ -529,7 +625,11 @@ def sample_numpyro(
     constant = find_constants(model)
     if constant:
         groups["constant_data"] = constant
-    attrs = {"posterior": make_attrs({"sampling_time": elapsed, "tuning_steps": tune}, inference_library=numpyro)}
+    run_attrs: dict[str, Any] = {"sampling_time": elapsed, "tuning_steps": tune}
+    if compiled.rescaled and tune >= PILOT_MIN_TUNE:
+        run_attrs["pilot_steps"] = PILOT
+        run_attrs["partially_centred"] = ",".join(model.value_vars[e].name for e, _ in compiled.rescaled)
+    attrs = {"posterior": make_attrs(run_attrs, inference_library=numpyro)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Found chain dimension to be longer than draw dimension")
         return from_dict(data=groups, coords=coords, dims=dims, sample_dims=["chain", "draw"], attrs=attrs)
@@ -541,6 +641,32 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+#: Tuning steps of the pilot that sets the partial centring of rescaled effects (``rescale``):
+#: numpyro's first two mass-matrix windows end there (after 75 + 25 + 50 steps, the last 50
+#: steps' variances), so the pilot's mass matrix is a variance estimate.
+PILOT = 150
+#: The pilot runs only when ``tune`` is at least this (shorter tuning: no rescaling).
+PILOT_MIN_TUNE = 300
+
+
+def _partial_centring(variance: np.ndarray) -> np.ndarray:
+    r"""The exponents :math:`a = 1 - w` of partially centred effects from their pilot variances.
+
+    For a standardised effect :math:`z_m = u_m / s` the sampler moves
+    :math:`\tilde z_m = z_m s^{a_m} = u_m / s^{w_m}`, with prior :math:`N(0, s^{2a_m})`: with
+    :math:`w_m = 1` non-centred, :math:`w_m = 0` centred. Papaspiliopoulos, Roberts and Sköld
+    (2003) take :math:`w_m` as the share of :math:`u_m`'s posterior variance its prior accounts
+    for, i.e. the posterior variance of :math:`z_m`, :math:`v_m \le 1`. On the Guatemalan GLMM
+    (Bernoulli, 1-3 children per mother; mother effects partially centred with :math:`v_m` from
+    a completed non-centred fit) :math:`w_m = v_m` raised the smallest bulk ESS from 608 to 811
+    at seed 1 and :math:`w_m = \sqrt{v_m}` (less centred) to 1,528 (1,114 at seed 2, against
+    676), so :math:`w_m = \sqrt{v_m}`, clipped to :math:`[0, 1]`. A weight that follows the
+    sampled :math:`s` instead of a fixed one (:math:`w_m = 1/(1 + c s^2 n_m)`) made the geometry
+    worse (ESS 21-202).
+    """
+    return 1.0 - np.sqrt(np.clip(variance, 0.0, 1.0))
 
 
 def _run_chains(
@@ -559,28 +685,40 @@ def _run_chains(
 
     chains = len(init)
     length, _ = _chunks(draws)
+    size = sum(int(np.size(v)) for v in init[0])
+    scale_of = _scale_index(init[0], compiled.rescaled) if compiled.rescaled else None
+    if scale_of is not None:  # the exponents a: zero (the model's coordinates) until a pilot sets them
+        args = (*args, np.zeros(size))
+    pilot = PILOT if scale_of is not None and tune >= PILOT_MIN_TUNE else 0
+    ones, unit = np.ones(size), np.float64(1.0)
     # every program is loaded (or compiled) before the threads start, once; the chains'
     # states start here too (one gradient each), the first doubling as the example of ``steps``
-    init_p = compiled.get("init", root_key, np.int32(0), init[0], args)
-    states = [init_p(root_key, np.int32(c), init[c], args) for c in range(chains)]
+    init_p = compiled.get("init", root_key, np.int32(0), init[0], args, ones, unit)
+    states = [init_p(root_key, np.int32(c), init[c], args, ones, unit) for c in range(chains)]
     steps_p = compiled.get("steps", states[0], args, np.int32(1))
-    progress = _Progress(chains * (tune + draws), enabled=bool(progressbar))
+    progress = _Progress(chains * (pilot + tune + draws), enabled=bool(progressbar))
 
-    def one(c: int) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
-        s = states[c]
+    def advance(s: Any, chain_args: tuple, total: int) -> Any:
         done = 0
-        while done < tune:
-            n = min(length, tune - done)
-            s, _, _ = steps_p(s, args, np.int32(n))
+        while done < total:
+            n = min(length, total - done)
+            s, _, _ = steps_p(s, chain_args, np.int32(n))
             s.i.block_until_ready()
             done += n
             progress.advance(n)
+        return s
+
+    def pilot_run(c: int) -> Any:
+        return advance(states[c], args, pilot)
+
+    def one(c: int) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+        s = advance(states[c], chain_args, tune)
         posts: list[list[np.ndarray]] = []
         stats: list[list[np.ndarray]] = []
         done = 0
         while done < draws:
             n = min(length, draws - done)
-            s, post, st = steps_p(s, args, np.int32(n))
+            s, post, st = steps_p(s, chain_args, np.int32(n))
             posts.append([np.asarray(v)[:n] for v in post])
             stats.append([np.asarray(v)[:n] for v in st])
             done += n
@@ -590,11 +728,31 @@ def _run_chains(
         return post_all, dict(zip(_STATS, st_all, strict=True))
 
     workers = max(1, min(chains, cores if cores is not None else available_cpus()))
-    with progress:
-        if workers == 1:
-            return [one(c) for c in range(chains)]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(one, range(chains)))
+    chain_args = args
+    with progress, ThreadPoolExecutor(max_workers=workers) as pool:
+        run = map if workers == 1 else pool.map
+        if pilot:
+            assert scale_of is not None
+            piloted = list(run(pilot_run, range(chains)))
+            # the chains' variance estimates pooled: 4 x 50 draws, not 50
+            variance = np.mean([np.asarray(p.adapt_state.inverse_mass_matrix) for p in piloted], axis=0)
+            a = np.where(scale_of != np.arange(size), _partial_centring(variance), 0.0)
+            chain_args = (*args[:-1], a)
+            starts = _offsets(init[0])
+            for c, p in enumerate(piloted):
+                log_scale = a * np.asarray(p.z)[scale_of]
+                y = np.asarray(p.z) * np.exp(log_scale)
+                inverse_mass = np.asarray(p.adapt_state.inverse_mass_matrix) * np.exp(2.0 * log_scale)
+                point = [y[o : o + v.size].reshape(v.shape) for o, v in zip(starts, init[c], strict=True)]
+                step = np.float64(p.adapt_state.step_size)
+                # a key of its own (fold_in with chains + c): the pilot used fold_in with c
+                states[c] = init_p(root_key, np.int32(chains + c), point, chain_args, inverse_mass, step)
+        return list(run(one, range(chains)))
+
+
+def _offsets(point: list[np.ndarray]) -> list[int]:
+    """Where each array of ``point`` starts in the flat vector."""
+    return [int(v) for v in np.cumsum([0] + [np.size(p) for p in point[:-1]])]
 
 
 class _Progress:

@@ -118,7 +118,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Literal
 
 import pymc as pm
@@ -196,6 +196,7 @@ def sample(
     sampler: Sampler = "auto",
     progressbar: bool | str = True,
     cores: int | None = None,
+    rescale: Mapping[str, str] | None = None,
 ) -> xr.DataTree:
     """Draw posterior samples with NUTS.
 
@@ -216,6 +217,11 @@ def sample(
     cores
         Chains run in parallel on this many cores (default: as many as chains and CPUs; numpyro
         runs them in threads of this process, the other backends as PyMC does).
+    rescale
+        numpyro only: standardised random effects and their sds (``{"z_g": "sd_g"}``, see
+        :func:`hierbayes.inference.build.rescaled_effects`) that each chain samples partially
+        centred after a pilot (:func:`hierbayes.inference.jax_nuts.sample_numpyro`); the other
+        backends ignore it.
 
     Returns
     -------
@@ -239,6 +245,7 @@ def sample(
             target_accept=target_accept,
             cores=cores,
             progressbar=progressbar,
+            rescale=rescale,
         )
     with model, reproducible_compilation(), warnings.catch_warnings():
         # ArviZ guesses that dims are swapped whenever chains > draws; PyMC's dims are named, so
