@@ -121,11 +121,18 @@ SBC_CASES = {
         hb.glmm(y="y", family="bernoulli", groups="g", x="x"),
         small_data(10, 8, seed=4).assign(y=lambda d: (d["x"] + np.random.default_rng(4).normal(size=len(d)) > 0) * 1),
     ),
+    # 40 groups of 1-3 rows: the regime numpyro samples partially centred (jax_nuts.PILOT)
+    "small_groups": lambda: (
+        hb.glmm(y="y", family="bernoulli", groups="g", x="x"),
+        pd.DataFrame({"g": np.repeat(np.arange(40), np.random.default_rng(5).integers(1, 4, size=40))}).assign(
+            x=lambda d: np.random.default_rng(6).normal(size=len(d)), y=lambda d: (d["x"] > 0) * 1
+        ),
+    ),
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("builder", ["random_intercept", "logistic"])
+@pytest.mark.parametrize("builder", ["random_intercept", "logistic", "small_groups"])
 def test_calibration_small_with_the_default_sampler(builder):
     """20 simulations refitted with numpyro (``hb.fit``'s sampler, compiled once for all refits)."""
     spec, data = SBC_CASES[builder]()
