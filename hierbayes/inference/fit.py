@@ -144,7 +144,8 @@ def fit(
         variances set how far each level's effect is centred, then its ``tune`` tuning steps
         and ``draws`` draws (:func:`hierbayes.inference.jax_nuts.sample_numpyro`; same model,
         same variables; ``fit.settings["partially_centred"]`` names the effects). On the
-        Guatemalan immunisation model this doubled the smallest effective sample size.
+        Guatemalan immunisation model the smallest effective sample size went from 608, 676
+        and 674 (seeds 1-3) to 1,303, 1,409 and 828.
     progressbar
         ``True`` (default): one progress bar for all chains (PyMC's ``"combined"``: draws, speed,
         time; divergences are reported after sampling) in a terminal at least 90 columns wide and

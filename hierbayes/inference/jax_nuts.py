@@ -28,8 +28,8 @@ instead
    of :math:`z_m`, a change of coordinates inside the sampler (the model and its variables are
    untouched), with exponents set from a pilot's variances (:func:`_partial_centring`). With
    1-3 children per mother (Guatemalan immunisation), non-centred mother effects form a funnel
-   with their sd; partially centred, the smallest bulk ESS went from 608 to 1,303 at seed 1
-   (676 to 1,409 at seed 2) for about 15 % more time (the pilot).
+   with their sd; partially centred, the smallest bulk ESS went from 608, 676 and 674 (seeds
+   1-3) to 1,303, 1,409 and 828 for about 15 % more time (the pilot).
 
 The log density and the constrained-space transform are PyMC's graphs, rewritten with PyTensor's
 JAX rewrites and translated by ``jax_funcify``: the same posterior as every other backend.
