@@ -247,3 +247,12 @@ def test_partially_centred_glmm_agrees_with_the_non_centred_one(cache, monkeypat
             assert np.mean(z > 3) < 0.03 and z.max() < 5, (np.mean(z > 3), z.max())
         else:
             assert np.all(z < 4), (name, z)
+
+
+def test_an_unusable_pilot_estimate_leaves_the_effects_non_centred(cache, monkeypatch):
+    monkeypatch.setattr(jax_nuts, "_partial_centring", lambda variance: np.full_like(variance, np.nan))
+    idata = jax_nuts.sample_numpyro(
+        _funnel(), draws=200, tune=300, chains=2, random_seed=5, target_accept=0.95, rescale={"z": "sd"}
+    )
+    z = idata["posterior"]["z"].values
+    assert np.isfinite(z).all() and abs(float(z.mean())) < 0.2 and 0.8 < float(z.var()) < 1.2

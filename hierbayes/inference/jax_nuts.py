@@ -734,7 +734,9 @@ def _run_chains(
             piloted = list(run(pilot_run, range(chains)))
             # the chains' variance estimates pooled: 4 x 50 draws, not 50
             variance = np.mean([np.asarray(p.adapt_state.inverse_mass_matrix) for p in piloted], axis=0)
-            a = np.where(scale_of != np.arange(size), _partial_centring(variance), 0.0)
+            a = _partial_centring(variance)
+            # non-centred (a = 0) where the estimate is not a number
+            a = np.where((scale_of != np.arange(size)) & np.isfinite(a), a, 0.0)
             chain_args = (*args[:-1], a)
             starts = _offsets(init[0])
             for c, p in enumerate(piloted):
