@@ -9,9 +9,10 @@ later one; :func:`hierbayes.inference.sampling.reproducible_compilation` is the 
 Two fresh processes fit the same model with the same seed: the first with an empty ``HOME``, an
 empty PyTensor compile directory and an empty Numba cache directory, the second with the same
 directories, now warm. The draws must agree bit for bit, for nutpie, PyMC's NUTS and numpyro (full
-and collapsed model; numpyro's programs are read back from JAX's persistent compilation cache and
-hierbayes's exported programs, :mod:`hierbayes.inference.jax_nuts`, both under
-``~/.cache/hierbayes``). The cold compilation is what costs time (about a minute), hence ``slow``.
+and collapsed model, and a binomial GLMM with its partially centred effects; numpyro's programs
+are read back from JAX's persistent compilation cache and hierbayes's exported programs,
+:mod:`hierbayes.inference.jax_nuts`, both under ``~/.cache/hierbayes``). The cold compilation
+is what costs time (about a minute), hence ``slow``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ for sampler, method in (("nutpie", "full"), ("pymc", "full"), ("numpyro", "full"
     assert fit.settings["sampler"] == sampler
     for name, da in fit.posterior.data_vars.items():
         out[f"{sampler}-{method}/{name}"] = da.values
+# a binomial GLMM: numpyro's pilot, then partially centred herd effects (jax_nuts.PILOT)
+fit = hb.fit("cbind(incidence, size - incidence) ~ period + (1 | herd)", hb.datasets.load("cbpp"),
+             random_seed=11, draws=20, tune=300, chains=2, cores=1, progressbar=False)
+assert fit.settings["partially_centred"] == ["z_herd"]
+for name, da in fit.posterior.data_vars.items():
+    out[f"numpyro-glmm/{name}"] = da.values
 np.savez(sys.argv[1], **out)
 """
 
@@ -77,7 +84,7 @@ def test_same_draws_with_cold_and_warm_compile_cache(tmp_path):
     jax_cache = cache / "home" / ".cache" / "hierbayes"
     assert any((jax_cache / "jax").iterdir()) and any((jax_cache / "programs").iterdir()), "JAX's caches were not used"
     warm = _fit_in_fresh_process(cache, tmp_path / "warm.npz")
-    runs = {"nutpie-full", "pymc-full", "numpyro-full", "numpyro-collapsed"}
+    runs = {"nutpie-full", "pymc-full", "numpyro-full", "numpyro-collapsed", "numpyro-glmm"}
     assert cold.keys() == warm.keys() and {k.split("/")[0] for k in cold} == runs
     differ = [k for k in cold if cold[k].shape != warm[k].shape or cold[k].tobytes() != warm[k].tobytes()]
     assert not differ, f"cold- and warm-cache fits with the same seed differ in {differ}"
