@@ -256,3 +256,12 @@ def test_an_unusable_pilot_estimate_leaves_the_effects_non_centred(cache, monkey
     )
     z = idata["posterior"]["z"].values
     assert np.isfinite(z).all() and abs(float(z.mean())) < 0.2 and 0.8 < float(z.var()) < 1.2
+
+
+def test_short_tuning_runs_no_pilot_and_no_rescaling(cache):
+    idata = jax_nuts.sample_numpyro(
+        _funnel(), draws=20, tune=30, chains=1, random_seed=5, target_accept=0.9, rescale={"z": "sd"}
+    )
+    assert "partially_centred" not in idata["posterior"].attrs and "pilot_steps" not in idata["posterior"].attrs
+    compiled, *_ = jax_nuts._compile(_funnel(), draws=20, tune=30, target_accept=0.9, rescale={"z": "sd"})
+    assert compiled.rescaled == []

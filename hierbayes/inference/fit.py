@@ -281,7 +281,7 @@ def fit(
         "sampler": backend,
         "method": chosen,
         **({"quadrature_nodes": n_nodes} if chosen == "quadrature" else {}),
-        **_partial_centring(idata),
+        **_partial_centring_settings(idata),
         **({"rows": design.n_total, "row_sample": design.n_obs} if design.statistics is not None else {}),
         "store_random_effects": store_random_effects or chosen != "collapsed",
         "versions": versions(),
@@ -295,7 +295,7 @@ def fit(
     return result
 
 
-def _partial_centring(idata: xr.DataTree) -> dict[str, Any]:
+def _partial_centring_settings(idata: xr.DataTree) -> dict[str, Any]:
     """``{"partially_centred": [...], "pilot_steps": n}`` when numpyro rescaled effects, else ``{}``."""
     attrs = idata["posterior"].attrs
     if not attrs.get("partially_centred"):

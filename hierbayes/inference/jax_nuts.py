@@ -317,7 +317,8 @@ def _compile(
 
     Returns ``(compiled, data, names)``: the sampler, the model's data (its arguments) and the
     names of the constrained variables it records, in order. ``rescale`` (see
-    :func:`sample_numpyro`) sets ``compiled.rescaled``, the pairs of value variables that apply.
+    :func:`sample_numpyro`) sets ``compiled.rescaled``, the pairs of value variables that apply
+    (none when ``tune`` is below :data:`PILOT_MIN_TUNE`).
     """
     import jax
     import pytensor
@@ -325,7 +326,8 @@ def _compile(
     from pytensor.graph.traversal import graph_inputs
 
     values, data_vars, data, logp_out, constrained, start = _lift(model)
-    rescaled = _rescaled_values(model, rescale or {})
+    # rescaled only where a pilot will set the exponents: otherwise a = 0 would be work for nothing
+    rescaled = _rescaled_values(model, rescale or {}) if tune >= PILOT_MIN_TUNE else []
     inputs = [*values, *data_vars]
     outputs = [*logp_out, *constrained, *start]
     structure = pytensor.dprint(outputs, file="str", print_type=True)
@@ -624,7 +626,7 @@ def sample_numpyro(
     if constant:
         groups["constant_data"] = constant
     run_attrs: dict[str, Any] = {"sampling_time": elapsed, "tuning_steps": tune}
-    if compiled.rescaled and tune >= PILOT_MIN_TUNE:
+    if compiled.rescaled:
         run_attrs["pilot_steps"] = PILOT
         run_attrs["partially_centred"] = ",".join(model.value_vars[e].name for e, _ in compiled.rescaled)
     attrs = {"posterior": make_attrs(run_attrs, inference_library=numpyro)}
@@ -687,7 +689,7 @@ def _run_chains(
     scale_of = _scale_index(init[0], compiled.rescaled) if compiled.rescaled else None
     if scale_of is not None:  # the exponents a: zero (the model's coordinates) until a pilot sets them
         args = (*args, np.zeros(size))
-    pilot = PILOT if scale_of is not None and tune >= PILOT_MIN_TUNE else 0
+    pilot = PILOT if scale_of is not None else 0
     ones, unit = np.ones(size), np.float64(1.0)
     # every program is loaded (or compiled) before the threads start, once; the chains'
     # states start here too (one gradient each), the first doubling as the example of ``steps``
