@@ -248,6 +248,35 @@ def test_random_effect_draws_reproducible_thinned_and_chunk_free(nested_df, monk
     assert not np.allclose(a["u_school"].values, bc.random_effect_draws(design, post, random_seed=4)["u_school"].values)
 
 
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | school/cls)", "y ~ x + (x | school)"])
+def test_random_effect_draws_do_not_depend_on_the_threads(nested_df, monkeypatch, formula):
+    """Chunks drawn in 1 thread or in 3 (normals drawn in order by the calling thread): the same draws."""
+    design = hb.make_design(hb.parse_formula(formula), nested_df)
+    post = _fake_posterior(design, chains=3, draws=11)
+    if "x |" in formula:  # (x | school): a 2 x 2 factor per draw (diagonal here; no LKJ draws in the fake)
+        post["sd_school"] = post["sd_school"].expand_dims(school__coef=["Intercept", "x"], axis=-1).copy()
+    monkeypatch.setattr(bc, "_CHUNK_FLOATS", 50)  # many chunks
+    monkeypatch.setattr(bc, "_SCALAR_CHUNK_FLOATS", 50)
+    monkeypatch.setattr(bc, "_draw_workers", lambda: 1)
+    one = bc.random_effect_draws(design, post, random_seed=3)
+    monkeypatch.setattr(bc, "_draw_workers", lambda: 3)
+    threaded = bc.random_effect_draws(design, post, random_seed=3)
+    xr.testing.assert_equal(one, threaded)
+
+
+def test_normals_drawn_beforehand_are_handed_out_in_order_and_all_used():
+    drawn = bc._Drawn(np.random.default_rng(1).standard_normal(10))
+    rng = np.random.default_rng(1)
+    np.testing.assert_array_equal(drawn.standard_normal((2, 3)), rng.standard_normal((2, 3)))
+    assert not drawn.used_up()
+    np.testing.assert_array_equal(drawn.standard_normal((4,)), rng.standard_normal(4))
+    assert drawn.used_up()
+    with pytest.raises(RuntimeError, match="more normals"):
+        drawn.standard_normal((1,))
+    with pytest.raises(RuntimeError, match="fewer normals"):
+        bc._draw_all(lambda sl, sources: None, slice(0, 1), [bc._Drawn(np.zeros(3))])
+
+
 @pytest.fixture(scope="module")
 def pooled_df():
     """60 schools x 5-7 classes of 2-4 rows: 300+ classes of 3 sizes (their levels pool)."""

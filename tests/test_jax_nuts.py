@@ -265,3 +265,29 @@ def test_short_tuning_runs_no_pilot_and_no_rescaling(cache):
     assert "partially_centred" not in idata["posterior"].attrs and "pilot_steps" not in idata["posterior"].attrs
     compiled, *_ = jax_nuts._compile(_funnel(), draws=20, tune=30, target_accept=0.9, rescale={"z": "sd"})
     assert compiled.rescaled == []
+
+
+def test_a_jittered_start_with_no_density_is_drawn_again(cache):
+    """PyMC's _init_jitter: a start where the log density is -inf is drawn again (here x > 0.3)."""
+    import pytensor.tensor as pt
+
+    with pm.Model() as model:
+        x = pm.Normal("x", 0.0, 1.0)
+        pm.Potential("cut", pt.switch(x > 0.3, -np.inf, 0.0))
+    compiled, data, _ = jax_nuts._compile(model, draws=10, tune=10, target_accept=0.8)
+    args = tuple(data)
+    base = [np.asarray(v) for v in compiled.get("start", args)(args)]
+    compiled.point_shapes[:] = [np.shape(v) for v in base]
+    root_key = np.zeros(2, dtype=np.uint32)
+    init_p, _ = jax_nuts._load_programs(compiled, root_key, base, args)
+    seeds = list(range(8))
+    states = jax_nuts._jittered(init_p, root_key, base, args, seeds)
+    first = [float(base[0] + np.random.default_rng(s).uniform(-1, 1)) for s in seeds]
+    redrawn = [f > 0.3 for f in first]
+    assert any(redrawn) and not all(redrawn)
+    for state, start, again in zip(states, first, redrawn, strict=True):
+        assert np.isfinite(float(state.potential_energy))
+        z = float(np.asarray(state.z)[0])
+        assert z <= 0.3 and (again or z == start)
+    idata = jax_nuts.sample_numpyro(model, draws=20, tune=20, chains=4, random_seed=1, target_accept=0.8)
+    assert np.isfinite(idata["sample_stats"]["lp"].values).all() and (idata["posterior"]["x"].values <= 0.3).all()

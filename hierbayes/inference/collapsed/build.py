@@ -56,9 +56,13 @@ and draw them later, for a subset of draws, with :func:`random_effect_draws`.
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Literal, Protocol, cast
 
 import numpy as np
 import pymc as pm
@@ -429,9 +433,7 @@ def build_collapsed_model(
 # --------------------------------------------------------------------------------------
 
 
-def _level_draw(
-    C: np.ndarray, c: np.ndarray, L: np.ndarray, sigma: np.ndarray, rng: np.random.Generator | None
-) -> np.ndarray:
+def _level_draw(C: np.ndarray, c: np.ndarray, L: np.ndarray, sigma: np.ndarray, rng: NormalSource | None) -> np.ndarray:
     r""":math:`u = Lv`, :math:`v = C^{-T}(C^{-1}c + \sigma z)`; ``c`` is ``(S, G, q, 1)``; mean if no rng."""
     w = forward(C, c)
     if rng is not None:
@@ -445,7 +447,7 @@ def conditional_effects(
     v: np.ndarray,
     sigma: np.ndarray,
     chols: list[np.ndarray],
-    rngs: list[np.random.Generator] | None = None,
+    rngs: Sequence[NormalSource] | None = None,
 ) -> list[np.ndarray]:
     r"""Draw (or, without ``rngs``, average) :math:`u \mid y, \beta, \theta` for ``S`` parameter sets.
 
@@ -465,8 +467,8 @@ def conditional_effects(
         One ``(S, q, q)`` covariance factor per group, in the order of ``data.groups``.
     rngs
         One generator per group (independent streams, so the result does not depend on how
-        the draws are chunked); ``None`` returns the conditional means (BLUPs at fixed
-        parameters).
+        the draws are chunked; or normals drawn from them beforehand, see :class:`_Drawn`);
+        ``None`` returns the conditional means (BLUPs at fixed parameters).
 
     Returns
     -------
@@ -484,14 +486,16 @@ def _general_conditional_effects(
     v: np.ndarray,
     sigma: np.ndarray,
     chols: list[np.ndarray],
-    rng: list[np.random.Generator] | list[None],
+    rng: Sequence[NormalSource] | Sequence[None],
 ) -> list[np.ndarray]:
     """:func:`conditional_effects` for any numbers of terms: batched ``q x q`` factorisations."""
     rngs = None if rng[0] is None else rng
     s2 = (sigma**2)[:, None, None, None]
     sums = [np.einsum("gqm,sm->sgq", a, v)[..., None] for a in data.ZtR]  # (S, G, q, 1)
     if isinstance(data.factors, CrossedFactors):
-        return crossed_conditional_np(data.factors, [b[..., 0] for b in sums], chols, sigma, rngs)
+        # crossed effects are drawn from the generators themselves (never in threads: _draw_posterior_effects)
+        gens = None if rngs is None else cast("list[np.random.Generator]", list(rngs))
+        return crossed_conditional_np(data.factors, [b[..., 0] for b in sums], chols, sigma, gens)
     if isinstance(data.factors, CollapsedFactor):
         L = chols[0]
         q = L.shape[-1]
@@ -516,7 +520,7 @@ def _general_conditional_effects(
 
 
 def _scalar_draw(
-    b: np.ndarray, inv_m: np.ndarray, ell: np.ndarray, sigma: np.ndarray, rng: np.random.Generator | None
+    b: np.ndarray, inv_m: np.ndarray, ell: np.ndarray, sigma: np.ndarray, rng: NormalSource | None
 ) -> np.ndarray:
     r""":math:`u = \ell(\ell\,b/m + \sigma z/\sqrt m) = \lambda b/m + \ell\sigma z/\sqrt m` (one term), in place.
 
@@ -540,7 +544,7 @@ def _scalar_conditional_effects(
     v: np.ndarray,
     sigma: np.ndarray,
     ells: list[np.ndarray],
-    rng: list[np.random.Generator] | list[None],
+    rng: Sequence[NormalSource] | Sequence[None],
 ) -> list[np.ndarray]:
     r""":func:`conditional_effects` for one term per factor (random intercepts), element-wise.
 
@@ -631,12 +635,78 @@ def _draw_posterior_effects(
         per_draw += 3 * cf.n_small * (cf.n_small + fb.n_levels * fb.n_terms)
     scalar = not isinstance(data.factors, CrossedFactors) and q_max == 1
     chunk = max(1, (_SCALAR_CHUNK_FLOATS if scalar else _CHUNK_FLOATS) // max(per_draw, 1))
-    for start in range(0, S, chunk):
-        sl = slice(start, min(S, start + chunk))
-        us = conditional_effects(data, v_all[sl], sigma_all[sl], [c[sl] for c in chol_all], rngs)
+    slices = [slice(start, min(S, start + chunk)) for start in range(0, S, chunk)]
+
+    def draw(sl: slice, sources: list[NormalSource]) -> None:
+        us = conditional_effects(data, v_all[sl], sigma_all[sl], [c[sl] for c in chol_all], sources)
         for g, u in zip(data.groups, us, strict=True):
             out[names.u(g.name)][sl] = u
+
+    workers = _draw_workers()
+    if isinstance(data.factors, CrossedFactors) or workers == 1 or len(slices) == 1:
+        for sl in slices:
+            draw(sl, list(rngs))
+        return out
+    # The chunks in threads (numpy releases Python's lock): this thread draws each chunk's
+    # normals from the groups' streams in order, as the loop above would, and the workers do
+    # the rest; the draws do not depend on the number of threads.
+    sizes = [g.n_levels * len(g.coef_names) for g in data.groups]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[None]] = deque()
+        for sl in slices:
+            n = sl.stop - sl.start
+            drawn = [_Drawn(rng.standard_normal(n * size)) for rng, size in zip(rngs, sizes, strict=True)]
+            pending.append(pool.submit(_draw_all, draw, sl, drawn))
+            while len(pending) > 2 * workers:  # a few chunks ahead at most (memory)
+                pending.popleft().result()
+        for future in pending:
+            future.result()
     return out
+
+
+class NormalSource(Protocol):
+    """What :func:`conditional_effects` draws its standard normals from (a numpy ``Generator``)."""
+
+    def standard_normal(self, size: tuple[int, ...]) -> np.ndarray: ...
+
+
+class _Drawn:
+    """Standard normals drawn beforehand; ``standard_normal(shape)`` hands out the next ``prod(shape)``.
+
+    A generator fills an array in C order, so handing out a long draw piece by piece gives what
+    successive draws of those shapes from the same generator give.
+    """
+
+    def __init__(self, normals: np.ndarray) -> None:
+        self._normals = normals
+        self._at = 0
+
+    def standard_normal(self, size: tuple[int, ...]) -> np.ndarray:
+        count = int(np.prod(size, dtype=np.int64))
+        if self._at + count > self._normals.size:
+            raise RuntimeError("hierbayes: more normals asked for than were drawn for this chunk")
+        z = self._normals[self._at : self._at + count].reshape(size)
+        self._at += count
+        return z
+
+    def used_up(self) -> bool:
+        return self._at == self._normals.size
+
+
+def _draw_all(draw: Callable[[slice, list[NormalSource]], None], sl: slice, drawn: list[_Drawn]) -> None:
+    """``draw(sl, drawn)``, checking that every normal drawn for the chunk was used (else the stream would shift)."""
+    draw(sl, list(drawn))
+    if not all(d.used_up() for d in drawn):
+        raise RuntimeError("hierbayes: a chunk used fewer normals than were drawn for it")
+
+
+def _draw_workers() -> int:
+    """Threads for the conditional draws: the CPUs this process may use, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
 
 
 def random_effect_draws(
