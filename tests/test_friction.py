@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import hierbayes as hb
-from hierbayes.inference.fit import _no_blas_warning
+from hierbayes.inference.fit import _no_blas_warning, _no_creation_traces
 
 
 def crossed_frame(reps: int) -> pd.DataFrame:
@@ -46,6 +46,19 @@ def test_blas_warning_is_silenced_only_inside():
             warnings.warn(message, UserWarning, stacklevel=1)
         with pytest.raises(UserWarning, match="BLAS"):
             warnings.warn(message, UserWarning, stacklevel=1)
+
+
+def test_graphs_are_built_without_creation_traces_unless_the_user_set_a_limit():
+    import pytensor
+    import pytensor.tensor as pt
+
+    assert pytensor.config.traceback__limit == 8  # PyTensor's default
+    with _no_creation_traces():
+        assert pytensor.config.traceback__limit == 0
+        assert not (pt.vector("x") + 1).tag.trace
+    assert pytensor.config.traceback__limit == 8 and (pt.vector("x") + 1).tag.trace
+    with pytensor.config.change_flags(traceback__limit=20), _no_creation_traces():
+        assert pytensor.config.traceback__limit == 20  # the user's choice stands
 
 
 def test_summary_columns_share_one_fixed_format(synthetic_fit):

@@ -225,42 +225,44 @@ def fit(
     _log.info(note)
     if progressbar:
         print(note, file=sys.stderr)
-    if chosen == "collapsed":
-        pm_model = build_collapsed_model(design)
-    elif chosen == "quadrature":
-        pm_model = build_quadrature_model(design, n_nodes=n_nodes)
-    else:
-        pm_model = build_model(design)
-    backend = resolve_sampler(sampler)
-    bar = _progress_display(progressbar)
-    if progressbar is True and bar is False:
-        _log.info(f"hierbayes: sampling {chains} chain(s) x {tune} tuning + {draws} draws with {backend} ...")
-    started = time.perf_counter()
-    if cores is None and backend == "numpyro" and chosen == "collapsed" and collapses_crossed(design):
-        # numpyro's chains run in threads; two chains of the crossed collapsed likelihood (a dense
-        # Schur complement per gradient) ran slower at once than one after the other (subjects x
-        # items benchmark, 4 x 2000 steps: 29.6 s in 2 threads, 14.0 s in 1), unlike every other case
-        cores = 1
-    run: dict[str, Any] = {"draws": draws, "tune": tune, "chains": chains, "random_seed": random_seed, "cores": cores}
-    if chosen == "full":
-        run["rescale"] = rescaled_effects(design)
-    with _no_blas_warning():
-        try:
-            idata = sample(pm_model, target_accept=target_accept, sampler=backend, progressbar=bar, **run)  # type: ignore[arg-type]
-        except (NotImplementedError, ValueError) as err:
-            if sampler != "auto" or backend != "numpyro" or not _jax_cannot(err):
-                raise
-            # JAX lacks a derivative or an operation this model needs: the next backend of "auto"
-            fallback = resolve_sampler("nutpie")
-            note = (
-                f"hierbayes: JAX cannot differentiate this model ({str(err).splitlines()[0]}); "
-                f"sampling with {fallback} instead."
-            )
-            _log.info(note)
-            if progressbar:
-                print(note, file=sys.stderr)
-            backend = fallback
-            idata = sample(pm_model, target_accept=target_accept, sampler=backend, progressbar=bar, **run)  # type: ignore[arg-type]
+    with _no_creation_traces():  # PyMC's graphs, PyTensor's rewrites, the samplers' compilation
+        if chosen == "collapsed":
+            pm_model = build_collapsed_model(design)
+        elif chosen == "quadrature":
+            pm_model = build_quadrature_model(design, n_nodes=n_nodes)
+        else:
+            pm_model = build_model(design)
+        backend = resolve_sampler(sampler)
+        bar = _progress_display(progressbar)
+        if progressbar is True and bar is False:
+            _log.info(f"hierbayes: sampling {chains} chain(s) x {tune} tuning + {draws} draws with {backend} ...")
+        started = time.perf_counter()
+        if cores is None and backend == "numpyro" and chosen == "collapsed" and collapses_crossed(design):
+            # numpyro's chains run in threads; two chains of the crossed collapsed likelihood (a dense
+            # Schur complement per gradient) ran slower at once than one after the other (subjects x
+            # items benchmark, 4 x 2000 steps: 29.6 s in 2 threads, 14.0 s in 1), unlike every other case
+            cores = 1
+        run: dict[str, Any] = {"draws": draws, "tune": tune, "chains": chains, "random_seed": random_seed}
+        run["cores"] = cores
+        if chosen == "full":
+            run["rescale"] = rescaled_effects(design)
+        with _no_blas_warning():
+            try:
+                idata = sample(pm_model, target_accept=target_accept, sampler=backend, progressbar=bar, **run)  # type: ignore[arg-type]
+            except (NotImplementedError, ValueError) as err:
+                if sampler != "auto" or backend != "numpyro" or not _jax_cannot(err):
+                    raise
+                # JAX lacks a derivative or an operation this model needs: the next backend of "auto"
+                fallback = resolve_sampler("nutpie")
+                note = (
+                    f"hierbayes: JAX cannot differentiate this model ({str(err).splitlines()[0]}); "
+                    f"sampling with {fallback} instead."
+                )
+                _log.info(note)
+                if progressbar:
+                    print(note, file=sys.stderr)
+                backend = fallback
+                idata = sample(pm_model, target_accept=target_accept, sampler=backend, progressbar=bar, **run)  # type: ignore[arg-type]
     if progressbar is True and bar is False:
         _log.info(f"hierbayes: sampled in {time.perf_counter() - started:.1f} s.")
     if chosen == "collapsed":
@@ -331,6 +333,30 @@ def _no_blas_warning() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "PyTensor could not link to a BLAS installation", UserWarning)
         yield
+
+
+@contextlib.contextmanager
+def _no_creation_traces() -> Iterator[None]:
+    """Build graphs without PyTensor's record of where each variable was created.
+
+    PyTensor keeps, for every variable and node it creates, the last frames of the Python stack
+    (``traceback__limit``, 8 by default), for error messages that point at the user's line. The
+    graphs of ``hb.fit`` are made by hierbayes and PyMC, not written by the user, and collecting
+    those stacks took a quarter of the time of building and lifting the sleepstudy model (about
+    0.25 s of a 2.0 s warm fit, in PyMC's graph, PyTensor's rewrites and the JAX translation).
+    A limit the user set (anything but PyTensor's default) is kept.
+    """
+    import pytensor
+
+    if pytensor.config.traceback__limit != _PYTENSOR_TRACEBACK_DEFAULT:
+        yield
+        return
+    with pytensor.config.change_flags(traceback__limit=0):
+        yield
+
+
+#: PyTensor's default ``traceback__limit``.
+_PYTENSOR_TRACEBACK_DEFAULT = 8
 
 
 def _dask_note(design: Design | None, chosen: str, note: str) -> str:
