@@ -34,6 +34,43 @@ def test_index_arrays_and_levels(frame):
     np.testing.assert_array_equal(design.y, frame["y"])
 
 
+def _levels_by_joining_text(data, factor):
+    """The levels as the design made them before issue 11: each row's values as text, joined, then factorized."""
+    text = data[list(factor)].astype(str)
+    joined = text.iloc[:, 0].str.cat([text.iloc[:, k] for k in range(1, text.shape[1])], sep=":")
+    codes, uniques = pd.factorize(joined, sort=True)
+    return np.asarray(codes, dtype=np.int64), tuple(str(u) for u in uniques)
+
+
+def test_group_levels_are_the_sorted_texts_of_the_values_and_paths():
+    """Level labels and order as text, for ids of every kind (the index is built from the distinct values only)."""
+    from types import SimpleNamespace
+
+    from hierbayes.design import _group_index
+
+    rng = np.random.default_rng(0)
+    n = 300
+    pick = lambda options: np.array([options[k] for k in rng.integers(0, len(options), n)], dtype=object)  # noqa: E731
+    data = pd.DataFrame(
+        {
+            "int": rng.integers(-5, 30, n),  # "-1" < "10" < "2" as text
+            "float": rng.integers(0, 12, n) / 4,
+            "mixed": pick([1, "1", 2.0, "x", 10]),  # 1 and "1": one level
+            "unicode": pick(["é", "e", "Z", "a"]),
+            "colon": pick(["a", "a:b", "b"]),  # "a" + "b:c" and "a:b" + "c" join to the same text
+            "cat": pd.Categorical(pick(["b", "a", "c"]), categories=["c", "b", "a"]),
+            "date": pd.to_datetime("2020-01-01") + pd.to_timedelta(rng.integers(0, 9, n), unit="D"),
+            "string": pd.array(pick(["t1", "t10", "t2"]), dtype="string"),
+        }
+    )
+    for a in data.columns:
+        for factor in [(a,), *((a, b) for b in data.columns), (a, "int", "colon")]:
+            codes, levels = _group_index(data, SimpleNamespace(factor=factor))
+            expected_codes, expected_levels = _levels_by_joining_text(data, factor)
+            assert levels == expected_levels, factor
+            np.testing.assert_array_equal(codes, expected_codes)
+
+
 def test_random_slope_columns(frame):
     design = hb.make_design(hb.parse_formula("y ~ x + (x | school)"), frame)
     (g,) = design.groups
