@@ -121,7 +121,7 @@ METHODS: tuple[str, ...] = ("auto", "collapsed", "full")
 #: Floats per intermediate array when the random effects are drawn in chunks of draws.
 _CHUNK_FLOATS = 4_000_000
 #: The same for one term per factor (element-wise passes over ``(S, G)`` arrays): chunks that
-#: stay in cache. 200,000 rows, 5,000 + 200 levels, 4,000 draws: 1.30 s at 4e6 floats,
+#: stay in cache. 200,000 rows, 5,000 + 200 levels, 4,000 draws (one thread): 1.30 s at 4e6 floats,
 #: 0.72 s at 1e6, 0.55 s at 2.5e5 and at 1e5 (same draws: the chunking never changes them).
 _SCALAR_CHUNK_FLOATS = 250_000
 
@@ -614,7 +614,12 @@ def _posterior_factors(data: CollapsedData, posterior: xr.Dataset, index: np.nda
 def _draw_posterior_effects(
     design: Design, posterior: xr.Dataset, index: np.ndarray, random_seed: int | None
 ) -> dict[str, np.ndarray]:
-    """``{u_<g>: (len(index), G, q)}`` for the stacked posterior draws ``index``."""
+    """``{u_<g>: (len(index), G, q)}`` for the stacked posterior draws ``index``.
+
+    Chunks of draws go to :func:`_draw_workers` threads unless the factors are crossed: the
+    200,000-row nested benchmark's 5,200 levels x 4,000 draws took 0.81 s in one thread and
+    0.46 s with two (2 CPUs); achievement's 0.33 s and 0.18 s. The same draws either way.
+    """
     data = collapsed_data(design)
     seeds = np.random.SeedSequence(random_seed).spawn(len(data.groups))
     rngs = [np.random.default_rng(s) for s in seeds]
