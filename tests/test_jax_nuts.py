@@ -291,3 +291,22 @@ def test_a_jittered_start_with_no_density_is_drawn_again(cache):
         assert z <= 0.3 and (again or z == start)
     idata = jax_nuts.sample_numpyro(model, draws=20, tune=20, chains=4, random_seed=1, target_accept=0.8)
     assert np.isfinite(idata["sample_stats"]["lp"].values).all() and (idata["posterior"]["x"].values <= 0.3).all()
+
+
+def test_without_serialisation_the_programs_compile_in_process_with_the_same_draws(cache, monkeypatch):
+    """No ``flatbuffers`` (``jax.export`` cannot serialise): compiled from the Python functions, same draws."""
+    import jax.export
+
+    kw = {"draws": 50, "tune": 50, "chains": 2, "random_seed": 5, "target_accept": 0.9}
+    monkeypatch.setattr(jax_nuts, "_COMPILED", {})
+    exported = jax_nuts.sample_numpyro(_funnel(), **kw)
+
+    def no_flatbuffers(*args, **kwargs):
+        raise ImportError("flatbuffers is not installed")
+
+    monkeypatch.setattr(jax_nuts, "_COMPILED", {})
+    monkeypatch.setattr(jax.export, "export", no_flatbuffers)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache.parent / "empty"))  # nothing exported to read back
+    local = jax_nuts.sample_numpyro(_funnel(), **kw)
+    assert not (cache.parent / "empty" / "hierbayes" / "programs").exists()
+    np.testing.assert_array_equal(exported["posterior"]["z"].values, local["posterior"]["z"].values)
