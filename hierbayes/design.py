@@ -384,7 +384,7 @@ def _group_index(data: pd.DataFrame, term: GroupTerm) -> tuple[np.ndarray, tuple
     A level is the row's value of each factor as text, joined with ``:`` for a nesting path
     (``school:class``), and the levels are sorted as text, as ``pd.factorize`` of those
     strings would sort them. The text is made only for the distinct values and combinations
-    (1,000,000 rows: 0.05 s instead of 0.5 s for joining a string per row).
+    (a nesting path on 1,000,000 rows: 0.08 s instead of 0.45 s for joining a string per row).
     """
     codes, labels = _text_codes(data[term.factor[0]])
     for name in term.factor[1:]:
