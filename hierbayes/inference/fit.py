@@ -242,8 +242,13 @@ def fit(
             # Schur complement per gradient) ran slower at once than one after the other (subjects x
             # items benchmark, 4 x 2000 steps: 29.6 s in 2 threads, 14.0 s in 1), unlike every other case
             cores = 1
-        run: dict[str, Any] = {"draws": draws, "tune": tune, "chains": chains, "random_seed": random_seed}
-        run["cores"] = cores
+        run: dict[str, Any] = {
+            "draws": draws,
+            "tune": tune,
+            "chains": chains,
+            "random_seed": random_seed,
+            "cores": cores,
+        }
         if chosen == "full":
             run["rescale"] = rescaled_effects(design)
         with _no_blas_warning():

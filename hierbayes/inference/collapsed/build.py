@@ -56,7 +56,6 @@ and draw them later, for a subset of draws, with :func:`random_effect_draws`.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -707,11 +706,9 @@ def _draw_all(draw: Callable[[slice, list[NormalSource]], None], sl: slice, draw
 
 def _draw_workers() -> int:
     """Threads for the conditional draws: the CPUs this process may use, at most 4."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus))
+    from hierbayes.inference.jax_nuts import available_cpus  # numpy and the standard library only
+
+    return max(1, min(4, available_cpus()))
 
 
 def random_effect_draws(
